@@ -1,0 +1,38 @@
+"""CUHK03-NP (Zhong et al., CVPR 2017 "new protocol": 767 train / 700 test ids).
+
+``cuhk03-np/{labeled,detected}/`` holding ``bounding_box_train/``, ``query/`` and
+``bounding_box_test/``; names like ``0001_c1_1.png`` (pid, camera 1-2, index). Expected:
+labeled train 7,368 / query 1,400 / gallery 5,328; detected 7,365 / 1,400 / 5,332.
+The original ``cuhk-03.mat`` release is not read: convert it to CUHK03-NP first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from reidkit.datasets._common import locate, market_style_splits
+from reidkit.datasets.base import DatasetError, ReIDDataset
+
+NAME = "cuhk03"
+VARIANTS = ("labeled", "detected")
+SPLITS = ("bounding_box_train", "query", "bounding_box_test")
+EXAMPLE = "0001_c1_1.png"
+
+
+def load(root: str | os.PathLike[str] | None = None, variant: str = "labeled") -> ReIDDataset:
+    """Load CUHK03-NP ``variant`` ("labeled" or "detected") from ``root``.
+
+    ``root`` is the folder holding ``cuhk03-np/``, ``cuhk03-np/`` itself, or the variant folder.
+    """
+    if variant not in VARIANTS:
+        raise DatasetError(f"cuhk03: variant must be 'labeled' or 'detected', not {variant!r}.")
+    if root is not None and Path(root).name in VARIANTS and Path(root).name != variant:
+        raise DatasetError(f"cuhk03: root {root} is the {Path(root).name} variant, not {variant}.")
+    folders = tuple(
+        f"{parent}{variant}" for parent in ("cuhk03-np/", "cuhk03_np/", "cuhk03/cuhk03-np/", "")
+    )
+    layout = f"cuhk03-np/{variant}/ with bounding_box_train/, query/ and bounding_box_test/"
+    folder = locate(root, folders, SPLITS, "CUHK03-NP", layout)
+    train, query, gallery = market_style_splits(folder, EXAMPLE, *SPLITS)
+    return ReIDDataset(NAME, folder, train, query, gallery, f"CUHK03-NP {variant}")
