@@ -37,10 +37,15 @@ def datasets_info(
     except (DatasetError, KeyError, ValueError) as exc:
         _fail(str(exc).strip("'\""))
         return
-    table = Table(title=f"{ds.name}  ({ds.root})")
+    from reidkit.datasets import drop_junk, split_stats
+
+    table = Table(title=ds.name, caption=str(Path(ds.root).resolve()))
     for col in ("split", "images", "ids", "cameras"):
         table.add_column(col, justify="left" if col == "split" else "right")
     stats = ds.stats()
+    junk_free = split_stats(drop_junk(ds.gallery))
+    if junk_free.images != stats["gallery"].images:
+        stats["gallery_without_junk"] = junk_free
     for split, s in stats.items():
         table.add_row(split, f"{s.images:,}", f"{s.ids:,}", f"{s.cameras}")
     console.print(table)

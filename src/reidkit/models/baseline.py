@@ -1,0 +1,71 @@
+"""The re-id strong baseline (BoT, Luo et al. 2019): backbone -> pooling -> BNNeck -> classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from reidkit.models.heads import POOLINGS, BNNeck, make_classifier
+
+__all__ = ["NECKS", "ReIDBaseline"]
+
+
+
+def _no_neck(num_features: int) -> nn.Module:
+    return nn.Identity()
+
+
+NECKS: dict[str, Callable[[int], nn.Module]] = {"bnneck": BNNeck, "none": _no_neck}
+
+
+class ReIDBaseline(nn.Module):
+    """Strong-baseline re-id model around any backbone returning ``(N, C, H, W)`` maps.
+
+    ``forward(x)``:
+
+    * train mode: ``{"logits": (N, num_classes), "features": (N, D) pooled feature before the
+      neck (for the triplet loss), "bn_features": (N, D) after the neck}``; ``logits`` is absent
+      when ``num_classes == 0``;
+    * eval mode: the ``(N, D)`` embedding, after the BNNeck (``feat_after_bn=True``) or before.
+
+    ``neck``: ``"bnneck"`` (BatchNorm1d with frozen bias) or ``"none"``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int = 0,
+        pooling: str = "avg",
+        neck: str = "bnneck",
+        feat_after_bn: bool = True,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose from {sorted(POOLINGS)}")
+        if neck not in NECKS:
+            raise ValueError(f"unknown neck {neck!r}; choose from {sorted(NECKS)}")
+        dim = int(backbone.out_features)  # type: ignore[arg-type]
+        self.backbone = backbone
+        self.pool = POOLINGS[pooling]()
+        self.neck = NECKS[neck](dim)
+        self.feat_dim = dim
+        self.feat_after_bn = feat_after_bn
+        self.num_classes = 0
+        self.classifier: nn.Linear | None = None
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a fresh one for ``num_classes`` (0 removes it)."""
+        self.num_classes = num_classes
+        self.classifier = make_classifier(self.feat_dim, num_classes) if num_classes > 0 else None
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
+        feat = self.pool(self.backbone(x))
+        bn_feat = self.neck(feat)
+        if not self.training:
+            return bn_feat if self.feat_after_bn else feat
+        out = {"features": feat, "bn_features": bn_feat}
+        if self.classifier is not None:
+            out["logits"] = self.classifier(bn_feat)
+        return out
