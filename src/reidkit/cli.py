@@ -57,10 +57,26 @@ def datasets_info(
 
 @app.command("eval")
 def eval_cmd(
-    features: Annotated[Path, typer.Option(help="Saved features (.npz: qf, gf, q_pids, g_pids, q_camids, g_camids).")],
+    features: Annotated[Path | None, typer.Option(help="Saved features (.npz: qf, gf, q_pids, g_pids, ...).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Architecture (e.g. osnet_x0_25) when evaluating a checkpoint.")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Checkpoint to extract features with (instead of --features).")
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset to extract from, with --weights.")] = "market1501",
+    root: Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")] = None,
+    backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8 (with --weights).")] = "torch",
+    flip: Annotated[bool, typer.Option("--flip", help="Flip test-time augmentation (with --weights).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per batch (with --weights).")] = 32,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Keep raw model outputs (torchreid's protocol: with --metric euclidean).")
+    ] = False,
     rerank: Annotated[bool, typer.Option("--rerank", help="Also evaluate with k-reciprocal re-ranking.")] = False,
     metric: Annotated[Literal["cosine", "euclidean"], typer.Option(help="Distance between features.")] = "cosine",
-    ap: Annotated[Literal["standard", "market"], typer.Option(help="non-interpolated, or Market-1501 trapezoid")] = "standard",
+    ap: Annotated[
+        Literal["standard", "market"], typer.Option(help="non-interpolated, or Market-1501 trapezoid")
+    ] = "standard",
     k1: Annotated[int, typer.Option(help="Re-ranking k1.")] = 20,
     k2: Annotated[int, typer.Option(help="Re-ranking k2.")] = 6,
     lambda_value: Annotated[float, typer.Option("--lambda", help="Re-ranking lambda.")] = 0.3,
@@ -72,26 +88,97 @@ def eval_cmd(
     from reidkit.evaluation.report import plot_cmc, result_json, result_table
     from reidkit.io import FeatureFileError, load_features, write_json
 
-    try:
-        fs = load_features(features)
-    except FeatureFileError as exc:
-        _fail(str(exc))
-        return
+    if (features is None) == (weights is None):
+        _fail("give either --features FILE.npz or --weights CHECKPOINT (with --model and --dataset)")
+    if features is not None:
+        try:
+            fs = load_features(features)
+        except FeatureFileError as exc:
+            _fail(str(exc))
+            return
+        label = features.name
+    else:
+        fs = _extract(model, weights, dataset, root, backend, flip, batch_size, None, raw)  # type: ignore[arg-type]
+        label = f"{model or Path(str(weights)).name} on {dataset}"
     results, seconds = {}, {}
     variants = {metric: False, f"{metric} + re-ranking": True} if rerank else {metric: False}
     for name, rr in variants.items():
         t0 = time.perf_counter()
         results[name] = evaluate_features(fs, metric, rr, ap, k1, k2, lambda_value)
         seconds[name] = time.perf_counter() - t0
-    title = f"{features.name}: {len(fs.qf)} queries x {len(fs.gf)} gallery"
+    title = f"{label}: {len(fs.qf)} queries x {len(fs.gf)} gallery"
     console.print(result_table(results, title=title))
     for name, s in seconds.items():
         console.print(f"  {name}: {s:.2f} s", style="dim")
     if json_out:
         figures = {k: result_json(v) for k, v in results.items()}
-        write_json(json_out, {"features": str(features), "ap": ap, "results": figures})
+        write_json(json_out, {"features": str(features or weights), "ap": ap, "results": figures})
     if plot:
         plot_cmc(results, plot)
+
+
+def _extract(
+    model: str | None,
+    weights: Path,
+    dataset: str,
+    root: Path | None,
+    backend: str,
+    flip: bool,
+    batch_size: int,
+    threads: int | None,
+    raw: bool = False,
+):
+    """Load a checkpoint, embed a dataset's query and gallery, report the rate."""
+    from reidkit.datasets import get_dataset
+    from reidkit.datasets.base import DatasetError
+    from reidkit.embed import ImageError
+    from reidkit.extract import extract_dataset, make_embedder
+    from reidkit.models.weights import WeightsMismatchError
+
+    try:
+        ds = get_dataset(dataset, root)
+        calib = [s.path for s in ds.train[:: max(1, len(ds.train) // 256)]] if backend == "onnx-int8" else None
+        embedder, info = make_embedder(
+            model,
+            weights,
+            backend,
+            batch_size=batch_size,
+            flip=flip,
+            threads=threads,
+            calibration=calib,
+            normalize=not raw,  # type: ignore[arg-type]
+        )
+        fs, stats = extract_dataset(embedder, ds, progress=True)
+    except (DatasetError, FileNotFoundError, ValueError, WeightsMismatchError, ImageError) as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+    console.print(
+        f"{info.name}: {stats.images:,} images in {stats.seconds:.1f} s ({stats.images_per_s:.1f} img/s, {backend})"
+    )
+    return fs
+
+
+@app.command("extract")
+def extract_cmd(
+    weights: Annotated[Path, typer.Option(help="Checkpoint: a reidkit model file or a torchreid model-zoo file.")],
+    out: Annotated[Path, typer.Option(help="Features file to write (.npz).")],
+    model: Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 (for torchreid files).")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset name, e.g. market1501.")] = "market1501",
+    root: Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")] = None,
+    backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8.")] = "torch",
+    flip: Annotated[bool, typer.Option("--flip", help="Flip test-time augmentation.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Keep raw model outputs (torchreid's protocol: with --metric euclidean).")
+    ] = False,
+) -> None:
+    """Embed a dataset's query and gallery into a features file for `reidkit eval --features`."""
+    from reidkit.io import save_features
+
+    fs = _extract(model, weights, dataset, root, backend, flip, batch_size, threads, raw)
+    save_features(out, fs)
+    console.print(f"wrote {out} ({len(fs.qf):,} query + {len(fs.gf):,} gallery features, {fs.qf.shape[1]}-d)")
 
 
 def main() -> None:  # pragma: no cover - console-script entry
