@@ -1,0 +1,215 @@
+"""Re-id training losses (BoT, Luo et al. 2019): label-smoothed CE, batch-hard triplet, center loss.
+
+:class:`ReIDLoss` combines them with configurable weights and returns every term by name plus
+``"total"`` (the weighted sum)::
+
+    criterion = ReIDLoss(num_classes=751, feat_dim=2048, center_weight=5e-4)
+    losses = criterion(model(images), pids)       # {"ce", "triplet", "center", "total"}
+    losses["total"].backward()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from reidkit.config import LossConfig
+
+__all__ = [
+    "CenterLoss",
+    "CrossEntropyLabelSmooth",
+    "ReIDLoss",
+    "TripletLoss",
+    "batch_hard_triplet_loss",
+    "cross_entropy_label_smooth",
+    "feature_distance",
+]
+
+DistanceMetric = Literal["euclidean", "cosine"]
+
+
+def _full(x: Tensor) -> Tensor:
+    """Half-precision inputs (AMP) in float32; float32/float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def cross_entropy_label_smooth(logits: Tensor, targets: Tensor, epsilon: float = 0.1) -> Tensor:
+    """Mean cross-entropy against ``(1 - epsilon) * one_hot + epsilon / C`` (Szegedy et al.; BoT)."""
+    log_probs = F.log_softmax(_full(logits), dim=1)
+    num_classes = logits.shape[1]
+    smoothed = torch.full_like(log_probs, epsilon / num_classes)
+    smoothed.scatter_(1, targets.long().unsqueeze(1), 1.0 - epsilon + epsilon / num_classes)
+    return -(smoothed * log_probs).sum(1).mean()
+
+
+class CrossEntropyLabelSmooth(nn.Module):
+    """Module form of :func:`cross_entropy_label_smooth`."""
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 <= epsilon < 1.0:
+            raise ValueError(f"label smoothing epsilon must be in [0, 1), got {epsilon}")
+        self.epsilon = epsilon
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return cross_entropy_label_smooth(logits, targets, self.epsilon)
+
+
+def feature_distance(x: Tensor, metric: DistanceMetric = "euclidean", normalize: bool = False) -> Tensor:
+    """``(N, N)`` distances between the rows of ``x``.
+
+    ``euclidean``: non-squared L2 (BoT; squared distances clamped at 1e-12 before the square root);
+    ``cosine``: ``1 - cos``. ``normalize`` L2-normalises first. The diagonal is exactly 0.
+    """
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    x = _full(x)
+    if normalize or metric == "cosine":
+        x = F.normalize(x, dim=1)
+    if metric == "cosine":
+        dist = 1.0 - x @ x.T
+    else:
+        sq = (x * x).sum(1)
+        dist = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(1e-12).sqrt()
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    return dist.masked_fill(eye, 0.0)
+
+
+def batch_hard_triplet_loss(
+    features: Tensor,
+    targets: Tensor,
+    margin: float = 0.3,
+    soft: bool = False,
+    metric: DistanceMetric = "euclidean",
+    normalize: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch-hard triplet loss (Hermans et al. 2017), vectorised over anchors.
+
+    For every anchor: hardest positive = farthest sample with its label (itself included, so an
+    anchor without another positive uses distance 0), hardest negative = closest other label.
+    Loss per anchor: ``relu(d_ap - d_an + margin)``, or ``softplus(d_ap - d_an)`` when ``soft``;
+    anchors without any negative contribute 0. Returns ``(loss, d_ap, d_an)``.
+    """
+    dist = feature_distance(features, metric, normalize)
+    same = targets[:, None] == targets[None, :]
+    d_ap = torch.where(same, dist, torch.full_like(dist, float("-inf"))).amax(1)
+    d_an = torch.where(same, torch.full_like(dist, float("inf")), dist).amin(1)
+    diff = d_ap - d_an
+    per_anchor = F.softplus(diff) if soft else F.relu(diff + margin)
+    return per_anchor.mean(), d_ap, d_an
+
+
+class TripletLoss(nn.Module):
+    """Module form of :func:`batch_hard_triplet_loss` (returns the loss only)."""
+
+    def __init__(
+        self,
+        margin: float = 0.3,
+        soft: bool = False,
+        metric: DistanceMetric = "euclidean",
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.margin, self.soft, self.metric, self.normalize = margin, soft, metric, normalize
+
+    def forward(self, features: Tensor, targets: Tensor) -> Tensor:
+        return batch_hard_triplet_loss(features, targets, self.margin, self.soft, self.metric, self.normalize)[0]
+
+    def extra_repr(self) -> str:
+        kind = "soft" if self.soft else f"margin={self.margin}"
+        return f"{kind}, metric={self.metric}, normalize={self.normalize}"
+
+
+class CenterLoss(nn.Module):
+    """Center loss (Wen et al. 2016): mean squared distance of each feature to its class center.
+
+    The centers are learnable; BoT trains them with their own SGD optimiser (lr 0.5) and divides
+    their gradient by the loss weight (see :class:`reidkit.engine.trainer.Trainer`).
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int) -> None:
+        super().__init__()
+        self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
+
+    def forward(self, features: Tensor, targets: Tensor) -> Tensor:
+        diff = _full(features) - self.centers[targets.long()]
+        return (diff * diff).sum(1).clamp(1e-12, 1e12).mean()
+
+
+class ReIDLoss(nn.Module):
+    """Weighted sum of label-smoothed CE (on ``logits``), batch-hard triplet and center loss (on
+    ``features``, pre-BNNeck as in BoT). A term with weight 0 is neither computed nor returned.
+
+    ``forward(outputs, targets)`` takes the model's train-mode dict (``logits``, ``features``) and
+    returns the unweighted terms (``ce``, ``triplet``, ``center``) and ``total`` = weighted sum.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        feat_dim: int | None = None,
+        *,
+        ce_weight: float = 1.0,
+        label_smoothing: float = 0.1,
+        triplet_weight: float = 1.0,
+        margin: float = 0.3,
+        soft_margin: bool = False,
+        metric: DistanceMetric = "euclidean",
+        normalize: bool = False,
+        center_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if min(ce_weight, triplet_weight, center_weight) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if ce_weight == triplet_weight == center_weight == 0:
+            raise ValueError("at least one loss weight must be > 0")
+        self.ce_weight, self.triplet_weight, self.center_weight = ce_weight, triplet_weight, center_weight
+        self.ce = CrossEntropyLabelSmooth(label_smoothing)
+        self.triplet = TripletLoss(margin, soft_margin, metric, normalize)
+        self.center: CenterLoss | None = None
+        if center_weight > 0:
+            if feat_dim is None:
+                raise ValueError("the center loss needs feat_dim (the size of the model's features)")
+            self.center = CenterLoss(num_classes, feat_dim)
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig, num_classes: int, feat_dim: int | None = None) -> ReIDLoss:
+        return cls(
+            num_classes,
+            feat_dim,
+            ce_weight=cfg.ce.weight,
+            label_smoothing=cfg.ce.label_smoothing,
+            triplet_weight=cfg.triplet.weight,
+            margin=cfg.triplet.margin,
+            soft_margin=cfg.triplet.soft,
+            metric=cfg.triplet.metric,
+            normalize=cfg.triplet.normalize,
+            center_weight=cfg.center.weight,
+        )
+
+    def forward(self, outputs: dict[str, Tensor] | Tensor, targets: Tensor) -> dict[str, Tensor]:
+        if isinstance(outputs, Tensor):
+            outputs = {"features": outputs}
+        terms: dict[str, Tensor] = {}
+        total: Tensor | None = None
+
+        def add(name: str, value: Tensor, weight: float) -> None:
+            nonlocal total
+            terms[name] = value
+            total = weight * value if total is None else total + weight * value
+
+        if self.ce_weight > 0:
+            if "logits" not in outputs:
+                raise KeyError("the cross-entropy loss needs 'logits' in the model outputs (num_classes > 0)")
+            add("ce", self.ce(outputs["logits"], targets), self.ce_weight)
+        if self.triplet_weight > 0:
+            add("triplet", self.triplet(outputs["features"], targets), self.triplet_weight)
+        if self.center is not None:
+            add("center", self.center(outputs["features"], targets), self.center_weight)
+        assert total is not None
+        terms["total"] = total
+        return terms

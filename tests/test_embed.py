@@ -1,0 +1,89 @@
+"""The Embedder: every input type gives the same features, batching is invisible, errors name files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reidkit.embed import Embedder, ImageError, Preprocess
+from reidkit.models import build_model
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    torch.manual_seed(0)
+    return Embedder.from_model(build_model("osnet_x0_25"), height=64, width=32, batch_size=3)
+
+
+def _images(tmp_path: Path, n: int = 5) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 20 + 3 * i, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_inputs_agree(embedder: Embedder, tmp_path: Path) -> None:
+    paths = _images(tmp_path)
+    arrays = [np.array(Image.open(p).convert("RGB")) for p in paths]
+    ref = embedder.embed(paths)
+    assert ref.shape == (5, 128) and ref.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ref, axis=1), 1.0, atol=1e-5)
+    for other in (
+        [str(p) for p in paths],
+        [Image.open(p) for p in paths],
+        arrays,
+        [torch.from_numpy(a).permute(2, 0, 1) for a in arrays],
+        [torch.from_numpy(a).permute(2, 0, 1).float() / 255 for a in arrays],
+    ):
+        np.testing.assert_allclose(embedder.embed(other), ref, atol=1e-5)
+    bgr = [a[:, :, ::-1].copy() for a in arrays]
+    np.testing.assert_allclose(embedder.embed(bgr, bgr=True), ref, atol=1e-5)
+    assert np.abs(embedder.embed(bgr) - ref).max() > 1e-3  # BGR read as RGB is different
+
+
+def test_batching_and_order(embedder: Embedder, tmp_path: Path) -> None:
+    paths = _images(tmp_path)
+    one = Embedder(embedder.backend, height=64, width=32, batch_size=1).embed(paths)
+    np.testing.assert_allclose(embedder.embed(paths), one, atol=1e-5)
+    np.testing.assert_allclose(embedder.embed(paths[::-1]), one[::-1], atol=1e-5)
+
+
+def test_flip_tta_is_flip_invariant(embedder: Embedder, tmp_path: Path) -> None:
+    paths = _images(tmp_path, 2)
+    flip = Embedder(embedder.backend, height=64, width=32, flip=True)
+    mirrored = [np.asarray(Image.open(p).convert("RGB"))[:, ::-1].copy() for p in paths]
+    np.testing.assert_allclose(flip.embed(paths), flip.embed(mirrored), atol=1e-5)
+
+
+def test_raw_outputs(embedder: Embedder, tmp_path: Path) -> None:
+    paths = _images(tmp_path, 2)
+    raw = Embedder(embedder.backend, height=64, width=32, normalize=False).embed(paths)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), embedder.embed(paths), atol=1e-5)
+
+
+def test_preprocess_matches_torchvision() -> None:
+    from torchvision import transforms as T
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (128, 64, 3), dtype=np.uint8))
+    tv = T.Compose([T.Resize((256, 128)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    np.testing.assert_allclose(Preprocess(256, 128)(img), tv(img).numpy(), atol=1e-5)
+
+
+def test_errors_name_the_file(embedder: Embedder, tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"missing\.jpg: no such image file"):
+        embedder.embed([tmp_path / "missing.jpg"])
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError, match=r"broken\.jpg: not a readable image"):
+        embedder.embed([bad])
+    with pytest.raises(ImageError, match="H x W x 3 uint8"):
+        embedder.embed([np.zeros((4, 4), dtype=np.uint8)])
+    with pytest.raises(ValueError, match="no images"):
+        embedder.embed([])
