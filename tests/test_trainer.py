@@ -51,7 +51,13 @@ def config_file(tmp_path: Path, data_root: Path, out: str = "out", model: str = 
 
 
 def state_dict_file(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Weights of a final reidkit model file (the classifier is not part of it)."""
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def trained_state(final: Path) -> dict[str, torch.Tensor]:
+    """All weights (classifier included) of a run's last checkpoint, beside its final model file."""
+    return ckpt.load_checkpoint(ckpt.latest_checkpoint(final.parent / "checkpoints"))["model"]
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -154,7 +160,7 @@ def test_train_writes_outputs_and_learns(tmp_path: Path, data_root: Path) -> Non
     assert json.loads((out / "results.json").read_text())["epoch"] == 3
     assert load_config(out / "config.yaml").solver.max_epochs == 3
     # the final weights load into a freshly built model
-    model = build_model("osnet_x0_25", 8)
+    model = build_model("osnet_x0_25", 0)
     model.load_state_dict(state_dict_file(final))
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["epoch_002.pt", "epoch_003.pt"]
 
@@ -165,8 +171,9 @@ def test_same_seed_same_weights(tmp_path: Path, data_root: Path) -> None:
     a = train(cfg, overrides)
     b = train(cfg, [*overrides, f"engine.output_dir={tmp_path / 'b'}"])
     c = train(cfg, [*overrides, f"engine.output_dir={tmp_path / 'c'}", "engine.seed=8"])
+    assert_same_weights(trained_state(a), trained_state(b))
     assert_same_weights(state_dict_file(a), state_dict_file(b))
-    assert not torch.equal(state_dict_file(a)["classifier.weight"], state_dict_file(c)["classifier.weight"])
+    assert not torch.equal(trained_state(a)["classifier.weight"], trained_state(c)["classifier.weight"])
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path: Path, data_root: Path) -> None:
@@ -188,6 +195,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path: Path, data_roo
     assert not list(ckpt_dir.glob(".*"))  # no half-written checkpoint
     # 3. resume to 3 epochs: identical weights
     resumed = train(cfg, resume=True)
+    assert_same_weights(trained_state(full), trained_state(resumed))
     assert_same_weights(state_dict_file(full), state_dict_file(resumed))
     # metrics.jsonl: the killed run's partial epoch 2 records were dropped, none duplicated
     records = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
@@ -245,7 +253,15 @@ def test_real_models_train_and_evaluate(tmp_path: Path, data_root: Path, name: s
     trainer = Trainer(cfg)
     final = trainer.fit()
     assert trainer.last_eval is not None and 0 <= trainer.last_eval["mAP"] <= 100
-    assert set(state_dict_file(final)) == set(build_model(name, 8).state_dict())
+    assert set(state_dict_file(final)) == {
+        k for k in build_model(name, 8).state_dict() if not k.startswith("classifier.")
+    }
+    from reidkit.models.zoo import load_model
+
+    model, info = load_model(None, final)  # the final file is self-describing
+    assert info.name == name and info.meta["epochs"] == 1
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3, info.height, info.width)).shape == (2, info.feat_dim)
 
 
 def test_freeze_first_epoch(tmp_path: Path, data_root: Path) -> None:
@@ -288,3 +304,18 @@ def test_injected_model_and_params_hash(tmp_path: Path, data_root: Path) -> None
     before = params_hash(model)
     trainer.train_epoch(1, None, None)
     assert params_hash(model) != before and math.isfinite(trainer.optimizer.param_groups[0]["lr"])
+
+
+def test_train_cli_then_eval_cli(tmp_path: Path, data_root: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reidkit.cli import app
+
+    runner = CliRunner()
+    cfg = config_file(tmp_path, data_root, "cli")
+    bad = runner.invoke(app, ["train", str(cfg), "solver.max_epoch=1"])
+    assert bad.exit_code == 2 and "max_epoch" in bad.output
+    res = runner.invoke(app, ["train", str(cfg), "solver.max_epochs=1", "engine.eval_every=0"])
+    assert res.exit_code == 0, res.output
+    final = tmp_path / "cli" / "model_final.pth"
+    assert final.is_file() and "reidkit eval --weights" in res.output

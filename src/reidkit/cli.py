@@ -181,6 +181,25 @@ def extract_cmd(
     console.print(f"wrote {out} ({len(fs.qf):,} query + {len(fs.gf):,} gallery features, {fs.qf.shape[1]}-d)")
 
 
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/market1501/bot_mobilenetv2.yaml.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides, e.g. solver.max_epochs=12.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+) -> None:
+    """Train a model (strong-baseline recipe); checkpoints every epoch, metrics to metrics.jsonl."""
+    from reidkit.config import ConfigError
+    from reidkit.datasets.base import DatasetError
+    from reidkit.engine import train
+
+    try:
+        final = train(config, overrides or [], resume=resume)
+    except (ConfigError, DatasetError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"final model: {final}  (use it with: reidkit eval --weights {final})")
+
+
 def main() -> None:  # pragma: no cover - console-script entry
     app()
 

@@ -79,26 +79,22 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """:func:`reidkit.models.build_model` with the config's options."""
-    from reidkit.models import build_model
-
+def model_build_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """The architecture options of :func:`reidkit.models.build_model` (recorded in model files)."""
     kwargs = dict(cfg.kwargs)
     if cfg.last_stride is not None:
         kwargs["last_stride"] = cfg.last_stride
     if cfg.feat_dim is not None:
         kwargs["feature_dim"] = cfg.feat_dim
+    return {"head": cfg.head, "pooling": cfg.pooling, "neck": cfg.neck, "feat_after_bn": cfg.feat_after_bn, **kwargs}
+
+
+def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """:func:`reidkit.models.build_model` with the config's options."""
+    from reidkit.models import build_model
+
     pretrained = None if cfg.pretrained is False else cfg.pretrained
-    return build_model(
-        cfg.name,
-        num_classes,
-        pretrained,
-        head=cfg.head,
-        pooling=cfg.pooling,
-        neck=cfg.neck,
-        feat_after_bn=cfg.feat_after_bn,
-        **kwargs,
-    )
+    return build_model(cfg.name, num_classes, pretrained, **model_build_kwargs(cfg))
 
 
 def build_optimizer(model: nn.Module, cfg: SolverConfig) -> torch.optim.Optimizer:
@@ -656,8 +652,21 @@ class Trainer:
                 log.close()
         final = self.output_dir / FINAL_WEIGHTS
         if main:
-            with atomic_path(final) as tmp:
-                torch.save(self.model.state_dict(), tmp)
+            from reidkit.models.zoo import ModelInfo, save_model_file
+
+            info = ModelInfo(
+                cfg.model.name,
+                cfg.data.height,
+                cfg.data.width,
+                build=model_build_kwargs(cfg.model),
+                meta={
+                    "experiment": cfg.name,
+                    "dataset": cfg.data.dataset,
+                    "epochs": self.epoch,
+                    **(self.last_eval or {}),
+                },
+            )
+            save_model_file(final, self.model, info)
             if self.last_eval is not None:
                 write_json(self.output_dir / "results.json", {"epoch": self.epoch, **self.last_eval})
             self.console.print(f"saved {final}", highlight=False)

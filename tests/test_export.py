@@ -1,0 +1,165 @@
+"""ONNX export parity (random and real Market weights/images), atomic writes, static INT8 quantisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from reidkit.export import (
+    ExportError,
+    export_onnx,
+    onnx_features,
+    parity,
+    preprocess_images,
+    quantize_int8,
+)
+from reidkit.models.build import build_model
+
+
+def _market_query(data_root: Path) -> list[Path]:
+    images = sorted((data_root / "market1501" / "query").glob("*.jpg"))
+    if len(images) < 200:
+        pytest.skip(f"too few Market query images under {data_root}")
+    return images
+
+
+def test_tiny_model_export_matches_torch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2").eval()
+    path = tmp_path / "m.onnx"
+    report = export_onnx(model, path, height=64, width=32, exporter="torchscript")
+    assert path.is_file() and report.min_cosine >= 0.9999
+    assert report.batch_sizes == (1, 4) and report.feat_dim == 1280 and report.opset == 17
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["images"]
+    assert [o.name for o in sess.get_outputs()] == ["features"]
+    assert not model.training
+    for n in (1, 3):
+        x = torch.randn(n, 3, 64, 32)
+        with torch.inference_mode():
+            ref = model(x).numpy()
+        out = onnx_features(path, x.numpy())
+        cos, _ = parity(ref, out)
+        assert out.shape == (n, 1280) and cos >= 0.9999
+
+
+@pytest.fixture(scope="module")
+def osnet_export(tmp_path_factory: pytest.TempPathFactory, data_root: Path, weights_root: Path):
+    """osnet_x0_25 with Market weights, exported by the default (dynamo) exporter, checked on 8 queries."""
+    model = build_model(
+        "osnet_x0_25", head="torchreid", pretrained=weights_root / "reid" / "osnet_x0_25_market1501.pth"
+    ).eval()
+    images = _market_query(data_root)
+    path = tmp_path_factory.mktemp("osnet") / "osnet_x0_25.onnx"
+    report = export_onnx(model, path, check_images=images[:8])
+    return model, images, report
+
+
+@pytest.mark.data
+def test_osnet_market_export_real_parity(osnet_export) -> None:
+    model, images, report = osnet_export
+    assert report.exporter == "dynamo" and report.opset >= 18
+    assert report.real_images and report.batch_sizes == (1, 8)
+    assert report.min_cosine >= 0.9999, report
+    # Independently: 8 other real queries, torch vs ONNX Runtime.
+    batch = preprocess_images(images[::400][:8], 256, 128)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(batch)).numpy()
+    cos, diff = parity(ref, onnx_features(report.path, batch))
+    print(f"osnet fp32 ONNX vs torch on 8 Market queries: min cosine {cos:.7f}, max abs diff {diff:.2e}")
+    assert cos >= 0.9999
+
+
+class _NumpyInForward(nn.Module):
+    """Runs eagerly, but its output leaves the graph through numpy (exported as a constant)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).mean((2, 3))
+        return torch.from_numpy(y.detach().numpy() * 2)
+
+
+class _Noisy(nn.Module):
+    """Exports fine, but its output is random, so ONNX Runtime cannot match torch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).mean((2, 3))
+        return y + torch.randn_like(y) * 10
+
+
+def _half_written_then_crash(model: nn.Module, args: tuple, f: str, **kw: object) -> None:
+    Path(f).write_bytes(b"\x08\x07half an onnx file")
+    raise RuntimeError("exporter crashed")
+
+
+def _export_fails(tmp_path: Path, model: nn.Module, exporter: str, match: str) -> None:
+    path = tmp_path / "out" / "model.onnx"
+    with pytest.raises(ExportError, match=match):
+        export_onnx(model, path, height=32, width=16, exporter=exporter)  # type: ignore[arg-type]
+    assert list(path.parent.iterdir()) == []
+    # An existing file is left as it was.
+    path.write_bytes(b"old")
+    with pytest.raises(ExportError, match=match):
+        export_onnx(model, path, height=32, width=16, exporter=exporter)  # type: ignore[arg-type]
+    assert path.read_bytes() == b"old" and [p.name for p in path.parent.iterdir()] == ["model.onnx"]
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_crashing_exporter_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exporter: str) -> None:
+    monkeypatch.setattr(torch.onnx, "export", _half_written_then_crash)
+    _export_fails(tmp_path, _Noisy(), exporter, "exporter crashed")
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [(_NumpyInForward(), "expected"), (_Noisy(), "disagrees")],
+    ids=["input-not-used", "parity-failure"],
+)
+def test_bad_export_leaves_no_file(tmp_path: Path, model: nn.Module, match: str) -> None:
+    _export_fails(tmp_path, model, "torchscript", match)
+
+
+@pytest.mark.data
+def test_osnet_int8_static_quantisation(osnet_export, tmp_path: Path) -> None:
+    _, images, report = osnet_export
+    calib = images[1::200][:16]  # 16 images across identities and cameras
+    evals = images[50::100][:24]  # other images
+    assert not set(calib) & set(evals)
+    out = tmp_path / "osnet_int8.onnx"
+    q = quantize_int8(report.path, out, calib, 256, 128, per_channel=True, method="minmax")
+    assert out.is_file() and q.size_out < q.size_in and q.calibration_images == 16
+    assert [p.name for p in tmp_path.iterdir()] == ["osnet_int8.onnx"]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    batch = preprocess_images(evals, 256, 128)
+    fp32 = onnx_features(report.path, batch)
+    int8 = onnx_features(out, batch)
+    na = fp32 / np.linalg.norm(fp32, axis=1, keepdims=True)
+    nb = int8 / np.linalg.norm(int8, axis=1, keepdims=True)
+    cos = (na * nb).sum(axis=1)
+    print(f"osnet INT8 vs fp32 on {len(evals)} Market queries: mean cosine {cos.mean():.4f}, min {cos.min():.4f}")
+    assert cos.mean() >= 0.95
+
+
+def test_quantize_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", ["x.jpg"])
+    with pytest.raises(ValueError, match="method"):
+        quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", ["x.jpg"], method="kl")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", [])
