@@ -49,7 +49,7 @@ def write_section(name: str, markdown: str) -> None:
 
 def command_line() -> str:
     """The command that produced a figure, as a user would type it."""
-    return " ".join([".venv/bin/python", *[Path(sys.argv[0]).relative_to(ROOT).as_posix()], *sys.argv[1:]])
+    return " ".join([".venv/bin/python", Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix(), *sys.argv[1:]])
 
 
 def market_problem(features: str | None, dim: int = 512, seed: int = 0):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from reidkit.embed import Embedder
 from reidkit.export import (
     ExportError,
     export_onnx,
@@ -67,11 +68,11 @@ def test_osnet_market_export_real_parity(osnet_export) -> None:
     assert report.exporter == "dynamo" and report.opset >= 18
     assert report.real_images and report.batch_sizes == (1, 8)
     assert report.min_cosine >= 0.9999, report
-    # Independently: 8 other real queries, torch vs ONNX Runtime.
-    batch = preprocess_images(images[::400][:8], 256, 128)
-    with torch.inference_mode():
-        ref = model(torch.from_numpy(batch)).numpy()
-    cos, diff = parity(ref, onnx_features(report.path, batch))
+    # Independently, through the Embedder (decode, resize, L2): 8 other real queries, torch vs ONNX Runtime.
+    queries = images[::400][:8]
+    ref = Embedder.from_model(model, batch_size=4).embed(queries)
+    out = Embedder.from_onnx(report.path, batch_size=4).embed(queries)
+    cos, diff = parity(ref, out)
     print(f"osnet fp32 ONNX vs torch on 8 Market queries: min cosine {cos:.7f}, max abs diff {diff:.2e}")
     assert cos >= 0.9999
 

@@ -63,8 +63,8 @@ def _import_torchreid():
             # "Cython evaluation ... is unavailable" -- we report the evaluator
             # in the JSON instead.
             warnings.simplefilter("ignore")
-            import torchreid  # noqa: F401
-            import torchreid.reid.metrics.rank  # noqa: F401
+            import torchreid
+            import torchreid.reid.metrics.rank
     except ImportError as exc:  # pragma: no cover - environment problem
         raise PeerError(
             f"cannot import torchreid ({exc}); run `bash bench/peer_setup.sh` and use "
@@ -134,10 +134,7 @@ class RssMonitor:
 
     def report(self):
         mb = 1024.0 * 1024.0
-        if self.method == "psutil":
-            peak = self.peak / mb
-        else:
-            peak = _ru_maxrss_mb()
+        peak = self.peak / mb if self.method == "psutil" else _ru_maxrss_mb()
         return {
             "peak_rss_mb": round(peak, 2) if peak is not None else None,
             "rss_before_mb": round(self.before / mb, 2) if self.before else None,
@@ -296,7 +293,7 @@ def task_eval(args):
         same_pid = q_pids[:, None] == g_pids[None, :]
         diff_cam = q_camids[:, None] != g_camids[None, :]
         valid_idx = np.flatnonzero((same_pid & diff_cam).any(axis=1))
-        out["num_valid_query"] = int(len(ap))
+        out["num_valid_query"] = len(ap)
         out["per_query_ap"] = [float(x) for x in ap]
         if len(valid_idx) == len(ap):
             out["per_query_ap_query_idx"] = [int(i) for i in valid_idx]

@@ -10,7 +10,8 @@ a failure leaves no file behind.
 Exporter: torch's default ``torch.export``-based exporter (``dynamo=True``) at opset 18, its lowest
 native opset (asking it for 17 triggers a down-conversion that fails and keeps 18 anyway), written
 as one self-contained file. ``exporter="torchscript"`` selects the legacy (deprecated) exporter:
-about 10x faster to export, opset 17, same numbers for OSNet, MobileNetV2 and ResNet50.
+about 10x faster to export (0.4 s vs 5 s), opset 17. Every registered backbone (both heads, avg and
+GeM pooling) exports with both, min cosine 1.0000000 to torch, and runs equally fast in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -324,6 +325,10 @@ def quantize_int8(
     AVX-512/AVX-VNNI ``vpdpbusd``). On AVX2 without VNNI that path can saturate; try
     ``reduce_range=True`` (7-bit weights) if accuracy drops. ``preprocess`` runs ONNX Runtime's
     ``quant_pre_process`` (shape inference and graph optimisation) first.
+
+    Measured (2 threads, batch 32, 256x128, AVX-512-VNNI EPYC): INT8 is 2.4x ORT fp32 for
+    MobileNetV2 but 0.6x for OSNet x0.25 (small grouped convolutions and channel gates), so check
+    both before deploying one.
     """
     from onnxruntime.quantization import CalibrationMethod as CM
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
