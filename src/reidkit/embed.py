@@ -56,7 +56,13 @@ def to_pil(image: ImageInput, bgr: bool = False) -> Image.Image:
 
 
 class Preprocess:
-    """Resize (bilinear, as torchreid and fast-reid), scale to [0, 1], normalise: CHW float32."""
+    """Resize (bilinear, as torchreid and fast-reid), scale to [0, 1], normalise.
+
+    ``resize`` (per image, in worker threads) gives H x W x 3 uint8; ``normalize_batch`` turns a
+    stacked N x H x W x 3 uint8 batch into an N x 3 x H x W float32 tensor in one vectorised step,
+    laid out channels-last (no copy is needed for a channels-last model). ``__call__`` does both for
+    one image and returns a 3 x H x W float32 array.
+    """
 
     def __init__(
         self,
@@ -66,22 +72,28 @@ class Preprocess:
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         self.size = (height, width)
-        self.scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float32)))[:, None, None]
-        self.offset = (np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32))[:, None, None]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
 
-    def __call__(self, image: ImageInput, bgr: bool = False) -> np.ndarray:
+    def resize(self, image: ImageInput, bgr: bool = False) -> np.ndarray:
         im = to_pil(image, bgr)
         h, w = self.size
         if im.size != (w, h):
             im = im.resize((w, h), Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.float32).transpose(2, 0, 1)
-        return arr * self.scale - self.offset
+        return np.array(im)  # writable, so torch can wrap it without a warning
+
+    def normalize_batch(self, batch: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+        return x.sub_(self.mean).mul_(self.inv_std)
+
+    def __call__(self, image: ImageInput, bgr: bool = False) -> np.ndarray:
+        return self.normalize_batch(self.resize(image, bgr)[None])[0].contiguous().numpy()
 
 
 class Backend(Protocol):
-    """Runs a batch (N, 3, H, W) float32 through a model and returns (N, D) float32 features."""
+    """Runs a normalised (N, 3, H, W) float32 batch through a model; returns (N, D) features."""
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+    def __call__(self, batch: torch.Tensor) -> np.ndarray: ...
 
 
 class TorchBackend:
@@ -102,8 +114,8 @@ class TorchBackend:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device)
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        x = batch.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
@@ -129,8 +141,8 @@ class OnnxBackend:
         self.session = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch)})[0]
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch.contiguous().numpy()})[0]
 
 
 class Embedder:
@@ -170,23 +182,24 @@ class Embedder:
         return cls(OnnxBackend(path, threads=threads), **kw)  # type: ignore[arg-type]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        feats = self.backend(batch)
+        x = self.preprocess.normalize_batch(batch)
+        feats = self.backend(x)
         if self.flip:
-            feats = feats + self.backend(np.ascontiguousarray(batch[..., ::-1]))
+            feats = feats + self.backend(torch.flip(x, dims=[3]))
         feats = np.asarray(feats, dtype=np.float32)
         if not self.normalize:
             return feats
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
     def _prepared_batches(self, images: Sequence[ImageInput], bgr: bool) -> Iterator[np.ndarray]:
-        """Batches of preprocessed images, decoded by worker threads up to two batches ahead."""
+        """Batches of resized uint8 images (N, H, W, 3), decoded by worker threads two batches ahead."""
         starts = range(0, len(images), self.batch_size)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="reidkit-decode") as pool:
             pending: deque[list[Future[np.ndarray]]] = deque()
 
             def submit(start: int) -> None:
                 chunk = images[start : start + self.batch_size]
-                pending.append([pool.submit(self.preprocess, im, bgr) for im in chunk])
+                pending.append([pool.submit(self.preprocess.resize, im, bgr) for im in chunk])
 
             it = iter(starts)
             for start in it:

@@ -183,14 +183,17 @@ def load_torchreid_checkpoint(
     allowed = tuple(allow_missing)
     if ckpt_w is not None and ckpt_w.shape[0] != num_classes:
         dropped = [k for k in sd if k.startswith("classifier.")]
-        logger.warning(
-            "%s: checkpoint classifier has %d classes but the model expects %d; dropping %s "
-            "(the model's classifier keeps its fresh init)",
-            path,
-            ckpt_w.shape[0],
-            num_classes,
-            ", ".join(dropped),
-        )
+        if num_classes == 0:  # an embedding model: the classifier is simply not needed
+            logger.info("%s: dropping %s (the model has no classifier)", path, ", ".join(dropped))
+        else:
+            logger.warning(
+                "%s: checkpoint classifier has %d classes but the model expects %d; dropping %s "
+                "(the model's classifier keeps its fresh init)",
+                path,
+                ckpt_w.shape[0],
+                num_classes,
+                ", ".join(dropped),
+            )
         report = load_weights(
             model,
             sd,
