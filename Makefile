@@ -33,6 +33,14 @@ demo: install
 peer:
 	bash bench/peer_setup.sh
 
+FEATS := bench/out/osnet_x0_25_market1501.npz
+DEFAULT_MODEL := src/reidkit/models/pretrained/mobilenet_v2_market1501_bot_cpu.pth
+
 bench: install peer
-	$(PY) bench/eval_speed.py
-	$(PY) bench/rerank.py
+	$(VENV)/bin/reidkit extract --model osnet_x0_25 --weights $(REIDKIT_WEIGHTS)/reid/osnet_x0_25_market1501.pth \
+	  --batch-size 64 --out $(FEATS)
+	$(PY) bench/eval_speed.py --features $(FEATS)
+	$(PY) bench/rerank.py --features $(FEATS) --msmt
+	$(PY) bench/extract_speed.py
+	$(PY) bench/extract_speed.py --model none --weights $(DEFAULT_MODEL) --peer-images 0
+	$(PY) bench/train_speed.py

@@ -21,7 +21,9 @@ BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 def machine() -> str:
     """A one-line description of where a figure was measured."""
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def run_peer(task: str, *args: str, timeout: int = 3600) -> dict:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
+from pathlib import Path
 
 import numpy as np
 from _common import ROOT, command_line, machine, run_peer, write_section
@@ -24,13 +26,18 @@ OUT = ROOT / "bench" / "out"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="osnet_x0_25")
-    ap.add_argument("--weights", default=os.path.join(os.environ.get("REIDKIT_WEIGHTS", "weights"), "reid/osnet_x0_25_market1501.pth"))
+    ap.add_argument("--model", default="osnet_x0_25", help="architecture name; 'none' for a reidkit model file")
+    ap.add_argument(
+        "--weights",
+        default=os.path.join(os.environ.get("REIDKIT_WEIGHTS", "weights"), "reid/osnet_x0_25_market1501.pth"),
+    )
     ap.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"])
     ap.add_argument("--peer-images", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
+    if args.model == "none":
+        args.model = None
     OUT.mkdir(parents=True, exist_ok=True)
 
     ds = get_dataset("market1501")
@@ -43,57 +50,86 @@ def main() -> None:
 
     rows, feats = [], {}
     for backend in args.backends:
-        emb, _info = make_embedder(args.model, args.weights, backend, batch_size=args.batch_size,  # type: ignore[arg-type]
-                                  threads=args.threads, onnx_path=OUT / f"{args.model}.onnx",
-                                  calibration=calib, normalize=False)
+        emb, _info = make_embedder(
+            args.model,
+            args.weights,
+            backend,
+            batch_size=args.batch_size,  # type: ignore[arg-type]
+            threads=args.threads,
+            onnx_path=OUT / f"{args.model}.onnx",
+            calibration=calib,
+            normalize=False,
+        )
         emb.embed(paths[:64])  # warm-up
-        import time
-
         t0 = time.perf_counter()
         f = emb.embed(paths)
         secs = time.perf_counter() - t0
         feats[backend] = f
-        res = {m: evaluate(pairwise_distance(f[:nq], f[nq:], m), pids[:nq], pids[nq:], cams[:nq], cams[nq:])
-               for m in ("euclidean", "cosine")}
+        res = {
+            m: evaluate(pairwise_distance(f[:nq], f[nq:], m), pids[:nq], pids[nq:], cams[:nq], cams[nq:])
+            for m in ("euclidean", "cosine")
+        }
         rows.append((backend, len(paths), secs, res))
         print(f"{backend}: {len(paths) / secs:.1f} img/s", {m: r.summary() for m, r in res.items()})
 
-    lst = OUT / "extract_images.txt"
-    lst.write_text("\n".join(paths[: args.peer_images]) + "\n")
-    peer_npy = OUT / "peer_features.npy"
-    peer = run_peer("extract", "--images", str(lst), "--model", args.model, "--weights", args.weights,
-                    "--batch-size", str(args.batch_size), "--output-npy", str(peer_npy), "--threads", str(args.threads))
-    pf = np.load(peer_npy)
-    peer_rate = peer["images_per_s"]
+    peer_rate, pf, lst, peer_npy = None, None, OUT / "extract_images.txt", OUT / "peer_features.npy"
+    if args.peer_images:
+        lst.write_text("\n".join(paths[: args.peer_images]) + "\n")
+        peer = run_peer(
+            "extract",
+            "--images",
+            str(lst),
+            "--model",
+            args.model,
+            "--weights",
+            args.weights,
+            "--batch-size",
+            str(args.batch_size),
+            "--output-npy",
+            str(peer_npy),
+            "--threads",
+            str(args.threads),
+        )
+        pf = np.load(peer_npy)
+        peer_rate = peer["images_per_s"]
+        lst.unlink()
+        peer_npy.unlink()
 
-    def cos(a: np.ndarray, b: np.ndarray) -> float:
+    def cos(a: np.ndarray, b: np.ndarray | None) -> str:
+        if b is None:
+            return "–"
         a = a / np.linalg.norm(a, axis=1, keepdims=True)
         b = b / np.linalg.norm(b, axis=1, keepdims=True)
-        return float((a * b).sum(1).min())
+        return f"{float((a * b).sum(1).min()):.5f}"
 
-    table = ["| path | images | img/s | x torchreid | min cos vs torchreid | rank-1 / mAP (euclidean, raw) | rank-1 / mAP (cosine) |",
-             "|---|---|---|---|---|---|---|"]
+    table = [
+        "| path | images | img/s | x torchreid | min cos vs torchreid | rank-1 / mAP (euclidean, raw) | rank-1 / mAP (cosine) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for backend, n, secs, res in rows:
         e, c = res["euclidean"], res["cosine"]
-        table.append(f"| reidkit {backend} | {n:,} | {n / secs:.1f} | {n / secs / peer_rate:.1f}x | "
-                     f"{cos(feats[backend][: args.peer_images], pf):.5f} | {100 * e.rank(1):.2f} / {100 * e.mAP:.2f} | "
-                     f"{100 * c.rank(1):.2f} / {100 * c.mAP:.2f} |")
-    table.append(f"| torchreid FeatureExtractor | {args.peer_images:,} | {peer_rate:.1f} | 1.0x | – | (published: 91.2 / 75.0) | – |")
-    md = f"""## Feature extraction speed (issue 5): `{args.model}`
+        ratio = f"{n / secs / peer_rate:.1f}x" if peer_rate else "–"
+        table.append(
+            f"| reidkit {backend} | {n:,} | {n / secs:.1f} | {ratio} | "
+            f"{cos(feats[backend][: args.peer_images], pf)} | {100 * e.rank(1):.2f} / {100 * e.mAP:.2f} | "
+            f"{100 * c.rank(1):.2f} / {100 * c.mAP:.2f} |"
+        )
+    if peer_rate:
+        table.append(f"| torchreid FeatureExtractor | {args.peer_images:,} | {peer_rate:.1f} | 1.0x | – | – | – |")
+    name = args.model or Path(args.weights).stem
+    md = f"""## Feature extraction speed (issue 5): `{name}`
 Market-1501 query + gallery without junk ({len(paths):,} images), 256x128, batch {args.batch_size},
 {args.threads} threads, weights `{os.path.basename(args.weights)}`. reidkit backends: torch = channels-last +
 inference_mode + threaded decoding; onnx = ONNX Runtime fp32; onnx-int8 = ORT static QDQ INT8 calibrated on
-256 training images. torchreid's `FeatureExtractor` ran on the first {args.peer_images:,} images in the same run.
+256 training images. torchreid's `FeatureExtractor` (if listed) ran on the first {args.peer_images:,} images in the same run.
 {machine()}; `MALLOC_MMAP_MAX_={os.environ.get("MALLOC_MMAP_MAX_", "unset")}`.
 
 {chr(10).join(table)}
 
 Command: `{command_line()}`
 """
-    write_section(f"extract_speed_{args.model}", md)
+    write_section(f"extract_speed_{name}", md)
     print(md)
-    lst.unlink()
-    peer_npy.unlink()
 
 
 if __name__ == "__main__":

@@ -63,8 +63,9 @@ def market(features: str | None) -> str:
     ours = run_ours(qf, gf, ours_out)
 
     inp = OUT / "rerank_peer_input.npz"
-    np.savez(inp, q_g_dist=euclid(qf, gf), q_q_dist=euclid(qf, qf), g_g_dist=euclid(gf, gf),
-             k1=20, k2=6, lambda_value=0.3)
+    np.savez(
+        inp, q_g_dist=euclid(qf, gf), q_q_dist=euclid(qf, qf), g_g_dist=euclid(gf, gf), k1=20, k2=6, lambda_value=0.3
+    )
     peer_out = OUT / "rerank_peer.npy"
     peer = run_peer("rerank", "--input", str(inp), "--output-npy", str(peer_out))
     inp.unlink()

@@ -88,8 +88,8 @@ def eval_cmd(
     from reidkit.evaluation.report import plot_cmc, result_json, result_table
     from reidkit.io import FeatureFileError, load_features, write_json
 
-    if (features is None) == (weights is None):
-        _fail("give either --features FILE.npz or --weights CHECKPOINT (with --model and --dataset)")
+    if features is not None and (weights is not None or model is not None):
+        _fail("give either --features FILE.npz or a model (--weights CHECKPOINT, --model NAME), not both")
     if features is not None:
         try:
             fs = load_features(features)
@@ -99,7 +99,7 @@ def eval_cmd(
         label = features.name
     else:
         fs = _extract(model, weights, dataset, root, backend, flip, batch_size, None, raw)  # type: ignore[arg-type]
-        label = f"{model or Path(str(weights)).name} on {dataset}"
+        label = f"{model or (Path(str(weights)).name if weights else 'default model')} on {dataset}"
     results, seconds = {}, {}
     variants = {metric: False, f"{metric} + re-ranking": True} if rerank else {metric: False}
     for name, rr in variants.items():
@@ -119,7 +119,7 @@ def eval_cmd(
 
 def _extract(
     model: str | None,
-    weights: Path,
+    weights: Path | None,
     dataset: str,
     root: Path | None,
     backend: str,
@@ -160,8 +160,10 @@ def _extract(
 
 @app.command("extract")
 def extract_cmd(
-    weights: Annotated[Path, typer.Option(help="Checkpoint: a reidkit model file or a torchreid model-zoo file.")],
     out: Annotated[Path, typer.Option(help="Features file to write (.npz).")],
+    weights: Annotated[
+        Path | None, typer.Option(help="Checkpoint: a reidkit model file or a torchreid file (default: shipped model).")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 (for torchreid files).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset name, e.g. market1501.")] = "market1501",
     root: Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")] = None,

@@ -31,7 +31,7 @@ class ExtractStats:
 
 def make_embedder(
     model: str | None,
-    weights: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None,
     backend: Backend = "torch",
     batch_size: int = 32,
     flip: bool = False,

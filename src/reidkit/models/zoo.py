@@ -5,6 +5,9 @@ plus its :class:`ModelInfo` (input size, feature width, where it came from):
 
 * a **reidkit model file** (written by :func:`save_model_file`, e.g. by ``reidkit train``) carries
   its own architecture, input size and provenance, so ``name`` may be omitted;
+* ``"default"`` (or no weights at all): the model shipped inside the package
+  (``reidkit/models/pretrained/``; see its MODEL_CARD.md), so evaluation and search work without
+  any download;
 * **torchreid** checkpoints: the OSNet family (``osnet_x1_0`` … ``osnet_x0_25``, loaded strictly
   into the torchreid-compatible OSNet) and ``resnet50`` (torchvision trunk, last stride 2, global
   average pooling, 2048-d, as torchreid's ``resnet50``). A classifier of another class count is
@@ -31,6 +34,16 @@ logger = logging.getLogger(__name__)
 
 MODEL_FORMAT = "reidkit-model/1"
 PathLike = str | os.PathLike[str]
+DEFAULT_NAME = "default"
+DEFAULT_FILE = "mobilenet_v2_market1501_bot_cpu.pth"
+
+
+def default_model_path() -> Path:
+    """The model file shipped inside the package (raises if this build has none)."""
+    path = Path(__file__).parent / "pretrained" / DEFAULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"this reidkit build ships no default model ({path} is missing); pass --weights")
+    return path
 
 
 @dataclass
@@ -93,11 +106,18 @@ def _load_torchreid_resnet50(path: Path) -> tuple[nn.Module, ModelInfo]:
     return model, ModelInfo("resnet50", feat_dim=2048, source=str(path), build=build)
 
 
-def load_model(name: str | None, weights: PathLike) -> tuple[nn.Module, ModelInfo]:
+def load_model(name: str | None = DEFAULT_NAME, weights: PathLike | None = None) -> tuple[nn.Module, ModelInfo]:
     """An eval-mode feature extractor and its :class:`ModelInfo` from a local checkpoint.
 
-    Weights load with ``weights_only=True``; a missing file or a key mismatch is an error.
+    ``load_model()`` / ``load_model("default")`` give the packaged default model. Weights load with
+    ``weights_only=True``; a missing file or a key mismatch is an error.
     """
+    if weights is None:
+        if name not in (None, DEFAULT_NAME):
+            raise ValueError(f"model {name!r} needs --weights (only the default model is shipped)")
+        weights, name = default_model_path(), None
+    elif name == DEFAULT_NAME:
+        name = None
     path = Path(weights).expanduser()
     obj = _read(path)
     if "format" in obj:
