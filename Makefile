@@ -11,15 +11,22 @@ export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test demo bench lint peer
+.PHONY: install test demo bench lint peer vtest
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,detect]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-install: $(STAMP)
+# Real pedestrian footage (Debian's opencv-doc ships vtest.avi); installed where apt is usable.
+VTEST := /usr/share/doc/opencv-doc/examples/data/vtest.avi
+vtest:
+	@test -f $(VTEST) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null) || \
+	  echo "note: $(VTEST) not installed (needs apt-get as root); footage tests will skip"; }
+
+install: $(STAMP) vtest
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -1,0 +1,369 @@
+"""Frame sources for ingest: video files, stream URLs and per-camera image folders.
+
+Every source yields :class:`Frame` objects (BGR uint8 image, camera id, timestamp in seconds,
+frame index, source URI). Video time is ``start_time + frame_index / fps`` with the fps read from
+the container (``fps=`` overrides it, ``fallback_fps`` is used when the container reports none).
+``stride`` keeps every n-th frame and ``start_frame`` resumes part-way through; frame indices
+always count frames of the original source, so they stay comparable across stride and resume.
+
+Image folders are laid out ``root/<camera>/*.jpg`` (or a single folder of images: one camera named
+after the folder). Times come from a sidecar ``root/frames.csv`` / ``root/frames.json`` (or any
+``sidecar=`` path) with ``path,camera,timestamp`` rows, else from file mtimes, else (``time_from=
+"order"``) from the file-name order at ``fps`` images per second.
+
+:func:`source_fingerprint` lets re-ingest skip a source that has not changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SIDECAR_NAMES = ("frames.csv", "frames.json", "timestamps.csv", "timestamps.json")
+TimeFrom = Literal["auto", "sidecar", "mtime", "order"]
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened or read (the message names it)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Frame:
+    """One decoded frame. ``timestamp`` is in seconds (epoch seconds when the start time is absolute)."""
+
+    image_bgr: np.ndarray
+    camera: str
+    timestamp: float
+    frame_index: int
+    source_uri: str
+
+
+def is_stream_uri(uri: str | os.PathLike[str] | int) -> bool:
+    """True for network streams (``rtsp://``, ``http://`` ...) and camera device indices."""
+    if isinstance(uri, int):
+        return True
+    s = str(uri)
+    return "://" in s and not s.startswith("file://")
+
+
+def camera_from_uri(uri: str | os.PathLike[str] | int) -> str:
+    """A camera id derived from a source: the file stem, the folder name, or the stream's last path part."""
+    if isinstance(uri, int):
+        return f"device{uri}"
+    s = str(uri)
+    if is_stream_uri(s):
+        rest = s.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+        host, _, path = rest.partition("/")
+        host = host.rsplit("@", 1)[-1]  # drop credentials
+        name = path.rsplit("/", 1)[-1] if path else host
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "stream"
+    p = Path(s.removeprefix("file://"))
+    return p.name if p.is_dir() else p.stem
+
+
+def _as_seconds(t: float | datetime | None) -> float:
+    if t is None:
+        return 0.0
+    if isinstance(t, datetime):
+        return t.timestamp()
+    return float(t)
+
+
+def parse_timestamp(value: str | float) -> float:
+    """Seconds from a number or an ISO-8601 string (naive times are taken as local time)."""
+    if isinstance(value, int | float):
+        return float(value)
+    s = value.strip()
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValueError(f"unparseable timestamp {value!r} (want seconds or ISO 8601)") from None
+
+
+class VideoSource:
+    """Frames of a video file, a stream URL or a camera device index, via ``cv2.VideoCapture``.
+
+    ``wall_clock=True`` stamps frames with the time they were read (for live streams) instead of
+    ``start_time + frame_index / fps``. A stream ends at its first failed read (reconnecting, e.g.
+    with ``start_frame`` = frames seen so far, is up to the caller).
+    """
+
+    def __init__(
+        self,
+        uri: str | os.PathLike[str] | int,
+        camera: str | None = None,
+        start_time: float | datetime | None = None,
+        fps: float | None = None,
+        fallback_fps: float = 25.0,
+        stride: int = 1,
+        start_frame: int = 0,
+        max_frames: int | None = None,
+        wall_clock: bool = False,
+    ) -> None:
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if start_frame < 0:
+            raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+        if isinstance(uri, str) and uri.startswith("file://"):
+            uri = uri.removeprefix("file://")
+        self.uri = uri
+        self.uri_str = str(uri)
+        self.camera = camera or camera_from_uri(uri)
+        self.start_time = _as_seconds(start_time)
+        self.stride = stride
+        self.start_frame = start_frame
+        self.max_frames = max_frames
+        self.wall_clock = wall_clock
+        self._fps_override = fps
+        self._fallback_fps = fallback_fps
+        self._fps: float | None = None
+        self._frame_count: int | None = None
+
+    def _open(self) -> cv2.VideoCapture:
+        if not is_stream_uri(self.uri) and not Path(self.uri_str).is_file():
+            raise SourceError(f"{self.uri_str}: no such video file")
+        cap = cv2.VideoCapture(self.uri if isinstance(self.uri, int) else self.uri_str)
+        if not cap.isOpened():
+            cap.release()
+            kind = "stream" if is_stream_uri(self.uri) else "video file"
+            raise SourceError(f"{self.uri_str}: cannot open {kind} (unsupported container/codec or unreachable)")
+        container_fps = cap.get(cv2.CAP_PROP_FPS)
+        if self._fps_override:
+            self._fps = float(self._fps_override)
+        elif container_fps and math.isfinite(container_fps) and 0 < container_fps <= 1000:
+            self._fps = float(container_fps)
+        else:
+            log.warning(
+                "%s: container reports no usable fps (%s); using %s", self.uri_str, container_fps, self._fallback_fps
+            )
+            self._fps = float(self._fallback_fps)
+        n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self._frame_count = int(n) if n and n > 0 and math.isfinite(n) else None
+        return cap
+
+    @property
+    def fps(self) -> float:
+        """Frames per second used for timestamps (opens the source once to read it)."""
+        if self._fps is None:
+            self._open().release()
+        assert self._fps is not None
+        return self._fps
+
+    @property
+    def frame_count(self) -> int | None:
+        """Frames in the container, when it says (streams: None)."""
+        if self._fps is None:
+            self._open().release()
+        return self._frame_count
+
+    def _seek(self, cap: cv2.VideoCapture) -> None:
+        """Position ``cap`` on ``start_frame``: a container seek when it lands exactly, else decode forward."""
+        if self.start_frame == 0:
+            return
+        if not is_stream_uri(self.uri) and cap.set(cv2.CAP_PROP_POS_FRAMES, self.start_frame):
+            if round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == self.start_frame:
+                return
+            cap.release()
+            cap.open(self.uri_str)  # inexact seek: start again and skip frame by frame
+        for _ in range(self.start_frame):
+            if not cap.grab():
+                return
+
+    def __iter__(self) -> Iterator[Frame]:
+        cap = self._open()
+        try:
+            self._seek(cap)
+            fps = self.fps
+            index = self.start_frame
+            emitted = 0
+            while self.max_frames is None or emitted < self.max_frames:
+                if not cap.grab():
+                    if index == 0:
+                        raise SourceError(f"{self.uri_str}: opened, but no frame could be read")
+                    break
+                if (index - self.start_frame) % self.stride == 0:
+                    ok, image = cap.retrieve()
+                    if not ok or image is None:
+                        if emitted == 0 and index == self.start_frame:
+                            raise SourceError(f"{self.uri_str}: cannot decode frame {index}")
+                        log.warning("%s: cannot decode frame %d; skipped", self.uri_str, index)
+                    else:
+                        ts = time.time() if self.wall_clock else self.start_time + index / fps
+                        yield Frame(image, self.camera, ts, index, self.uri_str)
+                        emitted += 1
+                index += 1
+        finally:
+            cap.release()
+
+
+def _natural_key(s: str) -> list[int | str]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def _read_sidecar(path: Path, root: Path) -> dict[Path, tuple[str | None, float]]:
+    """``{resolved image path: (camera or None, timestamp)}`` from a CSV or JSON sidecar."""
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        rows = data.get("frames", data) if isinstance(data, dict) else data
+        if isinstance(rows, dict):  # {"path": timestamp}
+            rows = [{"path": k, "timestamp": v} for k, v in rows.items()]
+    else:
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    out: dict[Path, tuple[str | None, float]] = {}
+    for i, row in enumerate(rows):
+        try:
+            p = Path(str(row["path"]).strip())
+            ts = parse_timestamp(row["timestamp"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SourceError(f"{path}: row {i + 1}: want path,camera,timestamp ({exc})") from None
+        cam = str(row.get("camera") or "").strip() or None
+        out[(p if p.is_absolute() else root / p).resolve()] = (cam, ts)
+    return out
+
+
+class ImageFolderSource:
+    """Frames from image folders: ``root/<camera>/*.jpg`` (or a single folder of images).
+
+    Frames are yielded camera by camera (sorted by camera id), each camera in time order;
+    ``frame_index`` is the position in that camera's time-ordered sequence.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        cameras: list[str] | None = None,
+        sidecar: str | os.PathLike[str] | None = None,
+        time_from: TimeFrom = "auto",
+        fps: float = 1.0,
+        start_time: float | datetime | None = None,
+        stride: int = 1,
+        start_frame: int = 0,
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SourceError(f"{self.root}: no such image folder")
+        if stride < 1 or start_frame < 0:
+            raise ValueError(f"need stride >= 1 and start_frame >= 0, got {stride}, {start_frame}")
+        self.stride, self.start_frame = stride, start_frame
+        self.fps, self.start_time = fps, _as_seconds(start_time)
+        self.extensions = tuple(e.lower() for e in extensions)
+        if sidecar is None:
+            sidecar = next((self.root / n for n in SIDECAR_NAMES if (self.root / n).is_file()), None)
+        elif not Path(sidecar).is_file():
+            raise SourceError(f"{sidecar}: no such sidecar file")
+        if time_from == "sidecar" and sidecar is None:
+            raise SourceError(f"{self.root}: time_from='sidecar' but no sidecar ({', '.join(SIDECAR_NAMES)})")
+        self.time_from: TimeFrom = time_from
+        self.sidecar = Path(sidecar) if sidecar is not None else None
+        self._times = _read_sidecar(self.sidecar, self.root) if self.sidecar and time_from != "order" else {}
+        self._layout = self._scan(cameras)
+
+    def _images(self, folder: Path) -> list[Path]:
+        return [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in self.extensions]
+
+    def _scan(self, cameras: list[str] | None) -> dict[str, list[Path]]:
+        subdirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        layout = {d.name: self._images(d) for d in subdirs}
+        layout = {k: v for k, v in layout.items() if v}
+        if not layout:  # a single camera folder
+            layout = {self.root.name: self._images(self.root)}
+        if cameras is not None:
+            missing = sorted(set(cameras) - set(layout))
+            if missing:
+                raise SourceError(f"{self.root}: no images for camera(s) {', '.join(missing)}")
+            layout = {c: layout[c] for c in cameras}
+        return layout
+
+    @property
+    def cameras(self) -> list[str]:
+        return sorted(self._layout)
+
+    def timeline(self, camera: str) -> list[tuple[Path, str, float]]:
+        """``(path, camera, timestamp)`` for one camera folder, in time order."""
+        paths = sorted(self._layout[camera], key=lambda p: _natural_key(p.name))
+        rows: list[tuple[Path, str, float]] = []
+        for i, p in enumerate(paths):
+            entry = self._times.get(p.resolve())
+            if self.time_from == "order":
+                ts = self.start_time + i / self.fps
+            elif entry is not None:
+                ts = entry[1]
+            elif self.time_from == "sidecar":
+                raise SourceError(f"{p}: not listed in sidecar {self.sidecar}")
+            else:
+                ts = p.stat().st_mtime
+            rows.append((p, entry[0] if entry and entry[0] else camera, ts))
+        order = sorted(range(len(rows)), key=lambda i: (rows[i][2], i))  # stable: name order breaks ties
+        return [rows[i] for i in order]
+
+    def iter_camera(self, camera: str) -> Iterator[Frame]:
+        for index, (path, cam, ts) in enumerate(self.timeline(camera)):
+            if index < self.start_frame or (index - self.start_frame) % self.stride:
+                continue
+            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                log.warning("%s: not a readable image; skipped", path)
+                continue
+            yield Frame(image, cam, ts, index, str(path))
+
+    def __iter__(self) -> Iterator[Frame]:
+        for camera in self.cameras:
+            yield from self.iter_camera(camera)
+
+
+def open_source(uri: str | os.PathLike[str] | int, **opts: object) -> VideoSource | ImageFolderSource:
+    """An :class:`ImageFolderSource` for a directory, else a :class:`VideoSource` (file, URL or device)."""
+    if not isinstance(uri, int) and not is_stream_uri(uri) and Path(str(uri)).is_dir():
+        return ImageFolderSource(uri, **opts)  # type: ignore[arg-type]
+    return VideoSource(uri, **opts)  # type: ignore[arg-type]
+
+
+def _file_digest(path: Path, head_bytes: int) -> str:
+    st = path.stat()
+    h = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}:".encode())
+    with path.open("rb") as fh:
+        h.update(fh.read(head_bytes))
+    return h.hexdigest()
+
+
+def source_fingerprint(uri: str | os.PathLike[str] | int, head_bytes: int = 1 << 20) -> str:
+    """A string that changes when the source changes.
+
+    Files: size + mtime + SHA-1 of the first ``head_bytes``. Folders: SHA-1 of the sorted relative
+    names and sizes of all files below. Streams have no stable content: the URI itself is returned,
+    so callers should not treat an equal fingerprint as "unchanged" for streams.
+    """
+    if is_stream_uri(uri):
+        return f"stream:{uri}"
+    path = Path(str(uri).removeprefix("file://"))
+    if path.is_file():
+        return f"file:{_file_digest(path, head_bytes)}"
+    if path.is_dir():
+        h = hashlib.sha1()
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(f"{p.relative_to(path).as_posix()}\0{p.stat().st_size}\n".encode())
+        return f"dir:{h.hexdigest()}"
+    raise SourceError(f"{path}: no such file or folder")
