@@ -29,7 +29,7 @@ vtest:
 install: $(STAMP) vtest
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
 
 test: lint
 	$(PY) -m pytest

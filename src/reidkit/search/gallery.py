@@ -1,0 +1,1083 @@
+"""A searchable gallery of person crops: SQLite metadata + a FAISS index, in one folder.
+
+Layout of a gallery folder::
+
+    gallery.db              SQLite (WAL): meta, sources, detections, features, tracks (see store.py)
+    index.faiss             FAISS snapshot of the detection features, id = detections.id
+    crops/<source-id>/...   JPEG crops written by Gallery.save_crop (paths in the DB are relative)
+    .lock                   flock held by the one writer
+
+Crash safety: the database is the source of truth, the index a derived snapshot.
+
+* ``add`` commits the detection rows *and their features* (``features`` table) in one SQLite
+  transaction (``synchronous=FULL``), then adds the vectors to the in-memory index. ``remove_source``
+  deletes rows, features and tracks in one transaction, then the vectors, then the crop folder.
+* The index file is only ever replaced whole (temp file, fsync, ``os.replace``): on ``save()``,
+  ``close()`` and every ``autosave`` added rows. A kill at any point leaves the last snapshot intact.
+* On open the two are reconciled by id set: vectors whose rows are gone (a removal committed after
+  the snapshot) are removed from the index (HNSW, which cannot remove, masks them at search time and
+  is rebuilt once they pass 25 %); rows missing from the snapshot (committed after it, or the process
+  died between commit and save) get their vectors re-added from the ``features`` table; an unreadable
+  or mismatched snapshot is rebuilt from the database. Ids are AUTOINCREMENT and never reused, so an
+  id in a stale snapshot always means the same detection. Leftover temp files and crop folders of
+  removed sources are deleted. What was repaired is logged and kept in ``Gallery.repairs``.
+  (An id-set diff rather than a high-water mark, because removals leave holes; it costs one
+  ``SELECT id`` per open, ~0.3 s per million rows.) A crash between ``save_crop`` and the ``add``
+  that references the crop leaves an unreferenced JPEG behind; nothing else is left over.
+
+Search: unfiltered queries go straight to FAISS. Filters (cameras, time range, excluded sources)
+become an id bitmap (``IDSelectorBitmap``) built from per-id columns kept in memory; HNSW efSearch
+and IVF nprobe are widened by 1 / (fraction of the gallery that passes) so as many admissible
+candidates are visited as in an unfiltered search, and filters that leave <= ``EXACT_SUBSET`` rows
+are answered by brute force over them. Single queries are fastest with one OpenMP thread
+(``faiss.omp_set_num_threads(1)`` in a query server): FAISS parallelises over queries.
+
+Only one process may write a gallery (``.lock``); others may open it ``read_only=True`` and see the
+snapshot reconciled in memory. A Gallery object is thread-safe (one lock around each operation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from reidkit.search.index import IndexConfig, IndexFileError, VectorIndex, bitmap_selector
+from reidkit.search.store import (
+    FORMAT,
+    RECORD_SQL,
+    SCHEMA,
+    SOURCE_SQL,
+    STATUSES,
+    TRACK_SQL,
+    VERSION,
+    GalleryError,
+    Hit,
+    Record,
+    Sighting,
+    Source,
+    Track,
+    TrackHit,
+    connect,
+    to_seconds,
+)
+
+try:  # POSIX advisory lock; without it (Windows) the single-writer rule is not enforced
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "gallery.db"
+INDEX_NAME = "index.faiss"
+CROPS = "crops"
+EXACT_SUBSET = 4096  # filters that leave this few candidates are answered exactly (brute force over them)
+_CHUNK = 900  # ids per SQL "IN (...)"
+
+SourceRef = str | int
+
+
+def _chunks(seq: Sequence[int], n: int = _CHUNK) -> Iterator[Sequence[int]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row top-``k`` (values, column indices), best first."""
+    k = min(k, scores.shape[1])
+    part = (
+        np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        if k < scores.shape[1]
+        else np.tile(np.arange(scores.shape[1]), (len(scores), 1))
+    )
+    vals = np.take_along_axis(scores, part, 1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(vals, order, 1), np.take_along_axis(part, order, 1)
+
+
+def save_crop(
+    image: Any,
+    path: str | os.PathLike[str],
+    *,
+    box: Sequence[int] | None = None,
+    bgr: bool = True,
+    jpeg_quality: int = 90,
+) -> Path:
+    """Write a person crop as a JPEG file, atomically.
+
+    ``image``: an H x W x 3 uint8 array (BGR, as OpenCV frames, unless ``bgr=False``) or a PIL image;
+    with ``box=(x1, y1, x2, y2)`` the crop is cut from it first (clipped to the frame).
+    """
+    import cv2  # imported here: only crop writing needs OpenCV
+
+    from reidkit.io import atomic_path
+
+    if hasattr(image, "convert"):  # PIL
+        image, bgr = np.asarray(image.convert("RGB")), False
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"crop image must be H x W x 3 uint8, got {arr.dtype} {arr.shape}")
+    if box is not None:
+        h, w = arr.shape[:2]
+        x1, y1, x2, y2 = (int(v) for v in box)
+        x1, x2, y1, y2 = max(0, x1), min(w, x2), max(0, y1), min(h, y2)
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(f"box {tuple(box)} is empty inside a {w}x{h} frame")
+        arr = arr[y1:y2, x1:x2]
+    if not bgr:
+        arr = arr[:, :, ::-1]
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(arr), [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    if not ok:
+        raise ValueError(f"could not encode a JPEG of shape {arr.shape}")
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(buf.tobytes())
+    return target
+
+
+class _Columns:
+    """Per-id filter columns (alive, camera code, timestamp, source) for vectorised filtering."""
+
+    def __init__(self) -> None:
+        self.alive = np.zeros(0, bool)
+        self.cam = np.zeros(0, np.int32)
+        self.ts = np.zeros(0, np.float64)
+        self.src = np.zeros(0, np.int64)
+        self.codes: dict[str, int] = {}
+
+    def code(self, camera: str) -> int:
+        return self.codes.setdefault(camera, len(self.codes))
+
+    def put(self, ids: np.ndarray, cameras: Sequence[str], ts: np.ndarray, src: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        need = int(ids.max()) + 1
+        if need > len(self.alive):
+            cap = max(need, 2 * len(self.alive), 1024)
+            for name in ("alive", "cam", "ts", "src"):
+                old = getattr(self, name)
+                new = np.zeros(cap, old.dtype)
+                new[: len(old)] = old
+                setattr(self, name, new)
+        self.alive[ids] = True
+        self.cam[ids] = [self.code(c) for c in cameras]
+        self.ts[ids] = ts
+        self.src[ids] = src
+
+    def kill(self, ids: np.ndarray) -> None:
+        ids = ids[ids < len(self.alive)]
+        self.alive[ids] = False
+
+    def mask(self, cameras: set[str] | None, t0: float, t1: float, exclude: set[int]) -> np.ndarray:
+        m = self.alive.copy()
+        if cameras is not None:
+            ok = np.zeros(len(self.codes) + 1, bool)
+            ok[[self.codes[c] for c in cameras if c in self.codes]] = True
+            m &= ok[self.cam]
+        if t0 > -math.inf:
+            m &= self.ts >= t0
+        if t1 < math.inf:
+            m &= self.ts <= t1
+        for s in exclude:
+            m &= self.src != s
+        return m
+
+
+class _TrackCache:
+    """Track features (normalised sums) and filter columns in memory, for exact track search."""
+
+    def __init__(self, dim: int) -> None:
+        self.ids = np.zeros(0, np.int64)
+        self.mat = np.zeros((0, dim), np.float32)
+        self.cam: list[str] = []
+        self.first = np.zeros(0, np.float64)
+        self.last = np.zeros(0, np.float64)
+        self.src = np.zeros(0, np.int64)
+        self.pos: dict[int, int] = {}
+        self.n = 0
+
+    def put(self, tid: int, vec: np.ndarray, camera: str, first: float, last: float, src: int) -> None:
+        i = self.pos.get(tid)
+        if i is None:
+            i = self.n
+            if i == len(self.ids):
+                cap = max(64, 2 * len(self.ids))
+                self.ids = np.resize(self.ids, cap)
+                self.first, self.last = np.resize(self.first, cap), np.resize(self.last, cap)
+                self.src = np.resize(self.src, cap)
+                mat = np.zeros((cap, self.mat.shape[1]), np.float32)
+                mat[: self.n] = self.mat[: self.n]
+                self.mat = mat
+            self.pos[tid] = i
+            self.cam.append(camera)
+            self.n += 1
+        self.ids[i], self.mat[i], self.first[i], self.last[i], self.src[i] = tid, vec, first, last, src
+
+
+class Gallery:
+    """Person crops from many cameras, searchable by appearance; see the module docstring.
+
+    Open with :meth:`open` (or the constructor, same arguments); use as a context manager or call
+    :meth:`close`, which saves the index.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        create: bool = True,
+        dim: int | None = None,
+        index: str | IndexConfig | None = None,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        read_only: bool = False,
+        autosave: int | None = 100_000,
+    ) -> None:
+        self.root = Path(path)
+        self.read_only = read_only
+        self.autosave = autosave
+        self.repairs: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._lockfd: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._index: VectorIndex | None = None
+        self._cols: _Columns | None = None
+        self._tracks: _TrackCache | None = None
+        self._unsaved = 0
+        if isinstance(index, str):
+            IndexConfig(kind=index)  # validate before anything is created
+        if dim is not None and int(dim) < 1:
+            raise GalleryError(f"dim must be positive, got {dim}")
+        db = self.root / DB_NAME
+        if not db.is_file():
+            self._check_creatable(create and not read_only)
+        try:
+            if not read_only:
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._acquire_lock()
+            new = not db.is_file()
+            if new:
+                self._check_creatable(True)  # re-check under the lock
+            self._conn = connect(str(db), read_only=read_only)
+            if (
+                not new
+                and not read_only
+                and self._conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+            ):
+                new = True  # an empty database: creation was interrupted before its first commit
+            if new:
+                self._init_schema(dim, index)
+            self._load_meta(dim, index, ef_search, nprobe)
+            self._n = int(self._conn.execute("SELECT COUNT(*) FROM detections").fetchone()[0])
+            if self.dim is not None:
+                self._load_index()
+                self._reconcile()
+            if not read_only:
+                self._cleanup_files()
+                if self._unsaved:
+                    self.save()
+        except BaseException:
+            self._release()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        create: bool = True,
+        dim: int | None = None,
+        index: str | IndexConfig | None = None,
+        **kwargs: Any,
+    ) -> Gallery:
+        """Open the gallery at ``path``, creating it (an empty or new folder) if ``create``.
+
+        ``index``: ``"flat"`` (exact; default for a new gallery), ``"hnsw"``, ``"ivf"`` or an
+        :class:`IndexConfig`; for an existing gallery it must match what it was built with (see
+        :meth:`reindex`). Keywords: ``ef_search``, ``nprobe`` (search knobs for this session),
+        ``read_only`` and ``autosave`` (save the index every that many added rows; None: never).
+        """
+        return cls(path, create, dim, index, **kwargs)
+
+    # -- opening ----------------------------------------------------------------------------------
+    def _check_creatable(self, create: bool) -> None:
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise GalleryError(f"{root} is a file, not a gallery folder")
+        if not create:
+            raise GalleryError(f"{root} is not a reidkit gallery (no {DB_NAME}); open it with create=True to make one")
+        if root.exists() and any(p.name != ".lock" for p in root.iterdir()):
+            raise GalleryError(
+                f"{root} is not a reidkit gallery (no {DB_NAME}) and is not empty; refusing to create a gallery "
+                "there: pass an empty or new folder"
+            )
+
+    def _acquire_lock(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise GalleryError(
+                f"{self.root} is already open for writing (by this or another process); "
+                "open it with read_only=True to search it"
+            ) from None
+        self._lockfd = fd
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lockfd is not None:
+            os.close(self._lockfd)  # closing the descriptor releases the flock
+            self._lockfd = None
+
+    def _init_schema(self, dim: int | None, index: str | IndexConfig | None) -> None:
+        config = index if isinstance(index, IndexConfig) else IndexConfig(kind=index or "flat")
+        if dim is not None and int(dim) < 1:
+            raise GalleryError(f"dim must be positive, got {dim}")
+        with self._tx() as cur:
+            for stmt in SCHEMA.split(";"):  # not executescript: it would commit the open transaction
+                if stmt.strip():
+                    cur.execute(stmt)
+            meta = {"format": FORMAT, "version": str(VERSION), "index": json.dumps(config.to_dict())}
+            if dim is not None:
+                meta["dim"] = str(int(dim))
+            cur.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", meta.items())
+
+    def _load_meta(
+        self, dim: int | None, index: str | IndexConfig | None, ef_search: int | None, nprobe: int | None
+    ) -> None:
+        try:
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError:
+            raise GalleryError(f"{self.root / DB_NAME} is not a reidkit gallery database") from None
+        if meta.get("format") != FORMAT:
+            fmt = meta.get("format")
+            raise GalleryError(f"{self.root / DB_NAME} is not a reidkit gallery database (format {fmt!r})")
+        if int(meta.get("version", 0)) > VERSION:
+            raise GalleryError(f"{self.root} was written by a newer reidkit (gallery version {meta['version']})")
+        self.dim: int | None = int(meta["dim"]) if meta.get("dim") else None
+        if dim is not None and self.dim is not None and int(dim) != self.dim:
+            raise GalleryError(f"{self.root} holds dim={self.dim} features; dim={dim} was asked for")
+        if dim is not None and self.dim is None:
+            self._set_dim(int(dim))
+        config = IndexConfig.from_dict(json.loads(meta["index"]))
+        if index is not None:
+            wanted = index if isinstance(index, IndexConfig) else replace(config, kind=index)
+            structural = ("kind", "hnsw_m", "ef_construction", "nlist", "train_size")
+            if any(getattr(wanted, f) != getattr(config, f) for f in structural):
+                raise GalleryError(
+                    f"{self.root} was built with index {config.kind!r} ({config}); asked for {wanted}. "
+                    "Open it without `index` and call gallery.reindex(...) to convert it"
+                )
+            config = replace(config, ef_search=wanted.ef_search, nprobe=wanted.nprobe)
+        self.config = replace(config, ef_search=ef_search or config.ef_search, nprobe=nprobe or config.nprobe)
+
+    def _set_dim(self, dim: int) -> None:
+        if dim < 1:
+            raise GalleryError(f"dim must be positive, got {dim}")
+        if not self.read_only:
+            with self._tx() as cur:
+                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dim', ?)", (str(dim),))
+        self.dim = dim
+
+    def _load_index(self) -> None:
+        assert self.dim is not None
+        path = self.root / INDEX_NAME
+        idx = None
+        if path.exists():
+            try:
+                idx = VectorIndex.read(path, self.config)
+            except IndexFileError as exc:
+                log.warning("gallery %s: %s; rebuilding the index from the database", self.root, exc)
+                self.repairs["index_unreadable"] = 1
+            else:
+                expected = {self.config.kind, "flat"} if self.config.kind == "ivf" else {self.config.kind}
+                if idx.dim != self.dim or idx.structure not in expected:
+                    log.warning("gallery %s: index snapshot does not match the configuration; rebuilding", self.root)
+                    self.repairs["index_mismatch"] = 1
+                    idx = None
+        if idx is None:
+            idx = VectorIndex.empty(self.dim, self.config)
+            self._unsaved += 1
+        self._index = idx
+
+    def _reconcile(self) -> None:
+        """Make the index hold exactly the database's detections (see the module docstring)."""
+        idx = self._index
+        assert idx is not None
+        if not self.read_only:  # rows without features cannot be searched (never written so; be safe)
+            n_feat = int(self.db.execute("SELECT COUNT(*) FROM features").fetchone()[0])
+            n1 = n2 = 0
+            if n_feat != self._n:
+                with self._tx() as cur:
+                    n1 = cur.execute("DELETE FROM detections WHERE id NOT IN (SELECT id FROM features)").rowcount
+                    n2 = cur.execute("DELETE FROM features WHERE id NOT IN (SELECT id FROM detections)").rowcount
+            if n1 or n2:
+                self.repairs["orphan_rows"] = n1 + n2
+                self._n = int(self.db.execute("SELECT COUNT(*) FROM detections").fetchone()[0])
+        db_ids = np.fromiter((r[0] for r in self.db.execute("SELECT id FROM detections")), np.int64, count=self._n)
+        idx_ids = idx.ids()
+        if len(np.unique(idx_ids)) != len(idx_ids):
+            log.warning("gallery %s: index holds duplicate ids; rebuilding it", self.root)
+            self.repairs["duplicates"] = len(idx_ids) - len(np.unique(idx_ids))
+            self._rebuild()
+            return
+        extra = np.setdiff1d(idx_ids, db_ids, assume_unique=True)
+        missing = np.setdiff1d(db_ids, idx_ids, assume_unique=True)
+        if not idx.supports_remove:  # HNSW keeps removed vectors, masked at search time: not damage
+            extra = extra[:0]
+        if len(extra):
+            self.repairs["stale_vectors"] = len(extra)
+            idx.remove(extra)
+            self._unsaved += 1
+        if len(missing):
+            self.repairs["readded_vectors"] = len(missing)
+            for ids in _chunks(missing, 50_000):
+                idx.add(np.asarray(ids), self._read_features(ids))
+            self._unsaved += 1
+        if len(extra) or len(missing):
+            log.warning(
+                "gallery %s: reconciled the index with the database: %d stale vectors dropped, %d re-added",
+                self.root,
+                len(extra),
+                len(missing),
+            )
+        self._maybe_rebuild()
+
+    def _maybe_rebuild(self) -> None:
+        idx = self._index
+        assert idx is not None
+        dead = idx.ntotal - self._n
+        if self.config.kind == "ivf" and idx.structure != "ivf" and self._n >= self.config.min_train:
+            self._rebuild()  # enough vectors to train IVF
+        elif dead > 0 and dead > 0.25 * idx.ntotal:
+            self._rebuild()  # HNSW: too many removed vectors still in the graph
+
+    def _cleanup_files(self) -> None:
+        for tmp in self.root.glob(f".{INDEX_NAME}.*"):
+            tmp.unlink(missing_ok=True)
+            self.repairs["temp_files"] = self.repairs.get("temp_files", 0) + 1
+        crops = self.root / CROPS
+        if crops.is_dir():
+            live = {str(r[0]) for r in self.db.execute("SELECT id FROM sources")}
+            for d in crops.iterdir():
+                if d.is_dir() and d.name not in live:
+                    shutil.rmtree(d, ignore_errors=True)
+                    self.repairs["orphan_crop_dirs"] = self.repairs.get("orphan_crop_dirs", 0) + 1
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise GalleryError(f"gallery {self.root} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        cur = self.db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise GalleryError(f"gallery {self.root} is open read-only")
+        self.db  # noqa: B018 (raises if closed)
+
+    def _source_id(self, source: SourceRef) -> int | None:
+        col = "id" if isinstance(source, int | np.integer) else "uri"
+        row = self.db.execute(f"SELECT id FROM sources WHERE {col} = ?", (int(source) if col == "id" else str(source),))
+        r = row.fetchone()
+        return None if r is None else int(r[0])
+
+    def _read_features(self, ids: Sequence[int], table: str = "features", col: str = "vec") -> np.ndarray:
+        assert self.dim is not None
+        ids = [int(i) for i in ids]
+        out = np.empty((len(ids), self.dim), np.float32)
+        where = {i: n for n, i in enumerate(ids)}
+        found: set[int] = set()
+        for chunk in _chunks(list(where)):
+            q = f"SELECT id, {col} FROM {table} WHERE id IN ({','.join('?' * len(chunk))})"
+            for i, blob in self.db.execute(q, chunk):
+                out[where[i]] = np.frombuffer(blob, np.float32)
+                found.add(i)
+        if len(found) != len(where):
+            missing = [i for i in where if i not in found]
+            raise KeyError(f"no such gallery ids: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        if len(where) != len(ids):  # repeated ids
+            out = out[[where[i] for i in ids]]
+        return out
+
+    def _iter_features(self, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        cur = self.db.execute("SELECT id, vec FROM features ORDER BY id")
+        while rows := cur.fetchmany(batch):
+            ids = np.fromiter((r[0] for r in rows), np.int64, count=len(rows))
+            yield ids, np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+
+    def _rebuild(self) -> None:
+        """Build a fresh index of the configured kind from the ``features`` table."""
+        assert self.dim is not None
+        cfg = self.config
+        t = time.perf_counter()
+        if cfg.kind == "ivf" and self._n >= cfg.min_train:
+            all_ids = np.fromiter((r[0] for r in self.db.execute("SELECT id FROM features")), np.int64)
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(all_ids, size=min(len(all_ids), cfg.min_train), replace=False))
+            idx = VectorIndex.trained_ivf(self._read_features(sample), cfg)
+        else:
+            idx = VectorIndex.empty(self.dim, cfg)
+        for ids, x in self._iter_features():
+            idx.add(ids, x)
+        self._index = idx
+        self._unsaved += 1
+        self.repairs["index_rebuilt"] = self.repairs.get("index_rebuilt", 0) + 1
+        log.info(
+            "gallery %s: built a %s index of %d vectors in %.1fs",
+            self.root,
+            idx.structure,
+            idx.ntotal,
+            time.perf_counter() - t,
+        )
+
+    def _prep(self, x: Any, what: str) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise ValueError(f"{what} must be an (N, D) array, got shape {x.shape}")
+        if self.dim is not None and x.shape[1] != self.dim:
+            raise GalleryError(f"{what} have {x.shape[1]} dimensions but this gallery holds dim={self.dim} features")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{what} contain NaN or infinite values")
+        return np.ascontiguousarray(_normalize(x), dtype=np.float32)
+
+    # -- sources ----------------------------------------------------------------------------------
+    def add_source(
+        self,
+        uri: str,
+        camera: str,
+        fps: float | None = None,
+        fingerprint: str | None = None,
+        *,
+        replace_changed: bool = False,
+    ) -> Source:
+        """Register a source (idempotent) and return it, with its ingest ``status`` and ``progress``.
+
+        A known ``uri`` returns the stored source, so a re-run can skip (``status == "done"``) or resume
+        (from ``progress``). A different ``fingerprint`` (the content changed) is an error unless
+        ``replace_changed``, which removes the old rows first.
+        """
+        self._writable()
+        with self._lock:
+            old = self.source_status(uri)
+            if old is not None:
+                changed = fingerprint is not None and old.fingerprint is not None and fingerprint != old.fingerprint
+                if changed and not replace_changed:
+                    raise GalleryError(
+                        f"source {uri!r} was ingested with fingerprint {old.fingerprint!r}, now {fingerprint!r}: "
+                        "pass replace_changed=True (or remove_source) to re-ingest it"
+                    )
+                if not changed:
+                    if old.camera != camera:
+                        raise GalleryError(f"source {uri!r} is registered with camera {old.camera!r}, not {camera!r}")
+                    if fingerprint is not None and old.fingerprint is None:
+                        with self._tx() as cur:
+                            cur.execute("UPDATE sources SET fingerprint = ? WHERE id = ?", (fingerprint, old.id))
+                    return self.source_status(old.id)  # type: ignore[return-value]
+                self.remove_source(old.id)
+            now = time.time()
+            with self._tx() as cur:
+                cur.execute(
+                    "INSERT INTO sources(uri, camera, fps, fingerprint, status, created, updated) "
+                    "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                    (str(uri), str(camera), fps, fingerprint, now, now),
+                )
+            return self.source_status(str(uri))  # type: ignore[return-value]
+
+    def source_status(self, source: SourceRef) -> Source | None:
+        """The stored source (by uri or id), or None if unknown."""
+        col = "id" if isinstance(source, int | np.integer) else "uri"
+        with self._lock:
+            row = self.db.execute(f"{SOURCE_SQL} WHERE {col} = ?", (int(source) if col == "id" else str(source),))
+            r = row.fetchone()
+        return None if r is None else Source(*r)
+
+    def set_source_status(self, source: SourceRef, status: str, progress: float | None = None) -> Source:
+        """Record how far a source's ingest got (``status`` one of pending/ingesting/done/failed)."""
+        self._writable()
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        with self._lock:
+            sid = self._source_id(source)
+            if sid is None:
+                raise KeyError(f"no such source {source!r}")
+            with self._tx() as cur:
+                cur.execute(
+                    "UPDATE sources SET status = ?, progress = COALESCE(?, progress), updated = ? WHERE id = ?",
+                    (status, progress, time.time(), sid),
+                )
+            return self.source_status(sid)  # type: ignore[return-value]
+
+    def sources(self) -> list[Source]:
+        with self._lock:
+            return [Source(*r) for r in self.db.execute(f"{SOURCE_SQL} ORDER BY id")]
+
+    def remove_source(self, source: SourceRef) -> int:
+        """Delete a source with its detections, vectors, tracks and crop files; returns the rows removed."""
+        self._writable()
+        with self._lock:
+            sid = self._source_id(source)
+            if sid is None:
+                raise KeyError(f"no such source {source!r}")
+            with self._tx() as cur:
+                ids = np.fromiter(
+                    (r[0] for r in cur.execute("SELECT id FROM detections WHERE source_id = ?", (sid,))), np.int64
+                )
+                cur.execute("DELETE FROM features WHERE id IN (SELECT id FROM detections WHERE source_id = ?)", (sid,))
+                cur.execute("DELETE FROM detections WHERE source_id = ?", (sid,))
+                cur.execute("DELETE FROM tracks WHERE source_id = ?", (sid,))
+                cur.execute("DELETE FROM sources WHERE id = ?", (sid,))
+            self._n -= len(ids)
+            if self._index is not None and len(ids):
+                self._index.remove(ids)
+                self._unsaved += 1
+                if self._cols is not None:
+                    self._cols.kill(ids)
+                self._tracks = None
+                self._maybe_rebuild()
+            shutil.rmtree(self.root / CROPS / str(sid), ignore_errors=True)
+            return len(ids)
+
+    # -- adding -----------------------------------------------------------------------------------
+    def save_crop(
+        self,
+        image: Any,
+        source: SourceRef,
+        name: str | None = None,
+        *,
+        box: Sequence[int] | None = None,
+        bgr: bool = True,
+        jpeg_quality: int = 90,
+    ) -> str:
+        """Save a crop under ``crops/<source-id>/`` (see :func:`save_crop`); returns its path relative
+        to the gallery folder, for :attr:`Sighting.crop`. ``name`` defaults to a random one."""
+        self._writable()
+        sid = self._source_id(source)
+        if sid is None:
+            raise KeyError(f"no such source {source!r}; add_source it first")
+        name = name or uuid.uuid4().hex
+        if not name.lower().endswith((".jpg", ".jpeg")):
+            name += ".jpg"
+        rel = Path(CROPS, str(sid), name)
+        if ".." in rel.parts or rel.is_absolute() or not re.fullmatch(r"[\w./-]+", name):
+            raise ValueError(f"crop name {name!r} must be a plain relative file name")
+        save_crop(image, self.root / rel, box=box, bgr=bgr, jpeg_quality=jpeg_quality)
+        return rel.as_posix()
+
+    def add(self, features: Any, records: Sequence[Sighting], *, progress: float | None = None) -> np.ndarray:
+        """Add ``features`` (N, D; L2-normalised on the way in) with one :class:`Sighting` each.
+
+        Returns the new ids (int64). Rows, features, track updates and, if given, the ``progress``
+        marker of the records' sources are committed in one transaction.
+        """
+        self._writable()
+        x = self._prep(features, "features")
+        if len(records) != len(x):
+            raise ValueError(f"{len(x)} feature rows but {len(records)} records")
+        if len(x) == 0:
+            return np.zeros(0, np.int64)
+        with self._lock:
+            if self.dim is None:
+                self._set_dim(x.shape[1])
+                self._index = VectorIndex.empty(x.shape[1], self.config)
+            assert self._index is not None
+            sids: dict[str, tuple[int, str]] = {}
+            now = time.time()
+            with self._tx() as cur:
+                for r in records:
+                    if r.source in sids:
+                        continue
+                    row = cur.execute("SELECT id, camera FROM sources WHERE uri = ?", (str(r.source),)).fetchone()
+                    if row is None:
+                        if r.camera is None:
+                            raise GalleryError(f"unknown source {r.source!r}: add_source it first or give a camera")
+                        cur.execute(
+                            "INSERT INTO sources(uri, camera, status, created, updated) "
+                            "VALUES (?, ?, 'ingesting', ?, ?)",
+                            (str(r.source), str(r.camera), now, now),
+                        )
+                        row = (cur.lastrowid, str(r.camera))
+                    sids[r.source] = (int(row[0]), str(row[1]))
+                seq = cur.execute("SELECT seq FROM sqlite_sequence WHERE name = 'detections'").fetchone()
+                top = cur.execute("SELECT MAX(id) FROM detections").fetchone()[0]
+                start = max(seq[0] if seq else 0, top or 0) + 1
+                ids = np.arange(start, start + len(x), dtype=np.int64)
+                rows, cams, ts = [], [], np.empty(len(x))
+                for i, r in enumerate(records):
+                    sid, cam = sids[r.source]
+                    cam = str(r.camera) if r.camera is not None else cam
+                    box = (None,) * 4 if r.box is None else tuple(int(v) for v in r.box)
+                    if len(box) != 4:
+                        raise ValueError(f"record {i}: box must be (x1, y1, x2, y2), got {r.box}")
+                    ts[i] = to_seconds(r.timestamp)
+                    cams.append(cam)
+                    rows.append(
+                        (
+                            int(ids[i]),
+                            sid,
+                            cam,
+                            ts[i],
+                            None if r.frame is None else int(r.frame),
+                            *box,
+                            None if r.track_id is None else int(r.track_id),
+                            r.crop,
+                            None if r.quality is None else float(r.quality),
+                        )
+                    )
+                cur.executemany("INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                cur.executemany("INSERT INTO features(id, vec) VALUES (?, ?)", zip(ids.tolist(), x, strict=True))
+                track_updates = self._update_tracks(cur, x, records, sids, cams, ts)
+                if progress is not None:
+                    cur.executemany(
+                        "UPDATE sources SET progress = ?, updated = ?, "
+                        "status = CASE WHEN status = 'pending' THEN 'ingesting' ELSE status END WHERE id = ?",
+                        [(float(progress), now, sid) for sid, _ in sids.values()],
+                    )
+            self._n += len(ids)
+            try:
+                self._index.add(ids, x)
+            except BaseException:
+                self._reconcile()
+                raise
+            self._unsaved += len(ids)
+            if self._cols is not None:
+                self._cols.put(ids, cams, ts, np.array([sids[r.source][0] for r in records]))
+            if self._tracks is not None:
+                for upd in track_updates:
+                    self._tracks.put(*upd)
+            self._maybe_rebuild()
+            if self.autosave and self._unsaved >= self.autosave:
+                self.save()
+            return ids
+
+    @staticmethod
+    def _update_tracks(
+        cur: sqlite3.Cursor,
+        x: np.ndarray,
+        records: Sequence[Sighting],
+        sids: dict[str, tuple[int, str]],
+        cams: list[str],
+        ts: np.ndarray,
+    ) -> list[tuple[int, np.ndarray, str, float, float, int]]:
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, r in enumerate(records):
+            if r.track_id is not None:
+                groups.setdefault((sids[r.source][0], int(r.track_id)), []).append(i)
+        out = []
+        for (sid, tid), rows in groups.items():
+            s = x[rows].sum(0)
+            first, last = float(ts[rows].min()), float(ts[rows].max())
+            old = cur.execute(
+                "SELECT id, first_time, last_time, n_crops, feature_sum, camera FROM tracks "
+                "WHERE source_id = ? AND track_id = ?",
+                (sid, tid),
+            ).fetchone()
+            if old is None:
+                cam = cams[rows[0]]
+                cur.execute(
+                    "INSERT INTO tracks(source_id, track_id, camera, first_time, last_time, n_crops, feature_sum) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (sid, tid, cam, first, last, len(rows), s.astype(np.float32).tobytes()),
+                )
+                row_id = int(cur.lastrowid or 0)
+            else:
+                row_id, cam = int(old[0]), old[5]
+                s = s + np.frombuffer(old[4], np.float32)
+                first, last = min(first, old[1]), max(last, old[2])
+                cur.execute(
+                    "UPDATE tracks SET first_time = ?, last_time = ?, n_crops = n_crops + ?, feature_sum = ? "
+                    "WHERE id = ?",
+                    (first, last, len(rows), s.astype(np.float32).tobytes(), row_id),
+                )
+            out.append((row_id, _normalize(s[None])[0].astype(np.float32), cam, first, last, sid))
+        return out
+
+    # -- reading ----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._n
+
+    def get(self, ids: Iterable[int]) -> list[Record]:
+        """The records of ``ids``, in order (KeyError for unknown ids)."""
+        ids = [int(i) for i in ids]
+        with self._lock:
+            found = self._records(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise KeyError(f"no such gallery ids: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+        return [found[i] for i in ids]
+
+    def _records(self, ids: Sequence[int]) -> dict[int, Record]:
+        out: dict[int, Record] = {}
+        uniq = list(dict.fromkeys(ids))
+        for chunk in _chunks(uniq):
+            for row in self.db.execute(f"{RECORD_SQL} WHERE d.id IN ({','.join('?' * len(chunk))})", chunk):
+                out[row[0]] = Record.from_row(row)
+        return out
+
+    def records(self, source: SourceRef | None = None, track_id: int | None = None) -> list[Record]:
+        """Stored records, optionally of one source (and one of its tracks), in id order."""
+        sql, args = RECORD_SQL, []
+        with self._lock:
+            if source is not None:
+                sid = self._source_id(source)
+                if sid is None:
+                    return []
+                sql += " WHERE d.source_id = ?"
+                args.append(sid)
+                if track_id is not None:
+                    sql += " AND d.track_id = ?"
+                    args.append(int(track_id))
+            return [Record.from_row(r) for r in self.db.execute(sql + " ORDER BY d.id", args)]
+
+    def features(self, ids: Iterable[int]) -> np.ndarray:
+        """The stored (L2-normalised) features of ``ids``, in order (KeyError for unknown ids)."""
+        with self._lock:
+            return self._read_features(list(ids))
+
+    def cameras(self) -> list[str]:
+        """The cameras that have detections, sorted."""
+        with self._lock:
+            return [r[0] for r in self.db.execute("SELECT DISTINCT camera FROM detections ORDER BY camera")]
+
+    def tracks(self, source: SourceRef | None = None) -> list[Track]:
+        """Stored tracks (optionally of one source), in id order."""
+        with self._lock:
+            if source is None:
+                return [Track.from_row(r) for r in self.db.execute(f"{TRACK_SQL} ORDER BY t.id")]
+            sid = self._source_id(source)
+            rows = self.db.execute(f"{TRACK_SQL} WHERE t.source_id = ? ORDER BY t.id", (sid,))
+            return [Track.from_row(r) for r in rows]
+
+    def track_features(self, ids: Iterable[int]) -> np.ndarray:
+        """Track features (the L2-normalised mean of each track's crop features), in order."""
+        with self._lock:
+            return _normalize(self._read_features(list(ids), "tracks", "feature_sum"))
+
+    # -- search -----------------------------------------------------------------------------------
+    def _filters(
+        self,
+        cameras: str | Iterable[str] | None,
+        time_range: tuple[Any, Any] | None,
+        exclude_source: SourceRef | Iterable[SourceRef] | None,
+    ) -> tuple[set[str] | None, float, float, set[int]]:
+        cams = None if cameras is None else ({cameras} if isinstance(cameras, str) else {str(c) for c in cameras})
+        t0, t1 = -math.inf, math.inf
+        if time_range is not None:
+            lo, hi = time_range
+            t0 = -math.inf if lo is None else to_seconds(lo)
+            t1 = math.inf if hi is None else to_seconds(hi)
+        excl: set[int] = set()
+        if exclude_source is not None:
+            refs = [exclude_source] if isinstance(exclude_source, str | int | np.integer) else list(exclude_source)
+            excl = {s for s in (self._source_id(r) for r in refs) if s is not None}
+        return cams, t0, t1, excl
+
+    def _columns(self) -> _Columns:
+        if self._cols is None:
+            cols = _Columns()
+            rows = self.db.execute("SELECT id, camera, timestamp, source_id FROM detections").fetchall()
+            if rows:
+                ids, cams, ts, src = zip(*rows, strict=True)
+                cols.put(np.array(ids, np.int64), cams, np.array(ts, np.float64), np.array(src, np.int64))
+            self._cols = cols
+        return self._cols
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 100,
+        *,
+        cameras: str | Iterable[str] | None = None,
+        time_range: tuple[Any, Any] | None = None,
+        exclude_source: SourceRef | Iterable[SourceRef] | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` detections most similar to each query (Q, D), best first, with their metadata.
+
+        Filters: ``cameras`` (name or names), ``time_range`` ``(start, end)`` inclusive (seconds or
+        ISO strings; None for open ends), ``exclude_source`` (uri/id or several, e.g. the query's own
+        video). Filtered searches restrict FAISS with an id selector (widening efSearch / nprobe by
+        the filter's selectivity); very selective filters are answered exactly from stored features.
+        """
+        with self._lock:
+            q = self._prep(queries, "queries")
+            if self._n == 0 or k <= 0 or self._index is None:
+                return [[] for _ in range(len(q))]
+            cams, t0, t1, excl = self._filters(cameras, time_range, exclude_source)
+            filtered = cams is not None or t0 > -math.inf or t1 < math.inf or excl
+            if not filtered and self._index.ntotal == self._n:
+                scores, ids = self._index.search(q, min(k, self._n))
+            else:
+                scores, ids = self._filtered_knn(q, k, self._columns().mask(cams, t0, t1, excl))
+            recs = self._records(ids[ids >= 0].tolist())
+        return [
+            [Hit(**vars(recs[i]), score=float(s)) for s, i in zip(srow, irow, strict=True) if i in recs]
+            for srow, irow in zip(scores, ids.tolist(), strict=True)
+        ]
+
+    def _filtered_knn(self, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._index
+        assert idx is not None
+        n_allowed = int(mask.sum())
+        kk = min(k, n_allowed)
+        if kk == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if idx.structure != "flat" and n_allowed <= EXACT_SUBSET:
+            return self._exact_subset(q, kk, np.flatnonzero(mask))
+        sel, _bits = bitmap_selector(mask)
+        frac = n_allowed / max(idx.ntotal, 1)
+        ef = min(idx.ntotal, math.ceil(max(self.config.ef_search, kk) / frac))
+        nprobe = math.ceil(self.config.nprobe / frac)
+        scores, ids = idx.search(q, kk, selector=sel, ef_search=ef, nprobe=nprobe)
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if len(short) and n_allowed <= 16 * EXACT_SUBSET:  # approximate search came back short: go exact
+            scores[short], ids[short] = self._exact_subset(q[short], kk, np.flatnonzero(mask))
+        return scores, ids
+
+    def _exact_subset(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self._index is not None
+        x = self._index.reconstruct(ids)
+        if x is None:
+            x = self._read_features(ids)
+        scores, cols = faiss.knn(q, x, k, metric=faiss.METRIC_INNER_PRODUCT)  # FAISS threads, not BLAS's
+        return scores, ids[cols]
+
+    def _track_cache(self) -> _TrackCache:
+        if self._tracks is None:
+            assert self.dim is not None
+            cache = _TrackCache(self.dim)
+            rows = self.db.execute(
+                "SELECT id, feature_sum, camera, first_time, last_time, source_id FROM tracks ORDER BY id"
+            )
+            for tid, blob, cam, first, last, sid in rows:
+                cache.put(tid, _normalize(np.frombuffer(blob, np.float32)[None])[0], cam, first, last, sid)
+            self._tracks = cache
+        return self._tracks
+
+    def search_tracks(
+        self,
+        queries: Any,
+        k: int = 100,
+        *,
+        cameras: str | Iterable[str] | None = None,
+        time_range: tuple[Any, Any] | None = None,
+        exclude_source: SourceRef | Iterable[SourceRef] | None = None,
+    ) -> list[list[TrackHit]]:
+        """Like :meth:`search`, over tracks (exact; a track matches ``time_range`` if it overlaps it)."""
+        with self._lock:
+            q = self._prep(queries, "queries")
+            if self.dim is None or k <= 0:
+                return [[] for _ in range(len(q))]
+            tc = self._track_cache()
+            if tc.n == 0:
+                return [[] for _ in range(len(q))]
+            cams, t0, t1, excl = self._filters(cameras, time_range, exclude_source)
+            ok = (tc.last[: tc.n] >= t0) & (tc.first[: tc.n] <= t1) & ~np.isin(tc.src[: tc.n], list(excl))
+            if cams is not None:
+                ok &= np.array([c in cams for c in tc.cam], bool)
+            cand = np.flatnonzero(ok)
+            if len(cand) == 0:
+                return [[] for _ in range(len(q))]
+            scores, cols = _topk(q @ tc.mat[cand].T, k)
+            tids = tc.ids[cand[cols]]
+            found: dict[int, Track] = {}
+            for chunk in _chunks(list(dict.fromkeys(tids.ravel().tolist()))):
+                for row in self.db.execute(f"{TRACK_SQL} WHERE t.id IN ({','.join('?' * len(chunk))})", chunk):
+                    found[row[0]] = Track.from_row(row)
+        return [
+            [TrackHit(**vars(found[t]), score=float(s)) for s, t in zip(srow, trow, strict=True) if t in found]
+            for srow, trow in zip(scores, tids.tolist(), strict=True)
+        ]
+
+    # -- index management ---------------------------------------------------------------------------
+    @property
+    def index_structure(self) -> str | None:
+        """The FAISS structure in use: flat / hnsw / ivf (an IVF gallery is flat until trained)."""
+        return None if self._index is None else self._index.structure
+
+    def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Change the HNSW ``ef_search`` / IVF ``nprobe`` used from now on (not saved)."""
+        with self._lock:
+            self.config = replace(
+                self.config, ef_search=ef_search or self.config.ef_search, nprobe=nprobe or self.config.nprobe
+            )
+            if self._index is not None:
+                self._index.config = self.config
+
+    def reindex(self, index: str | IndexConfig, **options: Any) -> None:
+        """Rebuild the index as another kind or with other build options (e.g. ``hnsw_m``, ``nlist``)."""
+        self._writable()
+        cfg = index if isinstance(index, IndexConfig) else IndexConfig(kind=index, **options)
+        with self._lock:
+            with self._tx() as cur:
+                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('index', ?)", (json.dumps(cfg.to_dict()),))
+            self.config = cfg
+            if self.dim is not None:
+                self._rebuild()
+                self.save()
+
+    def save(self) -> None:
+        """Write the index snapshot (atomically) if it changed since the last one."""
+        self._writable()
+        with self._lock:
+            if self._index is not None and self._unsaved:
+                self._index.write(self.root / INDEX_NAME)
+            self._unsaved = 0
+
+    def close(self) -> None:
+        """Save (unless read-only) and release the database and the writer lock."""
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                if not self.read_only:
+                    self.save()
+            finally:
+                self._release()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else f"{self._n} detections, {self.index_structure} index"
+        return f"Gallery({str(self.root)!r}, {state})"
