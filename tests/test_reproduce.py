@@ -46,3 +46,14 @@ def test_datasets_info_cli(data_root: Path) -> None:
     assert res.exit_code == 0, res.output
     for figure in ("12,936", "751", "3,368", "750", "19,732", "15,913"):
         assert figure in res.output
+
+
+@pytest.mark.data
+def test_default_model_beats_torchreid_mobilenetv2(data_root: Path, tmp_path: Path) -> None:
+    """The shipped default model (no --weights) vs torchreid's GPU-trained mobilenetv2_x1_0 (85.6 / 67.3)."""
+    out = tmp_path / "r.json"
+    args = ["eval", "--dataset", "market1501", "--root", str(data_root), "--batch-size", "64", "--json", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())["results"]["cosine"]
+    assert r["rank1"] > 85.6 and r["mAP"] > 67.3

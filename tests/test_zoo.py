@@ -65,3 +65,15 @@ def test_osnet_zoo_checkpoints(weights_root: Path) -> None:
         with torch.inference_mode():
             f = model(torch.randn(2, 3, 256, 128))
         assert f.shape == (2, 512) and info.feat_dim == 512 and np.isfinite(f.numpy()).all()
+
+
+def test_default_model_is_shipped() -> None:
+    from reidkit.models.zoo import default_model_path
+
+    path = default_model_path()
+    assert path.stat().st_size < 12 * 2**20 and (path.parent / "MODEL_CARD.md").is_file()
+    model, info = load_model()
+    assert info.name == "mobilenet_v2" and info.meta.get("dataset") == "market1501"
+    with torch.inference_mode():
+        f = model(torch.randn(2, 3, info.height, info.width))
+    assert f.shape == (2, info.feat_dim) and torch.isfinite(f).all()

@@ -202,6 +202,16 @@ def train_cmd(
     console.print(f"final model: {final}  (use it with: reidkit eval --weights {final})")
 
 
+def _register_search_commands() -> None:
+    from reidkit import cli_cluster, cli_ingest, cli_search
+
+    for module in (cli_ingest, cli_search, cli_cluster):
+        module.register(app)
+
+
+_register_search_commands()
+
+
 def main() -> None:  # pragma: no cover - console-script entry
     app()
 

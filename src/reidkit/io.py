@@ -33,6 +33,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every written file private
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
