@@ -1,0 +1,399 @@
+"""Search a gallery for one person: query pictures (or a gallery track) in, appearances out.
+
+:func:`search_person` does, in order:
+
+1. **Query feature.** Every query picture is embedded (L2-normalised). Several pictures of the
+   target are fused by default as their *mean* feature, renormalised (``fuse="mean"``): one search,
+   the same prototype the gallery uses for its tracks, and robust to one poor picture. ``fuse="max"``
+   searches with every picture and keeps, per candidate, its best similarity to any of them (useful
+   when the pictures show very different views, but one bad picture then brings its own false
+   matches). A query by ``track`` uses the gallery's stored track feature (the normalised mean of
+   its crops) and leaves that track's own detections out of the results.
+2. **Candidates.** The ``k`` most similar detections from :meth:`Gallery.search` (filters:
+   ``cameras``, ``time_range``, ``exclude_source``).
+3. **Re-ranking** (optional, default on). k-reciprocal re-ranking over the query and its ``k``
+   candidates only (O(k), not O(gallery)): a candidate whose own nearest neighbours include the
+   query and the other good candidates moves up. It only *reorders*: whether a detection is a match
+   is decided on its cosine similarity, the quantity the threshold is calibrated on.
+4. **Threshold.** Candidates with cosine similarity ``>= threshold`` are matches; the default is the
+   model's calibrated threshold (:func:`reidkit.search.calibrate.threshold_for`).
+5. **Appearances.** Matches of the same track (same source and tracker id) merge into one
+   :class:`Appearance` with the track's time span and its best-matching crop (highest similarity);
+   a detection without a track is an appearance of its own. Appearances are grouped by camera, in
+   time order within a camera, and cameras are ordered by the time of their first appearance (the
+   person's route).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from reidkit.search.gallery import Gallery
+from reidkit.search.store import TRACK_SQL, GalleryError, Hit, Track, to_seconds
+
+DEFAULT_K = 200
+RERANK_K1 = 20
+RERANK_K2 = 6
+RERANK_LAMBDA = 0.3
+QUERY_CROPS = 4  # crops of a query track kept for the report
+Fuse = Literal["mean", "max"]
+
+
+class Embeds(Protocol):
+    """Anything that turns pictures into (N, D) features, e.g. :class:`reidkit.embed.Embedder`."""
+
+    def embed(self, images: Sequence[Any], bgr: bool = False) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """One sighting of the person: a track (or a single untracked detection) on one camera.
+
+    ``start``/``end`` span the whole track as stored in the gallery (the matched detections when
+    there is no track); ``best`` is the matched detection most similar to the query, ``score`` its
+    cosine similarity; ``hit_ids`` are all matched detections of the track, best first.
+    """
+
+    camera: str
+    source: str
+    source_id: int
+    track_id: int | None
+    start: float
+    end: float
+    score: float
+    best: Hit
+    hit_ids: tuple[int, ...]
+    n_crops: int = 1
+    track: int | None = None  # the gallery's track row id (Track.id), if any
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    """What was searched for: pictures (``labels`` name them) or a gallery track."""
+
+    kind: Literal["images", "track", "features"]
+    labels: tuple[str, ...] = ()
+    track: Track | None = None
+    crops: tuple[str, ...] = ()  # a query track's crops (relative to the gallery folder)
+
+
+@dataclass
+class SearchResult:
+    """Matches of one query in a gallery (see the module docstring for how they are made).
+
+    ``hits`` are the matched detections in final rank order (re-ranked if ``reranked``), with
+    ``rerank_distance`` alongside when re-ranked; ``appearances`` are grouped per camera in time
+    order (:meth:`by_camera`). ``query_images`` keeps the query pictures in memory for the HTML
+    report; it is not serialised.
+    """
+
+    gallery: str
+    query: QueryInfo
+    threshold: float
+    threshold_source: str
+    k: int
+    reranked: bool
+    fuse: str
+    n_candidates: int
+    hits: list[Hit]
+    appearances: list[Appearance]
+    rerank_distance: list[float] | None = None
+    cameras: list[str] | None = None
+    time_range: tuple[float | None, float | None] | None = None
+    model: str | None = None
+    query_images: list[Any] = field(default_factory=list, compare=False, repr=False)
+    query_bgr: bool = field(default=False, compare=False, repr=False)
+
+    def by_camera(self) -> dict[str, list[Appearance]]:
+        """Appearances per camera: cameras in order of first appearance, each in time order."""
+        out: dict[str, list[Appearance]] = {}
+        for a in self.appearances:
+            out.setdefault(a.camera, []).append(a)
+        return out
+
+    def crop_path(self, crop: str | None) -> Path | None:
+        """The file of a crop recorded in the gallery (None if there is none)."""
+        if not crop:
+            return None
+        p = Path(crop)
+        return p if p.is_absolute() else Path(self.gallery) / p
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (see :meth:`from_dict`)."""
+        d = {
+            "gallery": self.gallery,
+            "model": self.model,
+            "query": asdict(self.query),
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "k": self.k,
+            "reranked": self.reranked,
+            "fuse": self.fuse,
+            "cameras": self.cameras,
+            "time_range": None if self.time_range is None else list(self.time_range),
+            "n_candidates": self.n_candidates,
+            "n_matches": len(self.hits),
+            "hits": [_hit_dict(h) for h in self.hits],
+            "rerank_distance": self.rerank_distance,
+            "appearances": [{**asdict(a), "best": _hit_dict(a.best)} for a in self.appearances],
+        }
+        return _jsonable(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchResult:
+        q = d["query"]
+        query = QueryInfo(
+            q["kind"],
+            tuple(q.get("labels", ())),
+            None if q.get("track") is None else Track(**q["track"]),
+            tuple(q.get("crops", ())),
+        )
+        apps = [
+            Appearance(**{**a, "best": _hit_from(a["best"]), "hit_ids": tuple(a["hit_ids"])}) for a in d["appearances"]
+        ]
+        tr = d.get("time_range")
+        return cls(
+            gallery=d["gallery"],
+            query=query,
+            threshold=float(d["threshold"]),
+            threshold_source=d["threshold_source"],
+            k=int(d["k"]),
+            reranked=bool(d["reranked"]),
+            fuse=d["fuse"],
+            n_candidates=int(d["n_candidates"]),
+            hits=[_hit_from(h) for h in d["hits"]],
+            appearances=apps,
+            rerank_distance=d.get("rerank_distance"),
+            cameras=d.get("cameras"),
+            time_range=None if tr is None else (tr[0], tr[1]),
+            model=d.get("model"),
+        )
+
+
+def _hit_dict(h: Hit) -> dict[str, Any]:
+    d = asdict(h)
+    d["box"] = None if h.box is None else list(h.box)
+    return d
+
+
+def _hit_from(d: dict[str, Any]) -> Hit:
+    return Hit(**{**d, "box": None if d.get("box") is None else tuple(int(v) for v in d["box"])})
+
+
+def _jsonable(x: Any) -> Any:
+    """Tuples as lists, numpy scalars as Python numbers, non-finite floats as None."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _label(image: Any, i: int) -> str:
+    if isinstance(image, str | os.PathLike):
+        return str(image)
+    return f"<{type(image).__name__} {i}>"
+
+
+def get_track(gallery: Gallery, track: int) -> Track:
+    """The gallery track with row id ``track`` (as listed by :meth:`Gallery.tracks`)."""
+    row = gallery.db.execute(f"{TRACK_SQL} WHERE t.id = ?", (int(track),)).fetchone()
+    if row is None:
+        raise GalleryError(f"gallery {gallery.root} has no track {track} (see `Gallery.tracks()`)")
+    return Track.from_row(row)
+
+
+def _rerank_order(q: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """k-reciprocal re-ranked distances (nq, n) of the candidates, over query + candidates only."""
+    from reidkit.evaluation.rerank import rerank
+
+    n = len(q) + len(cand)
+    k1 = min(RERANK_K1, n - 1)
+    k2 = max(1, min(RERANK_K2, k1))
+    return rerank(q, cand, k1=k1, k2=k2, lambda_value=RERANK_LAMBDA)
+
+
+def group_appearances(hits: Sequence[Hit], tracks: dict[tuple[int, int], Track] | None = None) -> list[Appearance]:
+    """Merge hits of the same (source, track) into appearances; order them for :class:`SearchResult`.
+
+    An appearance's ``best`` hit is its most similar one (equal similarity: higher crop quality);
+    ``tracks`` maps ``(source_id, tracker id)`` to the stored track, for its full span and crop count.
+    """
+    groups: dict[tuple[int, int] | tuple[str, int], list[Hit]] = {}
+    for h in hits:
+        key: tuple[int, int] | tuple[str, int] = (
+            (h.source_id, h.track_id) if h.track_id is not None else ("detection", h.id)
+        )
+        groups.setdefault(key, []).append(h)
+    apps = []
+    for key, hs in groups.items():
+        best = max(hs, key=lambda h: (h.score, -1.0 if h.quality is None else h.quality))
+        ordered = sorted(hs, key=lambda h: -h.score)
+        t = tracks.get(key) if tracks and key[0] != "detection" else None  # type: ignore[arg-type]
+        start = min(h.timestamp for h in hs) if t is None else min(t.first_time, *(h.timestamp for h in hs))
+        end = max(h.timestamp for h in hs) if t is None else max(t.last_time, *(h.timestamp for h in hs))
+        apps.append(
+            Appearance(
+                camera=best.camera,
+                source=best.source,
+                source_id=best.source_id,
+                track_id=best.track_id,
+                start=float(start),
+                end=float(end),
+                score=float(best.score),
+                best=best,
+                hit_ids=tuple(h.id for h in ordered),
+                n_crops=len(hs) if t is None else t.n_crops,
+                track=None if t is None else t.id,
+            )
+        )
+    first_seen: dict[str, float] = {}
+    for a in apps:
+        first_seen[a.camera] = min(first_seen.get(a.camera, math.inf), a.start)
+    apps.sort(key=lambda a: (first_seen[a.camera], a.camera, a.start, a.end, -a.score))
+    return apps
+
+
+def _tracks_of(gallery: Gallery, hits: Iterable[Hit]) -> dict[tuple[int, int], Track]:
+    """The stored tracks the hits belong to, by (source_id, tracker id)."""
+    wanted = {(h.source_id, h.track_id) for h in hits if h.track_id is not None}
+    out: dict[tuple[int, int], Track] = {}
+    sql = f"{TRACK_SQL} WHERE t.source_id = ? AND t.track_id = ?"  # the UNIQUE(source_id, track_id) index
+    for key in wanted:
+        row = gallery.db.execute(sql, key).fetchone()
+        if row is not None:
+            out[key] = Track.from_row(row)
+    return out
+
+
+def search_person(
+    gallery: Gallery,
+    embedder: Embeds | None = None,
+    queries: Sequence[Any] | None = None,
+    *,
+    track_id: int | None = None,
+    features: np.ndarray | None = None,
+    k: int = DEFAULT_K,
+    rerank: bool = True,
+    threshold: float | None = None,
+    model_info: Any = None,
+    cameras: str | Iterable[str] | None = None,
+    time_range: tuple[Any, Any] | None = None,
+    exclude_source: Any = None,
+    fuse: Fuse = "mean",
+    bgr: bool = False,
+) -> SearchResult:
+    """Find one person in ``gallery``; see the module docstring for the steps.
+
+    The query is one of: ``queries`` (pictures of the target: paths, PIL images, RGB arrays, or BGR
+    with ``bgr=True``) embedded by ``embedder``; ``track_id`` (a gallery track row id, see
+    :meth:`Gallery.tracks`); or precomputed ``features`` (N, D). ``threshold`` defaults to the
+    calibrated one of ``model_info`` (a :class:`reidkit.models.zoo.ModelInfo`), else to
+    :data:`reidkit.search.calibrate.DEFAULT_THRESHOLD`.
+    """
+    from reidkit.search.calibrate import threshold_for
+
+    given = sum(x is not None for x in (queries, track_id, features))
+    if given != 1:
+        raise ValueError("give exactly one of: query pictures, track_id, features")
+    if fuse not in ("mean", "max"):
+        raise ValueError(f"fuse must be 'mean' or 'max', got {fuse!r}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+    images: list[Any] = []
+    qtrack: Track | None = None
+    if queries is not None:
+        single = isinstance(queries, str | os.PathLike) or hasattr(queries, "convert")  # a path or a PIL image
+        single |= getattr(queries, "ndim", None) == 3  # one H x W x 3 array or 3 x H x W tensor
+        images = [queries] if single else list(queries)
+        if not images:
+            raise ValueError("no query pictures given")
+        if embedder is None:
+            raise ValueError("query pictures need an embedder")
+        q = _normalize(embedder.embed(images, bgr=bgr))
+        info = QueryInfo("images", tuple(_label(im, i) for i, im in enumerate(images)))
+    elif track_id is not None:
+        qtrack = get_track(gallery, track_id)
+        q = _normalize(gallery.track_features([qtrack.id]))
+        recs = gallery.records(qtrack.source_id, qtrack.track_id)
+        recs.sort(key=lambda r: -(r.quality if r.quality is not None else 0.0))
+        info = QueryInfo("track", (f"track {qtrack.id}",), qtrack, tuple(r.crop for r in recs[:QUERY_CROPS] if r.crop))
+    else:
+        q = _normalize(np.asarray(features))
+        info = QueryInfo("features", tuple(f"<feature {i}>" for i in range(len(q))))
+    if fuse == "mean" and len(q) > 1:
+        q = _normalize(q.mean(0))
+
+    if threshold is None:
+        threshold, thr_source = threshold_for(model_info)
+    else:
+        thr_source = "given"
+
+    own = 0 if qtrack is None else qtrack.n_crops  # the query track's own detections are dropped below
+    per_query = gallery.search(q, k + own, cameras=cameras, time_range=time_range, exclude_source=exclude_source)
+    best: dict[int, Hit] = {}
+    for row in per_query:
+        for h in row:
+            if qtrack is not None and h.source_id == qtrack.source_id and h.track_id == qtrack.track_id:
+                continue
+            if h.id not in best or h.score > best[h.id].score:
+                best[h.id] = h
+    cand = sorted(best.values(), key=lambda h: -h.score)[:k]  # fuse="max": the top k by best similarity
+    n_candidates = len(cand)
+
+    dist: np.ndarray | None = None
+    if rerank and len(cand) >= 2:
+        d = _rerank_order(q, gallery.features([h.id for h in cand]))
+        dist = d.min(0)  # several queries (fuse="max"): the closest one
+        order = np.argsort(dist, kind="stable")
+        cand, dist = [cand[i] for i in order], dist[order]
+
+    keep = [i for i, h in enumerate(cand) if h.score >= threshold]
+    hits = [cand[i] for i in keep]
+    rr = None if dist is None else [float(dist[i]) for i in keep]
+    tr = None
+    if time_range is not None:
+        lo, hi = time_range
+        tr = (None if lo is None else to_seconds(lo), None if hi is None else to_seconds(hi))
+    cams = None if cameras is None else ([cameras] if isinstance(cameras, str) else sorted(str(c) for c in cameras))
+    return SearchResult(
+        gallery=str(gallery.root),
+        query=info,
+        threshold=float(threshold),
+        threshold_source=thr_source,
+        k=k,
+        reranked=dist is not None,
+        fuse=fuse,
+        n_candidates=n_candidates,
+        hits=hits,
+        appearances=group_appearances(hits, _tracks_of(gallery, hits)),
+        rerank_distance=rr,
+        cameras=cams,
+        time_range=tr,
+        model=None if model_info is None else getattr(model_info, "name", None),
+        query_images=images,
+        query_bgr=bgr,
+    )

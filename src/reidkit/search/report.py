@@ -1,0 +1,435 @@
+"""Reports of a :class:`~reidkit.search.query.SearchResult`: a self-contained HTML page, a terminal
+table and JSON.
+
+The HTML page is one file with every picture embedded as a base64 JPEG thumbnail, so it can be
+mailed or archived on its own: the query picture(s), a per-camera summary, a timeline (inline SVG,
+one lane per camera, one mark per appearance, linked to its card) and, per camera in time order,
+each appearance with its best crop, time span and similarity. For appearances from a video file the
+full frame is shown with the box drawn, read by seeking to the frame index; a missing or unreadable
+video just leaves the frame out.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reidkit.search.query import Appearance, SearchResult
+
+EPOCH_CUTOFF = 1e8  # timestamps above this are Unix times (after 1973), below: seconds into a video
+MAX_FRAMES = 60  # full frames embedded per report (the best-scoring appearances get them)
+
+
+# -- JSON -------------------------------------------------------------------------------------------
+def save_json(result: SearchResult, path: str | os.PathLike[str]) -> Path:
+    """Write the result as JSON (atomically); :func:`load_json` reads it back."""
+    from reidkit.io import write_json
+
+    write_json(path, result.to_dict())
+    return Path(path)
+
+
+def load_json(path: str | os.PathLike[str]) -> SearchResult:
+    return SearchResult.from_dict(json.loads(Path(path).read_text()))
+
+
+# -- formatting -------------------------------------------------------------------------------------
+def format_time(ts: float) -> str:
+    """Unix times as UTC date-times, smaller values as a video position (h:mm:ss.s)."""
+    if ts >= EPOCH_CUTOFF:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    sign, ts = ("-", -ts) if ts < 0 else ("", ts)
+    h, rem = divmod(ts, 3600)
+    m, s = divmod(rem, 60)
+    return f"{sign}{int(h)}:{int(m):02d}:{s:04.1f}" if h else f"{sign}{int(m)}:{s:04.1f}"
+
+
+def format_span(a: Appearance) -> str:
+    if a.end - a.start < 0.05:
+        return format_time(a.start)
+    end = format_time(a.end)
+    start = format_time(a.start)
+    if a.start >= EPOCH_CUTOFF and start[:10] == end[:10]:
+        end = end[11:]
+    return f"{start} – {end}"
+
+
+def _query_text(result: SearchResult) -> str:
+    q = result.query
+    if q.kind == "track" and q.track is not None:
+        t = q.track
+        return f"track {t.id} ({t.camera}, {t.source} #{t.track_id}, {t.n_crops} crops)"
+    names = [Path(label).name if q.kind == "images" else label for label in q.labels]
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} pictures"
+
+
+# -- terminal ---------------------------------------------------------------------------------------
+def result_table(result: SearchResult, limit: int | None = None) -> Any:
+    """A rich Table of the appearances, per camera in time order."""
+    from rich.table import Table
+
+    n_cams = len(result.by_camera())
+    title = (
+        f"{_query_text(result)}: {len(result.appearances)} appearances on {n_cams} cameras "
+        f"({len(result.hits)} of {result.n_candidates} candidates >= {result.threshold:.3f})"
+    )
+    table = Table(title=title, caption=f"gallery {result.gallery}; threshold {result.threshold_source}")
+    for col, justify in (
+        ("camera", "left"),
+        ("time", "left"),
+        ("duration", "right"),
+        ("similarity", "right"),
+        ("track", "right"),
+        ("crops", "right"),
+        ("source", "left"),
+        ("best id", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    shown = result.appearances if limit is None else result.appearances[:limit]
+    prev = None
+    for a in shown:
+        table.add_row(
+            a.camera if a.camera != prev else "",
+            format_span(a),
+            f"{a.duration:.1f} s",
+            f"{a.score:.3f}",
+            "" if a.track_id is None else str(a.track_id),
+            f"{len(a.hit_ids)}/{a.n_crops}",
+            Path(a.source).name or a.source,
+            str(a.best.id),
+        )
+        prev = a.camera
+    if limit is not None and len(result.appearances) > limit:
+        table.add_row("…", f"{len(result.appearances) - limit} more", "", "", "", "", "", "")
+    return table
+
+
+def print_result(result: SearchResult, console: Any = None, limit: int | None = None) -> None:
+    from rich.console import Console
+
+    console = console or Console()
+    if not result.appearances:
+        console.print(
+            f"no match above the threshold {result.threshold:.3f} ({result.threshold_source}) "
+            f"among {result.n_candidates} candidates"
+        )
+        return
+    console.print(result_table(result, limit))
+
+
+# -- pictures ---------------------------------------------------------------------------------------
+def _imread(path: str | os.PathLike[str] | None) -> np.ndarray | None:
+    import cv2
+
+    if path is None or not Path(path).is_file():
+        return None
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
+def _as_bgr(image: Any, bgr: bool) -> np.ndarray | None:
+    """A query picture (path, PIL image, array) as a BGR array, or None."""
+    if isinstance(image, str | os.PathLike):
+        return _imread(image)
+    if hasattr(image, "convert"):  # PIL
+        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+    if hasattr(image, "detach"):  # torch tensor, 3 x H x W RGB
+        t = image.detach().cpu()
+        arr = t.permute(1, 2, 0).numpy()
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+        return np.ascontiguousarray(arr[:, :, ::-1])
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
+        return arr if bgr else np.ascontiguousarray(arr[:, :, ::-1])
+    return None
+
+
+def _data_uri(image: np.ndarray, height: int | None = None, width: int | None = None, quality: int = 85) -> str:
+    """A downscaled BGR image as a ``data:image/jpeg;base64`` URI."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = 1.0
+    if height is not None and h > height:
+        scale = height / h
+    if width is not None and w * scale > width:
+        scale = width / w
+    if scale < 1.0:
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover
+        return ""
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+class _Frames:
+    """Reads frames of video sources by index, keeping each video open; None where it cannot."""
+
+    def __init__(self, gallery: str) -> None:
+        self.gallery = Path(gallery)
+        self.caps: dict[str, Any] = {}
+
+    def _open(self, source: str) -> Any:
+        import cv2
+
+        if source in self.caps:
+            return self.caps[source]
+        cap = None
+        if "://" not in source:
+            for p in (Path(source), self.gallery / source):
+                if p.is_file():
+                    c = cv2.VideoCapture(str(p))
+                    if c.isOpened():
+                        cap = c
+                        break
+                    c.release()
+        self.caps[source] = cap
+        return cap
+
+    def read(self, source: str, frame: int | None) -> np.ndarray | None:
+        import cv2
+
+        if frame is None or frame < 0:
+            return None
+        cap = self._open(source)
+        if cap is None:
+            return None
+        try:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(frame))
+            ok, img = cap.read()
+        except cv2.error:
+            return None
+        return img if ok else None
+
+    def close(self) -> None:
+        for cap in self.caps.values():
+            if cap is not None:
+                cap.release()
+        self.caps.clear()
+
+
+def _draw_box(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    import cv2
+
+    out = frame.copy()
+    thick = max(2, round(max(out.shape[:2]) / 300))
+    cv2.rectangle(out, (int(box[0]), int(box[1])), (int(box[2]), int(box[3])), (0, 220, 0), thick)
+    return out
+
+
+def _cut(frame: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray | None:
+    if box is None:
+        return None
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])
+    return frame[y1:y2, x1:x2] if x2 > x1 and y2 > y1 else None
+
+
+# -- HTML -------------------------------------------------------------------------------------------
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
+h1{margin:0 0 4px}h2{border-bottom:1px solid #d8dde6;padding-bottom:4px;margin-top:28px}
+.meta{color:#5a6475;font-size:14px;margin:2px 0}
+.thumbs{display:flex;flex-wrap:wrap;gap:10px}
+.thumbs figure{margin:0;text-align:center;font-size:12px;color:#5a6475;max-width:180px;word-break:break-all}
+img{border-radius:4px;box-shadow:0 1px 3px rgba(0,0,0,.25);background:#fff}
+table.summary{border-collapse:collapse;font-size:14px}
+table.summary td,table.summary th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left}
+.appearance{display:flex;gap:14px;align-items:flex-start;background:#fff;border:1px solid #e3e7ee;
+border-radius:6px;padding:10px;margin:8px 0}
+.appearance:target{outline:3px solid #f0a202}
+.info{font-size:14px;min-width:230px}.info b{display:inline-block;min-width:86px;color:#5a6475;font-weight:500}
+.score{font-weight:600}.none{color:#5a6475;font-style:italic}
+svg text{font-size:12px;fill:#1d2330}
+"""
+
+
+def _score_colour(score: float, threshold: float) -> str:
+    """Red at the threshold to green at similarity 1."""
+    x = 0.0 if threshold >= 1 else min(max((score - threshold) / (1 - threshold), 0.0), 1.0)
+    return f"hsl({round(10 + 110 * x)},70%,45%)"
+
+
+def timeline_svg(result: SearchResult, width: int = 960, lane: int = 30) -> str:
+    """An inline SVG: one lane per camera, one mark per appearance spanning its time."""
+    groups = result.by_camera()
+    if not groups:
+        return '<p class="none">No appearances.</p>'
+    esc = html.escape
+    left, right, top = 120, 20, 10
+    t0 = min(a.start for a in result.appearances)
+    t1 = max(a.end for a in result.appearances)
+    if t1 - t0 < 1e-6:
+        t0, t1 = t0 - 1.0, t1 + 1.0
+    span = t1 - t0
+    plot = width - left - right
+    height = top + lane * len(groups) + 30
+
+    def x(t: float) -> float:
+        return left + (t - t0) / span * plot
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline of appearances per camera">'
+    ]
+    index = {id(a): i for i, a in enumerate(result.appearances)}
+    for row, (cam, apps) in enumerate(groups.items()):
+        y = top + row * lane
+        parts.append(f'<rect x="{left}" y="{y + 4}" width="{plot}" height="{lane - 8}" fill="#eef1f5"/>')
+        parts.append(f'<text x="{left - 8}" y="{y + lane / 2 + 4}" text-anchor="end">{esc(cam)}</text>')
+        for a in apps:
+            x0, x1 = x(a.start), x(a.end)
+            w = max(x1 - x0, 4.0)
+            x0 = min(max(x0 - (w - (x1 - x0)) / 2, left), left + plot - w)  # short marks: centred, kept inside
+            tip = f"{cam}: {format_span(a)}, similarity {a.score:.3f}"
+            parts.append(
+                f'<a href="#app-{index[id(a)]}"><rect class="mark" x="{x0:.1f}" y="{y + 6}" '
+                f'width="{w:.1f}" height="{lane - 12}" rx="2" fill="{_score_colour(a.score, result.threshold)}">'
+                f"<title>{esc(tip)}</title></rect></a>"
+            )
+    axis_y = top + lane * len(groups) + 4
+    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{left + plot}" y2="{axis_y}" stroke="#8a93a3"/>')
+    for i in range(5):
+        t = t0 + span * i / 4
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        parts.append(f'<line x1="{x(t):.1f}" y1="{axis_y}" x2="{x(t):.1f}" y2="{axis_y + 4}" stroke="#8a93a3"/>')
+        parts.append(f'<text x="{x(t):.1f}" y="{axis_y + 18}" text-anchor="{anchor}">{esc(format_time(t))}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _img_tag(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">' if uri else f'<span class="none">{html.escape(alt)}</span>'
+
+
+def render_html(
+    result: SearchResult,
+    *,
+    frames: bool = True,
+    max_frames: int = MAX_FRAMES,
+    thumb_height: int = 160,
+    frame_width: int = 480,
+) -> str:
+    """The report as one HTML string (see the module docstring)."""
+    esc = html.escape
+    reader = _Frames(result.gallery)
+    try:
+        # Query pictures: the pictures in memory, else their files, else a query track's crops.
+        qpics: list[tuple[str, str]] = []
+        if result.query_images:
+            for label, im in zip(result.query.labels, result.query_images, strict=False):
+                arr = _as_bgr(im, result.query_bgr)
+                qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
+        elif result.query.kind == "images":
+            for label in result.query.labels:
+                arr = _imread(label)
+                qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
+        for crop in result.query.crops:
+            arr = _imread(result.crop_path(crop))
+            qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", Path(crop).name))
+
+        with_frame = set()
+        if frames:
+            ranked = sorted(range(len(result.appearances)), key=lambda i: -result.appearances[i].score)
+            with_frame = set(ranked[:max_frames])
+
+        cards: dict[str, list[str]] = {}
+        for i, a in enumerate(result.appearances):
+            b = a.best
+            full = reader.read(a.source, b.frame) if (i in with_frame or not b.crop) else None
+            crop = _imread(result.crop_path(b.crop))
+            if crop is None and full is not None:
+                crop = _cut(full, b.box)
+            crop_tag = _img_tag(_data_uri(crop, thumb_height) if crop is not None else "", "no crop")
+            frame_tag = ""
+            if full is not None and i in with_frame:
+                shown = _draw_box(full, b.box) if b.box is not None else full
+                frame_tag = f'<div class="frame">{_img_tag(_data_uri(shown, width=frame_width), "frame")}</div>'
+            track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops matched)"
+            frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
+            cards.setdefault(a.camera, []).append(
+                f'<div class="appearance" id="app-{i}"><div class="crop">{crop_tag}</div>'
+                f'<div class="info"><b>time</b> {esc(format_span(a))}<br>'
+                f"<b>duration</b> {a.duration:.1f} s<br>"
+                f'<b>similarity</b> <span class="score">{a.score:.3f}</span><br>'
+                f"<b>track</b> {esc(track)}<br>"
+                f"<b>source</b> {esc(a.source)}{frame_no}<br>"
+                f"<b>detection</b> {b.id}</div>{frame_tag}</div>"
+            )
+    finally:
+        reader.close()
+
+    summary_rows = []
+    for cam, apps in result.by_camera().items():
+        summary_rows.append(
+            f"<tr><td>{esc(cam)}</td><td>{len(apps)}</td><td>{esc(format_time(apps[0].start))}</td>"
+            f"<td>{esc(format_time(max(a.end for a in apps)))}</td><td>{max(a.score for a in apps):.3f}</td></tr>"
+        )
+    filters = []
+    if result.cameras:
+        filters.append("cameras " + ", ".join(result.cameras))
+    if result.time_range:
+        lo, hi = result.time_range
+        filters.append(f"time {'…' if lo is None else format_time(lo)} – {'…' if hi is None else format_time(hi)}")
+    meta = [
+        f"gallery <code>{esc(result.gallery)}</code>" + (f", model {esc(result.model)}" if result.model else ""),
+        f"{len(result.appearances)} appearances on {len(cards)} cameras from {len(result.hits)} matching detections "
+        f"(of {result.n_candidates} candidates, top {result.k}"
+        + (", k-reciprocal re-ranked" if result.reranked else "")
+        + ")",
+        f"match threshold: cosine similarity &ge; {result.threshold:.3f} ({esc(result.threshold_source)})",
+    ]
+    if filters:
+        meta.append("filters: " + esc("; ".join(filters)))
+    camera_sections = (
+        "".join(
+            f'<section class="camera" id="cam-{n}" data-camera="{esc(cam)}"><h3>{esc(cam)} '
+            f"({len(cs)} appearance{'s' if len(cs) != 1 else ''})</h3>{''.join(cs)}</section>"
+            for n, (cam, cs) in enumerate(cards.items())
+        )
+        or '<p class="none">No appearance above the match threshold.</p>'
+    )
+    query_figs = "".join(
+        f'<figure title="{esc(label)}">{_img_tag(uri, "query picture")}<figcaption>{esc(Path(label).name)}</figcaption>'
+        "</figure>"
+        for uri, label in qpics
+    )
+    title = f"Person search: {_query_text(result)}"
+    generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1>{''.join(f'<p class=meta>{m}</p>' for m in meta)}</header>"
+        f'<section id="query"><h2>Query</h2><div class="thumbs">'
+        f"{query_figs or '<p class=none>No query picture.</p>'}</div></section>"
+        '<section id="summary"><h2>Cameras</h2>'
+        + (
+            '<table class="summary"><thead><tr><th>camera</th><th>appearances</th><th>first seen</th>'
+            f"<th>last seen</th><th>best similarity</th></tr></thead><tbody>{''.join(summary_rows)}</tbody></table>"
+            if summary_rows
+            else '<p class="none">No matches.</p>'
+        )
+        + f'</section><section id="timeline"><h2>Timeline</h2>{timeline_svg(result)}</section>'
+        f'<section id="appearances"><h2>Appearances by camera</h2>{camera_sections}</section>'
+        f'<footer class="meta">Generated by reidkit on {generated}.</footer></body></html>\n'
+    )
+
+
+def write_html(result: SearchResult, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """Write the self-contained HTML report (atomically); keywords as :func:`render_html`."""
+    from reidkit.io import atomic_path
+
+    text = render_html(result, **kwargs)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o644)  # a report is for sharing: readable, not mkstemp's 0600
+    return Path(path)

@@ -1,0 +1,425 @@
+"""Person search over a gallery: appearances, filters, track queries, re-ranking, threshold
+calibration, the HTML/JSON/terminal reports and the ``search`` / ``calibrate`` commands."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
+
+import cv2
+import faiss
+import numpy as np
+import pytest
+
+from reidkit.search import Gallery, Sighting
+from reidkit.search import calibrate as cal
+from reidkit.search.query import SearchResult, search_person
+from reidkit.search.report import format_time, load_json, render_html, result_table, save_json, write_html
+
+DIM = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(old)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+class FakeEmbedder:
+    """Looks pictures up in a table of features (no model)."""
+
+    def __init__(self, table: dict[str, np.ndarray]) -> None:
+        self.table = table
+        self.calls = 0
+
+    def embed(self, images, bgr: bool = False, progress: bool = False) -> np.ndarray:
+        self.calls += 1
+        return np.stack([self.table["array" if isinstance(im, np.ndarray) else str(im)] for im in images])
+
+
+# -- a small multi-camera world -----------------------------------------------------------------------
+# The target t is seen on cam1 (track 1, t=10..13; its last crop is occluded and does not match),
+# on cam2 alone (untracked, t=50) and in cam2 track 5 (t=100..103). Everyone else is orthogonal to t.
+@pytest.fixture()
+def world(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    t = unit(rng.standard_normal(DIM))
+
+    def near(n: int, noise: float = 0.15) -> np.ndarray:
+        return unit(t + noise * unit(rng.standard_normal((n, DIM))))
+
+    def other(n: int) -> np.ndarray:
+        x = rng.standard_normal((n, DIM))
+        x -= (x @ t)[:, None] * t[None, :]
+        return unit(x)
+
+    rows: list[tuple[np.ndarray, Sighting]] = []
+
+    def add(feat: np.ndarray, src: str, cam: str, ts: float, track: int | None, frame: int | None = None) -> None:
+        box = (4, 4, 28, 44)
+        rows.append((feat, Sighting(src, ts, cam, frame=frame, box=box, track_id=track, quality=float(ts % 7) / 7)))
+
+    for i, f in enumerate(near(3)):
+        add(f, "cam1.mp4", "cam1", 10.0 + i, 1, frame=i)
+    add(other(1)[0], "cam1.mp4", "cam1", 13.0, 1, frame=3)  # occluded crop of the target's track
+    for i, f in enumerate(other(3)):
+        add(f, "cam1.mp4", "cam1", 20.0 + i, 2, frame=10 + i)
+    add(near(1)[0], "cam2.mp4", "cam2", 50.0, None, frame=50)
+    for i, f in enumerate(near(4)):
+        add(f, "cam2.mp4", "cam2", 100.0 + i, 5, frame=100 + i)
+    for i, f in enumerate(other(6)):
+        add(f, "cam3.mp4", "cam3", 5.0 + i, 7 + i // 3, frame=i)
+    g = Gallery.open(tmp_path / "g", dim=DIM)
+    g.add(np.stack([f for f, _ in rows]), [s for _, s in rows])
+    yield SimpleNamespace(g=g, t=t, tmp=tmp_path, emb=FakeEmbedder({"target.jpg": t, "other.jpg": other(1)[0]}))
+    g.close()
+
+
+def track_row(g: Gallery, source: str, tracker_id: int) -> int:
+    return next(t.id for t in g.tracks() if t.source == source and t.track_id == tracker_id)
+
+
+def test_appearances_grouped_by_camera_in_time_order_with_tracks_merged(world):
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5)
+    assert world.emb.calls == 1
+    assert r.query.kind == "images" and r.query.labels == ("target.jpg",)
+    assert len(r.hits) == 8  # 3 + 1 + 4 target detections; the occluded crop falls below the threshold
+    groups = r.by_camera()
+    assert list(groups) == ["cam1", "cam2"]  # cameras in order of first appearance
+    (a1,) = groups["cam1"]
+    assert a1.track_id == 1 and len(a1.hit_ids) == 3 and a1.n_crops == 4
+    assert (a1.start, a1.end) == (10.0, 13.0)  # the track's whole span, occluded crop included
+    assert a1.best.id == a1.hit_ids[0] and a1.score == max(h.score for h in r.hits if h.camera == "cam1")
+    assert a1.track == track_row(world.g, "cam1.mp4", 1)
+    single, track5 = groups["cam2"]
+    assert single.track_id is None and single.start == single.end == 50.0 and single.n_crops == 1
+    assert track5.track_id == 5 and (track5.start, track5.end) == (100.0, 103.0) and len(track5.hit_ids) == 4
+    assert all(h.score >= 0.5 for h in r.hits)
+    assert [a.start for a in r.appearances] == [10.0, 50.0, 100.0]
+
+
+def test_filters_cameras_and_time(world):
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras=["cam2"])
+    assert {a.camera for a in r.appearances} == {"cam2"} and r.cameras == ["cam2"]
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, time_range=(0, 60))
+    assert [a.start for a in r.appearances] == [10.0, 50.0] and r.time_range == (0.0, 60.0)
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras="cam3")
+    assert r.appearances == [] and r.hits == []
+
+
+def test_query_by_track_excludes_its_own_track(world):
+    tid = track_row(world.g, "cam1.mp4", 1)
+    r = search_person(world.g, track_id=tid, threshold=0.5, rerank=False)
+    assert r.query.kind == "track" and r.query.track is not None and r.query.track.id == tid
+    assert not any(h.source == "cam1.mp4" and h.track_id == 1 for h in r.hits)
+    assert [a.camera for a in r.appearances] == ["cam2", "cam2"]
+    assert len(r.hits) == 5
+    with pytest.raises(ValueError, match="no track"):
+        search_person(world.g, track_id=10_000)
+    with pytest.raises(ValueError, match="exactly one"):
+        search_person(world.g, world.emb, ["target.jpg"], track_id=tid)
+
+
+def test_threshold_applied_and_defaults(world):
+    loose = search_person(world.g, world.emb, ["target.jpg"], threshold=-1.0, rerank=False)
+    assert len(loose.hits) == len(world.g) == loose.n_candidates
+    strict = search_person(world.g, world.emb, ["target.jpg"], threshold=0.999, rerank=False)
+    assert len(strict.hits) == 0 and strict.appearances == []
+    mid = float(np.median([h.score for h in loose.hits if h.score > 0.5]))
+    part = search_person(world.g, world.emb, ["target.jpg"], threshold=mid, rerank=False)
+    assert 0 < len(part.hits) < 8 and min(h.score for h in part.hits) >= mid
+    assert part.threshold_source == "given"
+    default = search_person(world.g, world.emb, ["target.jpg"])
+    assert default.threshold == cal.DEFAULT_THRESHOLD and default.threshold_source.startswith("default")
+    info = SimpleNamespace(name="m", source="", meta={"calibration": {"threshold": 0.9}})
+    assert search_person(world.g, world.emb, ["target.jpg"], model_info=info).threshold == 0.9
+
+
+def test_several_pictures_mean_and_max(world):
+    emb = FakeEmbedder({"a.jpg": unit(world.t + 0.1 * np.eye(DIM)[0]), "b.jpg": unit(world.t - 0.1 * np.eye(DIM)[0])})
+    mean = search_person(world.g, emb, ["a.jpg", "b.jpg"], threshold=0.5, rerank=False)
+    single = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, rerank=False)
+    assert [h.id for h in mean.hits] == [h.id for h in single.hits]  # mean of a and b is t
+    for one in ("target.jpg", np.zeros((8, 4, 3), np.uint8)):  # a single picture needs no list
+        r = search_person(world.g, FakeEmbedder({"target.jpg": world.t, "array": world.t}), one, threshold=0.5)
+        assert len(r.query.labels) == 1 and len(r.hits) == 8
+    mx = search_person(world.g, emb, ["a.jpg", "b.jpg"], threshold=0.5, rerank=False, fuse="max")
+    assert {h.id for h in mx.hits} == {h.id for h in single.hits} and mx.fuse == "max"
+    assert mx.n_candidates <= mx.k
+
+
+def test_rerank_over_candidates_demotes_a_hard_distractor(tmp_path: Path):
+    # A query near a tight target cluster; one distractor, a member of another cluster, is more similar
+    # to the query than every target but not k-reciprocally close to it.
+    rng = np.random.default_rng(1)
+    c_t = unit(rng.standard_normal(DIM))
+    q = unit(c_t + 0.7 * unit(rng.standard_normal(DIM)))
+    targets = unit(c_t + 0.25 * unit(rng.standard_normal((8, DIM))))
+    centres = unit(unit(rng.standard_normal((10, DIM))) + 0.6 * q)
+    others = unit(np.repeat(centres, 8, 0) + 0.3 * unit(rng.standard_normal((80, DIM))))
+    hard = unit(centres[0] + 1.2 * q)
+    feats = np.vstack([targets, hard[None], others])
+    with Gallery.open(tmp_path / "g", dim=DIM) as g:
+        ids = g.add(feats, [Sighting("v.mp4", float(i), "cam") for i in range(len(feats))])
+        target_ids, hard_id = set(ids[:8].tolist()), int(ids[8])
+        plain = search_person(g, features=q, k=len(feats), threshold=-1.0, rerank=False)
+        assert plain.hits[0].id == hard_id
+        assert plain.rerank_distance is None and not plain.reranked
+        rr = search_person(g, features=q, k=len(feats), threshold=-1.0, rerank=True)
+        assert rr.reranked and len(rr.rerank_distance) == len(rr.hits)
+        assert {h.id for h in rr.hits[:8]} == target_ids
+        assert [h.id for h in rr.hits].index(hard_id) >= 8
+        assert rr.rerank_distance == sorted(rr.rerank_distance)
+        # Re-ranking sees only the k candidates: features are read for those and nothing else.
+        seen: list[int] = []
+        orig = g.features
+        g.features = lambda i: (seen.extend(i), orig(i))[1]  # type: ignore[method-assign]
+        small = search_person(g, features=q, k=30, threshold=-1.0)
+        assert len(seen) == 30 and small.n_candidates == 30
+
+
+def test_json_round_trip(world, tmp_path: Path):
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras=["cam1", "cam2"], time_range=(0, None))
+    path = save_json(r, tmp_path / "r.json")
+    data = json.loads(path.read_text())
+    assert data["n_matches"] == len(r.hits) and len(data["appearances"]) == 3
+    back = load_json(path)
+    assert back == r
+    assert back.to_dict() == r.to_dict()
+    tr = search_person(world.g, track_id=track_row(world.g, "cam2.mp4", 5), threshold=0.5)
+    assert SearchResult.from_dict(json.loads(json.dumps(tr.to_dict()))) == tr
+
+
+class _Checker(HTMLParser):
+    VOID: ClassVar[set[str]] = {"meta", "img", "br", "hr", "link", "input", "line", "rect", "path", "circle"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.ids: list[str] = []
+        self.tags: dict[str, int] = {}
+        self.classes: list[str] = []
+        self.imgs: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        if "id" in a:
+            self.ids.append(a["id"])
+        self.classes += (a.get("class") or "").split()
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
+        else:
+            self.stack.pop()
+
+
+def _video(path: Path, n: int = 6) -> None:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    assert w.isOpened()
+    for i in range(n):
+        w.write(np.full((48, 64, 3), 30 * i, np.uint8))
+    w.release()
+
+
+def test_html_report(tmp_path: Path):
+    video = tmp_path / "cam1.avi"
+    _video(video)
+    t = unit(np.ones(DIM))
+    rng = np.random.default_rng(3)
+    with Gallery.open(tmp_path / "g", dim=DIM) as g:
+        g.add_source(str(video), "cam1")
+        g.add_source(str(tmp_path / "missing.mp4"), "cam2")
+        crop = g.save_crop(np.full((40, 20, 3), 200, np.uint8), str(video), "c0")
+        recs = [
+            Sighting(str(video), 1.0, frame=2, box=(10, 5, 30, 40), track_id=1, crop=crop),
+            Sighting(str(video), 1.5, frame=3, box=(12, 5, 32, 40), track_id=1),
+            Sighting(str(tmp_path / "missing.mp4"), 9.0, frame=4, box=(1, 1, 9, 9)),
+        ]
+        g.add(unit(t + 0.1 * rng.standard_normal((3, DIM))), recs)
+        cv2.imwrite(str(tmp_path / "q.jpg"), np.full((64, 32, 3), 90, np.uint8))
+        emb = FakeEmbedder({str(tmp_path / "q.jpg"): t, "array": t})
+        r = search_person(g, emb, [str(tmp_path / "q.jpg"), np.zeros((8, 4, 3), np.uint8)], threshold=0.5)
+    assert len(r.appearances) == 2
+    out = write_html(r, tmp_path / "report.html")
+    text = out.read_text()
+    p = _Checker()
+    p.feed(text)
+    p.close()
+    assert text.startswith("<!DOCTYPE html>") and not p.errors and not p.stack
+    for section in ("query", "summary", "timeline", "appearances", "cam-0", "cam-1", "app-0", "app-1"):
+        assert section in p.ids
+    assert p.tags["svg"] == 1 and p.tags["section"] == 6
+    assert sum(c == "mark" for c in p.classes) == 2  # one timeline mark per appearance
+    assert p.classes.count("frame") == 1  # the video frame is shown; the missing video is skipped
+    assert all(src.startswith("data:image/jpeg;base64,") for src in p.imgs)
+    # 2 query pictures + the video appearance's crop (file, or cut from the frame) + its frame; the
+    # appearance from the missing video has neither
+    assert len(p.imgs) == 4 and "no crop" in text
+    assert "cam1" in text and "cam2" in text and "0:01.0" in text
+    plain = render_html(r, frames=False)
+    assert 'class="frame"' not in plain
+    with Gallery.open(tmp_path / "g", read_only=True) as g:
+        empty = search_person(g, emb, [str(tmp_path / "q.jpg")], threshold=1.0)
+    assert "No appearance above the match threshold" in render_html(empty)
+
+
+def test_terminal_table_and_time_format(world):
+    from rich.console import Console
+
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5)
+    console = Console(record=True, width=200)
+    console.print(result_table(r))
+    out = console.export_text()
+    assert "cam1" in out and "cam2" in out and "3/4" in out
+    assert format_time(75.25) == "1:15.2" and format_time(3725.0) == "1:02:05.0"
+    assert format_time(1_700_000_000.0) == "2023-11-14 22:13:20"
+
+
+# -- calibration ----------------------------------------------------------------------------------------
+def _best_f1_exact(pos: np.ndarray, neg: np.ndarray) -> float:
+    s = np.concatenate([pos, neg])
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    order = np.argsort(-s)
+    tp = np.cumsum(y[order])
+    fp = np.cumsum(1 - y[order])
+    f1 = 2 * tp / (tp + fp + len(pos))
+    return float(s[order][np.argmax(f1)])
+
+
+def test_calibration_separable_picks_the_middle_of_the_gap():
+    rng = np.random.default_rng(0)
+    stats = cal.PairStats.from_scores(rng.uniform(0.6, 0.9, 500), rng.uniform(-0.3, 0.4, 50_000))
+    thr = stats.choose("f1")
+    assert abs(thr - 0.5) < 0.01
+    at = stats.at(thr)
+    assert at["precision"] == 1.0 and at["recall"] == 1.0 and at["n_pos"] == 500 and at["n_neg"] == 50_000
+
+
+def test_calibration_overlapping_gaussians():
+    rng = np.random.default_rng(1)
+    pos, neg = rng.normal(0.7, 0.08, 3000), rng.normal(0.3, 0.08, 300_000)
+    stats = cal.PairStats.from_scores(pos, neg)
+    thr = stats.choose("f1")
+    assert abs(thr - _best_f1_exact(pos, neg)) < 0.01
+    # the F1 optimum shifts above the equal-density point (0.5) because negatives are 100x more numerous
+    assert 0.52 < thr < 0.62
+    r = stats.at(thr)
+    exact_p = (pos >= thr).sum() / ((pos >= thr).sum() + (neg >= thr).sum())
+    assert abs(r["precision"] - exact_p) < 1e-9 and abs(r["recall"] - (pos >= thr).mean()) < 1e-9
+    p90 = stats.choose("precision", target_precision=0.9)
+    assert stats.at(p90)["precision"] >= 0.9 and stats.at(p90 - 2e-4)["precision"] < 0.9
+    assert p90 < thr  # precision 0.9 is reached below the max-F1 threshold here
+    summ = stats.summary()
+    assert abs(summ["positive"]["mean"] - 0.7) < 0.01 and abs(summ["negative"]["std"] - 0.08) < 0.01
+    with pytest.raises(ValueError, match="reaches precision"):
+        cal.PairStats.from_scores(np.array([0.5]), np.array([0.9, 0.95])).choose("precision")
+
+
+def test_pair_stats_counts_cross_camera_pairs_only():
+    rng = np.random.default_rng(2)
+    n = 60
+    pids, cams = rng.integers(0, 8, n), rng.integers(0, 3, n)
+    feats = unit(rng.standard_normal((8, DIM))[pids] + 0.4 * rng.standard_normal((n, DIM)))
+    stats = cal.pair_stats(feats, pids, cams, chunk=17)
+    npos = sum(pids[i] == pids[j] and cams[i] != cams[j] for i in range(n) for j in range(i + 1, n))
+    nneg = sum(pids[i] != pids[j] and cams[i] != cams[j] for i in range(n) for j in range(i + 1, n))
+    assert (stats.n_pos, stats.n_neg) == (npos, nneg)
+    thr = stats.choose()
+    assert stats.at(thr)["f1"] > 0.9  # well-separated clusters
+
+    q_p, g_p = np.array([1, 2]), np.array([1, 1, 2, -1, 0])
+    q_c, g_c = np.array([0, 0]), np.array([0, 1, 1, 1, 1])
+    cs = cal.cross_pair_stats(
+        unit(rng.standard_normal((2, DIM))), q_p, q_c, unit(rng.standard_normal((5, DIM))), g_p, g_c
+    )
+    assert (cs.n_pos, cs.n_neg) == (2, 4)  # same-camera and junk pairs are left out; pid 0 is a negative
+
+
+def test_threshold_lookup(tmp_path: Path):
+    from reidkit.models.zoo import ModelInfo
+
+    assert cal.threshold_for(None) == (cal.DEFAULT_THRESHOLD, "default (no model given)")
+    weights = tmp_path / "my_model.pth"
+    info = ModelInfo("osnet_x0_25", source=str(weights))
+    assert cal.load_threshold(info) == cal.DEFAULT_THRESHOLD
+    # by architecture name, but calibrated for other weights: ignored
+    cal.save_calibration(tmp_path / "calibration_osnet_x0_25.json", {"threshold": 0.61, "weights": "other.pth"})
+    assert cal.load_threshold(info) == cal.DEFAULT_THRESHOLD
+    cal.save_calibration(tmp_path / cal.calibration_file_name(weights), {"threshold": 0.63, "weights": "my_model.pth"})
+    thr, where = cal.threshold_for(info)
+    assert thr == 0.63 and where.endswith("calibration_my_model.json)")
+    info.meta["calibration"] = {"threshold": 0.7}
+    assert cal.threshold_for(info) == (0.7, "calibrated (model metadata)")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="threshold"):
+        cal.load_calibration(tmp_path / "bad.json")
+
+
+@pytest.mark.data
+def test_calibrate_real_model_small(data_root: Path, weights_root: Path):
+    import torch
+
+    from reidkit.extract import make_embedder
+
+    torch.set_num_threads(1)
+    emb, info = make_embedder("osnet_x0_25", weights_root / "reid" / "osnet_x0_25_market1501.pth", batch_size=16)
+    rec = cal.calibrate(emb, "market1501", root=data_root, n_ids=6, seed=0, test=False, model_info=info)
+    assert rec["split"] == "train" and rec["n_ids"] == 6 and rec["weights"] == "osnet_x0_25_market1501.pth"
+    assert rec["train"]["n_pos"] > 0 and 0.0 < rec["threshold"] < 1.0
+    assert rec["distributions"]["positive"]["mean"] > rec["distributions"]["negative"]["mean"]
+
+
+# -- command line ---------------------------------------------------------------------------------------
+def test_cli_search(world, tmp_path: Path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from reidkit import cli_search
+
+    app = typer.Typer()
+    cli_search.register(app)
+    monkeypatch.setattr(cli_search, "_model", lambda model, weights, need, **kw: (None, None))
+    gdir = str(world.g.root)
+    tid = track_row(world.g, "cam1.mp4", 1)
+    world.g.close()
+    runner = CliRunner()
+    args = ["search", "--gallery", gdir, "--track", str(tid), "--threshold", "0.5", "--camera", "cam2"]
+    res = runner.invoke(app, [*args, "--json", str(tmp_path / "o.json"), "--html", str(tmp_path / "o.html")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert data["query"]["kind"] == "track" and {a["camera"] for a in data["appearances"]} == {"cam2"}
+    assert (tmp_path / "o.html").read_text().startswith("<!DOCTYPE html>")
+    res = runner.invoke(app, ["search", "--gallery", gdir, "--track", str(tid), "--since", "60", "--until", "10"])
+    assert res.exit_code == 2 and "before" in res.output
+    for bad, msg in (
+        (["search", "--gallery", gdir], "--image PATH"),
+        (["search", "--gallery", str(tmp_path / "nope"), "--track", "1"], "not a reidkit gallery"),
+        (["search", "--gallery", gdir, "--image", str(tmp_path / "x.jpg")], "no such image"),
+        (["search", "--gallery", gdir, "--track", "999"], "no track 999"),
+        (["search", "--gallery", gdir, "--track", "1", "--since", "yesterday"], "ISO-8601"),
+    ):
+        res = runner.invoke(app, bad)
+        assert res.exit_code == 2, (bad, res.output)
+        assert msg in res.output, (bad, res.output)
