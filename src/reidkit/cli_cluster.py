@@ -180,8 +180,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Group a gallery into identities (DBSCAN on re-ranked distances) and write contact sheets.
 
-        With --features, cluster a features file's gallery instead and report NMI and pairwise
-        precision / recall / F against its identities (junk, pid -1, is always left out).
+        With --features, cluster a features file's gallery and score it (NMI, pairwise P/R/F; junk left out).
         """
         if (gallery is None) == (features is None):
             _fail("give exactly one of --gallery DIR or --features FILE.npz")
