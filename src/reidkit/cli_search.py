@@ -133,6 +133,12 @@ def search_cmd(
         _fail(str(exc))
         return
     print_result(result, console)
+    if result.threshold_source.startswith("default"):
+        console.print(
+            f"note: {result.threshold:.3f} is reidkit's uncalibrated default threshold; "
+            "run `reidkit calibrate` for this model (or pass --threshold)",
+            style="yellow",
+        )
     if json_out:
         save_json(result, json_out)
         console.print(f"wrote {json_out}")
