@@ -99,7 +99,7 @@ def candidate_rerank(
     out = rank_d + k
     t = time.perf_counter()
     for i in range(len(qf)):
-        r = search_person(g, features=qf[i], k=k, threshold=-1.0, rerank=True)
+        r = search_person(g, features=qf[i], k=k, threshold=-1.0, adaptive=False, rerank=True)
         out[i, col[[h.id for h in r.hits]]] = np.arange(len(r.hits), dtype=np.float32)
     return out, (time.perf_counter() - t) / len(qf)
 

@@ -188,6 +188,33 @@ def test_rerank_over_candidates_demotes_a_hard_distractor(tmp_path: Path):
         assert len(seen) == 30 and small.n_candidates == 30
 
 
+def test_adaptive_rule_on_footage_where_everyone_looks_alike(tmp_path: Path):
+    # Everybody shares a strong common component (cosine ~0.8 between any two people): a cosine threshold
+    # matches the whole crowd; the standardised similarity only the target, although the target makes up
+    # 1/7 of the gallery (robust statistics: its detections do not inflate the crowd's spread).
+    rng = np.random.default_rng(5)
+    c = unit(rng.standard_normal(DIM))
+    u = unit(rng.standard_normal(DIM) - (rng.standard_normal(DIM) @ c) * c)
+    u = unit(u - (u @ c) * c)
+    crowd = unit(2 * c + unit(rng.standard_normal((300, DIM))))
+    target = unit(2 * c + u + 0.1 * unit(rng.standard_normal((50, DIM))))
+    q = unit(2 * c + u)
+    with Gallery.open(tmp_path / "g", dim=DIM) as g:
+        ids = g.add(np.vstack([target, crowd]), [Sighting("v.mp4", float(i), "cam") for i in range(350)])
+        plain = search_person(g, features=q, k=400, threshold=0.5, adaptive=False, rerank=False)
+        assert len(plain.hits) == 350 and plain.z_threshold is None and plain.z is None
+        r = search_person(g, features=q, k=400, threshold=0.5, z_threshold=3.0, rerank=False)
+        assert {h.id for h in r.hits} == set(ids[:50].tolist())
+        assert r.z_threshold == 3.0 and r.reference["n"] == 350 and min(r.z) >= 3.0
+        assert all(a.z is not None and a.z >= 3.0 for a in r.appearances)
+        assert r.threshold_source == "given"
+        default = search_person(g, features=q, k=400, threshold=0.5)
+        assert default.z_threshold == cal.DEFAULT_Z_THRESHOLD and "z default" in default.threshold_source
+        assert SearchResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+        text = render_html(r)
+        assert "z &gt;= 3.00" in text and "(z " in text
+
+
 def test_json_round_trip(world, tmp_path: Path):
     r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras=["cam1", "cam2"], time_range=(0, None))
     path = save_json(r, tmp_path / "r.json")
@@ -342,19 +369,38 @@ def test_pair_stats_counts_cross_camera_pairs_only():
     n = 60
     pids, cams = rng.integers(0, 8, n), rng.integers(0, 3, n)
     feats = unit(rng.standard_normal((8, DIM))[pids] + 0.4 * rng.standard_normal((n, DIM)))
-    stats = cal.pair_stats(feats, pids, cams, chunk=17)
+    stats, zstats = cal.pair_stats(feats, pids, cams, chunk=17, reference=30)
     npos = sum(pids[i] == pids[j] and cams[i] != cams[j] for i in range(n) for j in range(i + 1, n))
     nneg = sum(pids[i] != pids[j] and cams[i] != cams[j] for i in range(n) for j in range(i + 1, n))
-    assert (stats.n_pos, stats.n_neg) == (npos, nneg)
+    assert (stats.n_pos, stats.n_neg) == (npos, nneg) == (zstats.n_pos, zstats.n_neg)
     thr = stats.choose()
     assert stats.at(thr)["f1"] > 0.9  # well-separated clusters
 
     q_p, g_p = np.array([1, 2]), np.array([1, 1, 2, -1, 0])
     q_c, g_c = np.array([0, 0]), np.array([0, 1, 1, 1, 1])
-    cs = cal.cross_pair_stats(
+    cs, _ = cal.cross_pair_stats(
         unit(rng.standard_normal((2, DIM))), q_p, q_c, unit(rng.standard_normal((5, DIM))), g_p, g_c
     )
     assert (cs.n_pos, cs.n_neg) == (2, 4)  # same-camera and junk pairs are left out; pid 0 is a negative
+
+
+def test_calibrate_features_z_rule():
+    rng = np.random.default_rng(4)
+    n_ids, per = 40, 8
+    pids = np.repeat(np.arange(n_ids), per)
+    cams = np.tile(np.arange(4), n_ids * per // 4)
+    feats = unit(rng.standard_normal((n_ids, DIM))[pids] + 0.4 * rng.standard_normal((len(pids), DIM)))
+    rec = cal.calibrate_features(feats, pids, cams, reference=200)
+    assert -1 < rec["threshold"] < 1 and 0 < rec["z_threshold"] < 30
+    tr = rec["train"]
+    assert set(tr) == {"cosine", "z", "both"}
+    assert tr["both"]["tp"] <= min(tr["cosine"]["tp"], tr["z"]["tp"])
+    assert tr["both"]["fp"] <= min(tr["cosine"]["fp"], tr["z"]["fp"])
+    assert tr["z"]["f1"] > 0.8 and tr["both"]["f1"] > 0.8
+    assert rec["curve"]["z"][0]["threshold"] == 0.0 and len(rec["curve"]["cosine"]) == 21
+    qi = np.arange(len(pids)) % per == 0  # one query picture per identity, the rest is the gallery
+    check = cal.check_features(feats[qi], pids[qi], cams[qi], feats[~qi], pids[~qi], cams[~qi], 0.3, 3.0)
+    assert check["both"]["n_pos"] == check["cosine"]["n_pos"] > 0 and "max_f1_z_threshold" in check
 
 
 def test_threshold_lookup(tmp_path: Path):
@@ -369,9 +415,13 @@ def test_threshold_lookup(tmp_path: Path):
     assert cal.load_threshold(info) == cal.DEFAULT_THRESHOLD
     cal.save_calibration(tmp_path / cal.calibration_file_name(weights), {"threshold": 0.63, "weights": "my_model.pth"})
     thr, where = cal.threshold_for(info)
-    assert thr == 0.63 and where.endswith("calibration_my_model.json)")
-    info.meta["calibration"] = {"threshold": 0.7}
-    assert cal.threshold_for(info) == (0.7, "calibrated (model metadata)")
+    assert thr == 0.63 and where.endswith("calibration_my_model.json; default z)")
+    assert cal.thresholds_for(info).z_threshold == cal.DEFAULT_Z_THRESHOLD  # a record without z_threshold
+    cal.save_calibration(tmp_path / cal.calibration_file_name(weights), {"threshold": 0.63, "z_threshold": 3.5})
+    path = tmp_path / "calibration_my_model.json"
+    assert cal.thresholds_for(info) == cal.Thresholds(0.63, 3.5, f"calibrated ({path})")
+    info.meta["calibration"] = {"threshold": 0.7, "z_threshold": 4.5}
+    assert cal.thresholds_for(info) == cal.Thresholds(0.7, 4.5, "calibrated (model metadata)")
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="threshold"):
         cal.load_calibration(tmp_path / "bad.json")
@@ -387,8 +437,9 @@ def test_calibrate_real_model_small(data_root: Path, weights_root: Path):
     emb, info = make_embedder("osnet_x0_25", weights_root / "reid" / "osnet_x0_25_market1501.pth", batch_size=16)
     rec = cal.calibrate(emb, "market1501", root=data_root, n_ids=6, seed=0, test=False, model_info=info)
     assert rec["split"] == "train" and rec["n_ids"] == 6 and rec["weights"] == "osnet_x0_25_market1501.pth"
-    assert rec["train"]["n_pos"] > 0 and 0.0 < rec["threshold"] < 1.0
-    assert rec["distributions"]["positive"]["mean"] > rec["distributions"]["negative"]["mean"]
+    assert rec["train"]["both"]["n_pos"] > 0 and 0.0 < rec["threshold"] < 1.0 and rec["z_threshold"] > 0
+    dist = rec["distributions"]["cosine"]
+    assert dist["positive"]["mean"] > dist["negative"]["mean"]
 
 
 # -- command line ---------------------------------------------------------------------------------------

@@ -60,6 +60,13 @@ def search_cmd(
     threshold: Annotated[
         float | None, typer.Option(help="Match threshold on cosine similarity (default: the model's calibrated one).")
     ] = None,
+    z_threshold: Annotated[
+        float | None,
+        typer.Option(help="Match threshold on the similarity standardised against the gallery (default: calibrated)."),
+    ] = None,
+    no_adaptive: Annotated[
+        bool, typer.Option("--no-adaptive", help="Cosine threshold only (no standing-out-from-the-gallery test).")
+    ] = False,
     camera: Annotated[list[str] | None, typer.Option("--camera", help="Only these cameras (repeatable).")] = None,
     since: Annotated[str | None, typer.Option(help="Only from this time (seconds or ISO-8601).")] = None,
     until: Annotated[str | None, typer.Option(help="Only until this time (seconds or ISO-8601).")] = None,
@@ -116,6 +123,8 @@ def search_cmd(
                 k=top,
                 rerank=not no_rerank,
                 threshold=threshold,
+                z_threshold=z_threshold,
+                adaptive=not no_adaptive,
                 model_info=info,
                 cameras=camera or None,
                 time_range=time_range,
@@ -133,10 +142,10 @@ def search_cmd(
         _fail(str(exc))
         return
     print_result(result, console)
-    if result.threshold_source.startswith("default"):
+    if "default" in result.threshold_source:
         console.print(
-            f"note: {result.threshold:.3f} is reidkit's uncalibrated default threshold; "
-            "run `reidkit calibrate` for this model (or pass --threshold)",
+            "note: uncalibrated default match threshold(s) in use; "
+            "run `reidkit calibrate` for this model (or pass --threshold / --z-threshold)",
             style="yellow",
         )
     if json_out:
@@ -167,7 +176,7 @@ def calibrate_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")] = None,
 ) -> None:
-    """Calibrate a model's match threshold (cosine similarity) for `reidkit search`."""
+    """Calibrate a model's match thresholds (cosine similarity and z) for `reidkit search`."""
     from rich.table import Table
 
     from reidkit.datasets.base import DatasetError
@@ -197,20 +206,26 @@ def calibrate_cmd(
         return
     path = out or Path(calibration_file_name(info.source or info.name))
     save_calibration(path, record)
-    table = Table(title=f"{info.name}: match threshold {record['threshold']:.4f} ({record['method']})")
-    for col in ("pairs", "positives", "negatives", "precision", "recall", "F1", "FPR"):
-        table.add_column(col, justify="left" if col == "pairs" else "right")
-    for name, r in (("train", record["train"]), ("test", record.get("test"))):
-        if r:
-            table.add_row(
-                f"{name} ({'query x gallery' if name == 'test' else str(record['n_ids']) + ' ids'}, cross-camera)",
-                f"{r['n_pos']:,}",
-                f"{r['n_neg']:,}",
-                f"{r['precision']:.3f}",
-                f"{r['recall']:.3f}",
-                f"{r['f1']:.3f}",
-                f"{r['fpr']:.5f}",
-            )
+    title = (
+        f"{info.name}: cosine >= {record['threshold']:.4f} and z >= {record['z_threshold']:.3f} ({record['method']})"
+    )
+    table = Table(title=title, caption="cross-camera pairs; train: the sampled identities, test: query x gallery")
+    for col in ("split", "test", "positives", "negatives", "precision", "recall", "F1", "FPR"):
+        table.add_column(col, justify="left" if col in ("split", "test") else "right")
+    for split in ("train", "test"):
+        for rule, label in (("cosine", "cosine"), ("z", "z"), ("both", "both (the rule)")):
+            r = (record.get(split) or {}).get(rule)
+            if r:
+                table.add_row(
+                    split if rule == "cosine" else "",
+                    label,
+                    f"{r['n_pos']:,}",
+                    f"{r['n_neg']:,}",
+                    f"{r['precision']:.3f}",
+                    f"{r['recall']:.3f}",
+                    f"{r['f1']:.3f}",
+                    f"{r['fpr']:.5f}",
+                )
     console.print(table)
     console.print(f"wrote {path}")
 

@@ -14,9 +14,14 @@
 3. **Re-ranking** (optional, default on). k-reciprocal re-ranking over the query and its ``k``
    candidates only (O(k), not O(gallery)): a candidate whose own nearest neighbours include the
    query and the other good candidates moves up. It only *reorders*: whether a detection is a match
-   is decided on its cosine similarity, the quantity the threshold is calibrated on.
-4. **Threshold.** Candidates with cosine similarity ``>= threshold`` are matches; the default is the
-   model's calibrated threshold (:func:`reidkit.search.calibrate.threshold_for`).
+   is decided on its similarity, the quantity the thresholds are calibrated on.
+4. **Match rule** (:mod:`reidkit.search.calibrate`). A candidate matches when its cosine similarity
+   is ``>= threshold`` and, with ``adaptive`` (default), it stands out from the gallery's crowd: its
+   similarity standardised by the query's similarities to a fixed random sample of the gallery
+   (``z = (s - mean) / std``) is ``>= z_threshold``. The second test keeps footage where everybody
+   looks alike to the model (higher similarities all round) from matching everybody. Both default
+   to the model's calibrated values (:func:`reidkit.search.calibrate.thresholds_for`); galleries
+   under ``MIN_REFERENCE`` detections use the cosine test only.
 5. **Appearances.** Matches of the same track (same source and tracker id) merge into one
    :class:`Appearance` with the track's time span and its best-matching crop (highest similarity);
    a detection without a track is an appearance of its own. Appearances are grouped by camera, in
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +78,7 @@ class Appearance:
     hit_ids: tuple[int, ...]
     n_crops: int = 1
     track: int | None = None  # the gallery's track row id (Track.id), if any
+    z: float | None = None  # the best hit's standardised similarity (adaptive match rule), if computed
 
     @property
     def duration(self) -> float:
@@ -93,9 +100,11 @@ class SearchResult:
     """Matches of one query in a gallery (see the module docstring for how they are made).
 
     ``hits`` are the matched detections in final rank order (re-ranked if ``reranked``), with
-    ``rerank_distance`` alongside when re-ranked; ``appearances`` are grouped per camera in time
-    order (:meth:`by_camera`). ``query_images`` keeps the query pictures in memory for the HTML
-    report; it is not serialised.
+    ``rerank_distance`` and ``z`` (standardised similarities, when the adaptive test ran) alongside;
+    ``z_threshold`` is None when it did not run, ``reference`` holds its sample size and the query's
+    mean / std similarity to it. ``appearances`` are grouped per camera in time order
+    (:meth:`by_camera`). ``query_images`` keeps the query pictures in memory for the HTML report; it
+    is not serialised.
     """
 
     gallery: str
@@ -112,6 +121,9 @@ class SearchResult:
     cameras: list[str] | None = None
     time_range: tuple[float | None, float | None] | None = None
     model: str | None = None
+    z_threshold: float | None = None
+    z: list[float] | None = None
+    reference: dict[str, Any] | None = None
     query_images: list[Any] = field(default_factory=list, compare=False, repr=False)
     query_bgr: bool = field(default=False, compare=False, repr=False)
 
@@ -137,6 +149,8 @@ class SearchResult:
             "query": asdict(self.query),
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
+            "z_threshold": self.z_threshold,
+            "reference": self.reference,
             "k": self.k,
             "reranked": self.reranked,
             "fuse": self.fuse,
@@ -146,6 +160,7 @@ class SearchResult:
             "n_matches": len(self.hits),
             "hits": [_hit_dict(h) for h in self.hits],
             "rerank_distance": self.rerank_distance,
+            "z": self.z,
             "appearances": [{**asdict(a), "best": _hit_dict(a.best)} for a in self.appearances],
         }
         return _jsonable(d)
@@ -178,6 +193,9 @@ class SearchResult:
             cameras=d.get("cameras"),
             time_range=None if tr is None else (tr[0], tr[1]),
             model=d.get("model"),
+            z_threshold=d.get("z_threshold"),
+            z=d.get("z"),
+            reference=d.get("reference"),
         )
 
 
@@ -235,11 +253,35 @@ def _rerank_order(q: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return rerank(q, cand, k1=k1, k2=k2, lambda_value=RERANK_LAMBDA)
 
 
-def group_appearances(hits: Sequence[Hit], tracks: dict[tuple[int, int], Track] | None = None) -> list[Appearance]:
+_REFERENCES: weakref.WeakKeyDictionary[Gallery, tuple[int, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def gallery_reference(gallery: Gallery, size: int | None = None, seed: int = 0) -> np.ndarray:
+    """Features of a fixed random sample of the gallery's detections (the crowd a match must stand
+    out from), cached per gallery object until its size changes."""
+    from reidkit.search.calibrate import REFERENCE
+
+    size = REFERENCE if size is None else size
+    n = len(gallery)
+    cached = _REFERENCES.get(gallery)
+    if cached is not None and cached[0] == n and len(cached[1]) == min(size, n):
+        return cached[1]
+    ids = np.fromiter((r[0] for r in gallery.db.execute("SELECT id FROM detections ORDER BY id")), np.int64)
+    if len(ids) > size:
+        ids = np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
+    feats = gallery.features(ids.tolist()) if len(ids) else np.zeros((0, gallery.dim or 0), np.float32)
+    _REFERENCES[gallery] = (n, feats)
+    return feats
+
+
+def group_appearances(
+    hits: Sequence[Hit], tracks: dict[tuple[int, int], Track] | None = None, z: dict[int, float] | None = None
+) -> list[Appearance]:
     """Merge hits of the same (source, track) into appearances; order them for :class:`SearchResult`.
 
     An appearance's ``best`` hit is its most similar one (equal similarity: higher crop quality);
-    ``tracks`` maps ``(source_id, tracker id)`` to the stored track, for its full span and crop count.
+    ``tracks`` maps ``(source_id, tracker id)`` to the stored track, for its full span and crop count;
+    ``z`` maps hit ids to their standardised similarity.
     """
     groups: dict[tuple[int, int] | tuple[str, int], list[Hit]] = {}
     for h in hits:
@@ -267,6 +309,7 @@ def group_appearances(hits: Sequence[Hit], tracks: dict[tuple[int, int], Track] 
                 hit_ids=tuple(h.id for h in ordered),
                 n_crops=len(hs) if t is None else t.n_crops,
                 track=None if t is None else t.id,
+                z=None if z is None else z.get(best.id),
             )
         )
     first_seen: dict[str, float] = {}
@@ -298,6 +341,8 @@ def search_person(
     k: int = DEFAULT_K,
     rerank: bool = True,
     threshold: float | None = None,
+    z_threshold: float | None = None,
+    adaptive: bool = True,
     model_info: Any = None,
     cameras: str | Iterable[str] | None = None,
     time_range: tuple[Any, Any] | None = None,
@@ -309,11 +354,12 @@ def search_person(
 
     The query is one of: ``queries`` (pictures of the target: paths, PIL images, RGB arrays, or BGR
     with ``bgr=True``) embedded by ``embedder``; ``track_id`` (a gallery track row id, see
-    :meth:`Gallery.tracks`); or precomputed ``features`` (N, D). ``threshold`` defaults to the
-    calibrated one of ``model_info`` (a :class:`reidkit.models.zoo.ModelInfo`), else to
-    :data:`reidkit.search.calibrate.DEFAULT_THRESHOLD`.
+    :meth:`Gallery.tracks`); or precomputed ``features`` (N, D). ``threshold`` (cosine) and
+    ``z_threshold`` default to the calibrated ones of ``model_info`` (a
+    :class:`reidkit.models.zoo.ModelInfo`), else to the defaults of :mod:`reidkit.search.calibrate`;
+    ``adaptive=False`` drops the z test (cosine threshold only).
     """
-    from reidkit.search.calibrate import threshold_for
+    from reidkit.search.calibrate import MIN_REFERENCE, reference_stats, thresholds_for
 
     given = sum(x is not None for x in (queries, track_id, features))
     if given != 1:
@@ -347,10 +393,13 @@ def search_person(
     if fuse == "mean" and len(q) > 1:
         q = _normalize(q.mean(0))
 
-    if threshold is None:
-        threshold, thr_source = threshold_for(model_info)
-    else:
-        thr_source = "given"
+    calibrated = thresholds_for(model_info)
+    src_t = calibrated.source if threshold is None else "given"
+    src_z = calibrated.source if z_threshold is None else "given"
+    threshold = calibrated.threshold if threshold is None else float(threshold)
+    z_thr = calibrated.z_threshold if z_threshold is None else float(z_threshold)
+    ref = gallery_reference(gallery) if adaptive and len(gallery) >= MIN_REFERENCE else None
+    thr_source = src_t if src_t == src_z or ref is None else f"cosine {src_t}; z {src_z}"
 
     own = 0 if qtrack is None else qtrack.n_crops  # the query track's own detections are dropped below
     per_query = gallery.search(q, k + own, cameras=cameras, time_range=time_range, exclude_source=exclude_source)
@@ -364,16 +413,27 @@ def search_person(
     cand = sorted(best.values(), key=lambda h: -h.score)[:k]  # fuse="max": the top k by best similarity
     n_candidates = len(cand)
 
+    cand_f = gallery.features([h.id for h in cand]) if cand and (rerank or ref is not None) else None
+    zs: np.ndarray | None = None
+    reference = None
+    if ref is not None:
+        mu, sd = reference_stats(q @ ref.T)
+        reference = {"n": len(ref), "mean": [round(float(m), 5) for m in mu], "std": [round(float(v), 5) for v in sd]}
+        if cand_f is not None:
+            zs = ((cand_f @ q.T - mu[None, :]) / sd[None, :]).max(1)  # several queries: the best one
+
     dist: np.ndarray | None = None
-    if rerank and len(cand) >= 2:
-        d = _rerank_order(q, gallery.features([h.id for h in cand]))
+    if rerank and cand_f is not None and len(cand) >= 2:
+        d = _rerank_order(q, cand_f)
         dist = d.min(0)  # several queries (fuse="max"): the closest one
         order = np.argsort(dist, kind="stable")
         cand, dist = [cand[i] for i in order], dist[order]
+        zs = None if zs is None else zs[order]
 
-    keep = [i for i, h in enumerate(cand) if h.score >= threshold]
+    keep = [i for i, h in enumerate(cand) if h.score >= threshold and (zs is None or zs[i] >= z_thr)]
     hits = [cand[i] for i in keep]
     rr = None if dist is None else [float(dist[i]) for i in keep]
+    zl = None if zs is None else [float(zs[i]) for i in keep]
     tr = None
     if time_range is not None:
         lo, hi = time_range
@@ -389,11 +449,16 @@ def search_person(
         fuse=fuse,
         n_candidates=n_candidates,
         hits=hits,
-        appearances=group_appearances(hits, _tracks_of(gallery, hits)),
+        appearances=group_appearances(
+            hits, _tracks_of(gallery, hits), None if zl is None else dict(zip((h.id for h in hits), zl, strict=True))
+        ),
         rerank_distance=rr,
         cameras=cams,
         time_range=tr,
         model=None if model_info is None else getattr(model_info, "name", None),
+        z_threshold=None if ref is None else z_thr,
+        z=zl,
+        reference=reference,
         query_images=images,
         query_bgr=bgr,
     )

@@ -71,6 +71,14 @@ def _query_text(result: SearchResult) -> str:
     return ", ".join(names) if len(names) <= 3 else f"{len(names)} pictures"
 
 
+def match_rule(result: SearchResult) -> str:
+    """The rule the matches passed, in words."""
+    rule = f"cosine >= {result.threshold:.3f}"
+    if result.z_threshold is not None:
+        rule += f" and z >= {result.z_threshold:.2f}"
+    return rule
+
+
 # -- terminal ---------------------------------------------------------------------------------------
 def result_table(result: SearchResult, limit: int | None = None) -> Any:
     """A rich Table of the appearances, per camera in time order."""
@@ -79,14 +87,15 @@ def result_table(result: SearchResult, limit: int | None = None) -> Any:
     n_cams = len(result.by_camera())
     title = (
         f"{_query_text(result)}: {len(result.appearances)} appearances on {n_cams} cameras "
-        f"({len(result.hits)} of {result.n_candidates} candidates >= {result.threshold:.3f})"
+        f"({len(result.hits)} of {result.n_candidates} candidates: {match_rule(result)})"
     )
-    table = Table(title=title, caption=f"gallery {result.gallery}; threshold {result.threshold_source}")
+    table = Table(title=title, caption=f"gallery {result.gallery}; thresholds {result.threshold_source}")
     for col, justify in (
         ("camera", "left"),
         ("time", "left"),
         ("duration", "right"),
         ("similarity", "right"),
+        ("z", "right"),
         ("track", "right"),
         ("crops", "right"),
         ("source", "left"),
@@ -101,6 +110,7 @@ def result_table(result: SearchResult, limit: int | None = None) -> Any:
             format_span(a),
             f"{a.duration:.1f} s",
             f"{a.score:.3f}",
+            "" if a.z is None else f"{a.z:.1f}",
             "" if a.track_id is None else str(a.track_id),
             f"{len(a.hit_ids)}/{a.n_crops}",
             Path(a.source).name or a.source,
@@ -108,7 +118,7 @@ def result_table(result: SearchResult, limit: int | None = None) -> Any:
         )
         prev = a.camera
     if limit is not None and len(result.appearances) > limit:
-        table.add_row("…", f"{len(result.appearances) - limit} more", "", "", "", "", "", "")
+        table.add_row("…", f"{len(result.appearances) - limit} more", "", "", "", "", "", "", "")
     return table
 
 
@@ -118,8 +128,7 @@ def print_result(result: SearchResult, console: Any = None, limit: int | None = 
     console = console or Console()
     if not result.appearances:
         console.print(
-            f"no match above the threshold {result.threshold:.3f} ({result.threshold_source}) "
-            f"among {result.n_candidates} candidates"
+            f"no match ({match_rule(result)}; {result.threshold_source}) among {result.n_candidates} candidates"
         )
         return
     console.print(result_table(result, limit))
@@ -359,7 +368,9 @@ def render_html(
                 f'<div class="appearance" id="app-{i}"><div class="crop">{crop_tag}</div>'
                 f'<div class="info"><b>time</b> {esc(format_span(a))}<br>'
                 f"<b>duration</b> {a.duration:.1f} s<br>"
-                f'<b>similarity</b> <span class="score">{a.score:.3f}</span><br>'
+                f'<b>similarity</b> <span class="score">{a.score:.3f}</span>'
+                + ("" if a.z is None else f" (z {a.z:.1f})")
+                + "<br>"
                 f"<b>track</b> {esc(track)}<br>"
                 f"<b>source</b> {esc(a.source)}{frame_no}<br>"
                 f"<b>detection</b> {b.id}</div>{frame_tag}</div>"
@@ -385,7 +396,13 @@ def render_html(
         f"(of {result.n_candidates} candidates, top {result.k}"
         + (", k-reciprocal re-ranked" if result.reranked else "")
         + ")",
-        f"match threshold: cosine similarity &ge; {result.threshold:.3f} ({esc(result.threshold_source)})",
+        f"match rule: {esc(match_rule(result))} ({esc(result.threshold_source)})"
+        + (
+            f"; z standardises the similarity by the query's similarities to {result.reference['n']:,} random "
+            f"gallery detections (mean {result.reference['mean'][0]:.3f}, std {result.reference['std'][0]:.3f})"
+            if result.reference
+            else "; no z test (gallery too small, or not adaptive)"
+        ),
     ]
     if filters:
         meta.append("filters: " + esc("; ".join(filters)))
