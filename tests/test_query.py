@@ -3,6 +3,7 @@ calibration, the HTML/JSON/terminal reports and the ``search`` / ``calibrate`` c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +18,16 @@ import pytest
 from reidkit.search import Gallery, Sighting
 from reidkit.search import calibrate as cal
 from reidkit.search.query import SearchResult, search_person
-from reidkit.search.report import format_time, load_json, render_html, result_table, save_json, write_html
+from reidkit.search.report import (
+    REVIEW_TITLE,
+    format_time,
+    load_json,
+    print_result,
+    render_html,
+    result_table,
+    save_json,
+    write_html,
+)
 
 DIM = 32
 
@@ -130,6 +140,44 @@ def test_query_by_track_excludes_its_own_track(world):
         search_person(world.g, world.emb, ["target.jpg"], track_id=tid)
 
 
+def test_near_misses_are_the_closest_failed_candidates_merged_per_track(world):
+    everyone = search_person(world.g, world.emb, ["target.jpg"], threshold=-1.0)  # all 18, in final rank order
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5)
+    assert [h.id for h in everyone.hits if h.id in {m.id for m in r.hits}] == [h.id for h in r.hits]
+    matched = {h.id for h in r.hits}
+    occluded = next(h.id for h in everyone.hits if h.camera == "cam1" and h.track_id == 1 and h.id not in matched)
+    # Failed: cam1 track 2 and cam3 tracks 7 and 8 (3 detections each), and the occluded crop of the target's
+    # matched cam1 track 1, which is left out (that track is an appearance already).
+    tracks_in_rank_order: list[tuple[str, int]] = []
+    for h in everyone.hits:
+        key = (h.camera, h.track_id)
+        if h.id not in matched and h.id != occluded and key not in tracks_in_rank_order:
+            tracks_in_rank_order.append(key)
+    assert sorted(tracks_in_rank_order) == [("cam1", 2), ("cam3", 7), ("cam3", 8)]
+    near = r.near_misses
+    assert [(a.camera, a.track_id) for a in near] == tracks_in_rank_order
+    ids = [i for a in near for i in a.hit_ids]
+    assert len(ids) == 9 and not set(ids) & matched and occluded not in ids
+    assert all(len(a.hit_ids) == 3 == a.n_crops and a.best.id in a.hit_ids for a in near)
+    t2 = next(a for a in near if a.track_id == 2)
+    assert (t2.start, t2.end) == (20.0, 22.0) and t2.track == track_row(world.g, "cam1.mp4", 2)
+    assert all(a.score < 0.5 and a.z is None for a in near)  # no z test on a 20-detection gallery
+    # review caps the appearances, not the detections: the closest track keeps all its failed detections
+    (one,) = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review=1).near_misses
+    assert one == near[0]
+    assert search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review=0).near_misses == []
+    assert [h.id for h in search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review=0).hits] == [
+        h.id for h in r.hits
+    ]
+    with pytest.raises(ValueError, match="review"):
+        search_person(world.g, world.emb, ["target.jpg"], review=-1)
+    # nothing matches: the closest candidates, the target's own tracks first
+    none = search_person(world.g, world.emb, ["target.jpg"], threshold=0.999, rerank=False, review=3)
+    assert none.hits == [] and len(none.near_misses) == 3
+    assert {(a.camera, a.track_id) for a in none.near_misses} == {("cam1", 1), ("cam2", 5), ("cam2", None)}
+    assert [a.score for a in none.near_misses] == sorted((a.score for a in none.near_misses), reverse=True)
+
+
 def test_threshold_applied_and_defaults(world):
     loose = search_person(world.g, world.emb, ["target.jpg"], threshold=-1.0, rerank=False)
     assert len(loose.hits) == len(world.g) == loose.n_candidates
@@ -208,6 +256,10 @@ def test_adaptive_rule_on_footage_where_everyone_looks_alike(tmp_path: Path):
         assert r.z_threshold == 3.0 and r.reference["n"] == 350 and min(r.z) >= 3.0
         assert all(a.z is not None and a.z >= 3.0 for a in r.appearances)
         assert r.threshold_source == "given"
+        # near misses: the 8 crowd detections most similar to the query (no re-ranking), with their z
+        crowd_ids = [h.id for h in plain.hits if h.id not in set(ids[:50].tolist())][:8]
+        assert [a.best.id for a in r.near_misses] == crowd_ids
+        assert all(a.z is not None and a.z < 3.0 and a.hit_ids == (a.best.id,) for a in r.near_misses)
         default = search_person(g, features=q, k=400, threshold=0.5)
         assert default.z_threshold == cal.DEFAULT_Z_THRESHOLD and "z default" in default.threshold_source
         assert SearchResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
@@ -220,9 +272,13 @@ def test_json_round_trip(world, tmp_path: Path):
     path = save_json(r, tmp_path / "r.json")
     data = json.loads(path.read_text())
     assert data["n_matches"] == len(r.hits) and len(data["appearances"]) == 3
+    assert [a["track_id"] for a in data["near_misses"]] == [2]  # cam3 is filtered out
     back = load_json(path)
-    assert back == r
+    assert back == r and back.near_misses == r.near_misses != []
     assert back.to_dict() == r.to_dict()
+    del data["near_misses"]  # a result saved before near misses existed
+    old = SearchResult.from_dict(data)
+    assert old.near_misses == [] and old.appearances == r.appearances
     tr = search_person(world.g, track_id=track_row(world.g, "cam2.mp4", 5), threshold=0.5)
     assert SearchResult.from_dict(json.loads(json.dumps(tr.to_dict()))) == tr
 
@@ -305,11 +361,22 @@ def test_html_report(tmp_path: Path):
     # appearance from the missing video has neither
     assert len(p.imgs) == 4 and "no crop" in text
     assert "cam1" in text and "cam2" in text and "0:01.0" in text
+    assert r.near_misses == [] and "review" not in p.ids and "for review" not in text
     plain = render_html(r, frames=False)
     assert 'class="frame"' not in plain
     with Gallery.open(tmp_path / "g", read_only=True) as g:
         empty = search_person(g, emb, [str(tmp_path / "q.jpg")], threshold=1.0)
-    assert "No appearance above the match threshold" in render_html(empty)
+    text = render_html(empty)
+    assert "No appearance above the match threshold" in text
+    assert [len(a.hit_ids) for a in empty.near_misses] == [2, 1]  # the video track merged, the lone detection
+    p = _Checker()
+    p.feed(text)
+    p.close()
+    assert not p.errors and not p.stack and "review" in p.ids and [i for i in p.ids if "-" in i] == ["rev-0", "rev-1"]
+    assert "Closest non-matches (for review)" in text and "did not pass the match rule" in text
+    assert p.classes.count("near") == 2 and p.classes.count("frame") == 0 and p.tags["section"] == 5
+    assert text.index('id="appearances"') < text.index('id="review"')
+    assert 'id="review"' not in render_html(dataclasses.replace(empty, near_misses=[]))
 
 
 def test_terminal_table_and_time_format(world):
@@ -320,6 +387,18 @@ def test_terminal_table_and_time_format(world):
     console.print(result_table(r))
     out = console.export_text()
     assert "cam1" in out and "cam2" in out and "3/4" in out
+    console = Console(record=True, width=200)
+    print_result(r, console)
+    out = console.export_text()
+    assert REVIEW_TITLE in out and "cam3" in out and "no match" not in out
+    assert out.index("3/4") < out.index(REVIEW_TITLE)  # matches first, then the candidates for review
+    console = Console(record=True, width=200)
+    print_result(search_person(world.g, world.emb, ["target.jpg"], threshold=0.999, review=2), console)
+    out = console.export_text()
+    assert out.startswith("no match (cosine >= 0.999") and REVIEW_TITLE in out and "cam3" not in out
+    console = Console(record=True, width=200)
+    print_result(search_person(world.g, world.emb, ["target.jpg"], threshold=0.999, review=0), console)
+    assert "review" not in console.export_text()
     assert format_time(75.25) == "1:15.2" and format_time(3725.0) == "1:02:05.0"
     assert format_time(1_700_000_000.0) == "2023-11-14 22:13:20"
 
@@ -462,6 +541,16 @@ def test_cli_search(world, tmp_path: Path, monkeypatch):
     data = json.loads((tmp_path / "o.json").read_text())
     assert data["query"]["kind"] == "track" and {a["camera"] for a in data["appearances"]} == {"cam2"}
     assert (tmp_path / "o.html").read_text().startswith("<!DOCTYPE html>")
+    assert data["near_misses"] == []  # every cam2 candidate matched
+    base = ["search", "--gallery", gdir, "--track", str(tid), "--threshold", "0.5"]
+    res = runner.invoke(app, [*base, "--review", "1", "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0 and "for review" in res.output, res.output
+    assert len(json.loads((tmp_path / "r.json").read_text())["near_misses"]) == 1
+    res = runner.invoke(app, [*base, "--review", "0", "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0 and "for review" not in res.output, res.output
+    assert json.loads((tmp_path / "r.json").read_text())["near_misses"] == []
+    res = runner.invoke(app, [*base, "--review", "-1"])
+    assert res.exit_code == 2 and "--review" in res.output
     res = runner.invoke(app, ["search", "--gallery", gdir, "--track", str(tid), "--since", "60", "--until", "10"])
     assert res.exit_code == 2 and "before" in res.output
     for bad, msg in (

@@ -80,6 +80,9 @@ def search_cmd(
         Literal["mean", "max"], typer.Option(help="Several pictures: mean feature, or best match of any.")
     ] = "mean",
     no_frames: Annotated[bool, typer.Option("--no-frames", help="HTML: leave out the full video frames.")] = False,
+    review: Annotated[
+        int, typer.Option("--review", help="Also show this many closest non-matches, for review (0: off).")
+    ] = 8,
 ) -> None:
     """Find a person in a gallery: appearances per camera in time order (table, JSON, HTML)."""
     from reidkit.embed import ImageError
@@ -95,6 +98,8 @@ def search_cmd(
             _fail(f"{p}: no such image file")
     if top < 1:
         _fail(f"--top must be at least 1, got {top}")
+    if review < 0:
+        _fail(f"--review must be at least 0, got {review}")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         _fail(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
     try:
@@ -129,6 +134,7 @@ def search_cmd(
                 cameras=camera or None,
                 time_range=time_range,
                 fuse=fuse,
+                review=review,
             )
     except GalleryError as exc:
         hint = (

@@ -27,6 +27,10 @@
    a detection without a track is an appearance of its own. Appearances are grouped by camera, in
    time order within a camera, and cameras are ordered by the time of their first appearance (the
    person's route).
+6. **Review.** The best-ranked candidates that failed the match rule (``review`` appearances at most,
+   in final rank order) merge per track the same way into ``near_misses``: not matches, but the
+   closest candidates for an operator to judge by eye. Detections of a track that did match are left
+   out (the track is already an appearance).
 """
 
 from __future__ import annotations
@@ -103,8 +107,9 @@ class SearchResult:
     ``rerank_distance`` and ``z`` (standardised similarities, when the adaptive test ran) alongside;
     ``z_threshold`` is None when it did not run, ``reference`` holds its sample size and the query's
     mean / std similarity to it. ``appearances`` are grouped per camera in time order
-    (:meth:`by_camera`). ``query_images`` keeps the query pictures in memory for the HTML report; it
-    is not serialised.
+    (:meth:`by_camera`). ``near_misses`` are the closest candidates that failed the rule, as
+    appearances in rank order (best first), for review; they are not matches. ``query_images`` keeps
+    the query pictures in memory for the HTML report; it is not serialised.
     """
 
     gallery: str
@@ -124,6 +129,7 @@ class SearchResult:
     z_threshold: float | None = None
     z: list[float] | None = None
     reference: dict[str, Any] | None = None
+    near_misses: list[Appearance] = field(default_factory=list)
     query_images: list[Any] = field(default_factory=list, compare=False, repr=False)
     query_bgr: bool = field(default=False, compare=False, repr=False)
 
@@ -161,7 +167,8 @@ class SearchResult:
             "hits": [_hit_dict(h) for h in self.hits],
             "rerank_distance": self.rerank_distance,
             "z": self.z,
-            "appearances": [{**asdict(a), "best": _hit_dict(a.best)} for a in self.appearances],
+            "appearances": [_app_dict(a) for a in self.appearances],
+            "near_misses": [_app_dict(a) for a in self.near_misses],
         }
         return _jsonable(d)
 
@@ -174,9 +181,6 @@ class SearchResult:
             None if q.get("track") is None else Track(**q["track"]),
             tuple(q.get("crops", ())),
         )
-        apps = [
-            Appearance(**{**a, "best": _hit_from(a["best"]), "hit_ids": tuple(a["hit_ids"])}) for a in d["appearances"]
-        ]
         tr = d.get("time_range")
         return cls(
             gallery=d["gallery"],
@@ -188,7 +192,7 @@ class SearchResult:
             fuse=d["fuse"],
             n_candidates=int(d["n_candidates"]),
             hits=[_hit_from(h) for h in d["hits"]],
-            appearances=apps,
+            appearances=[_app_from(a) for a in d["appearances"]],
             rerank_distance=d.get("rerank_distance"),
             cameras=d.get("cameras"),
             time_range=None if tr is None else (tr[0], tr[1]),
@@ -196,6 +200,7 @@ class SearchResult:
             z_threshold=d.get("z_threshold"),
             z=d.get("z"),
             reference=d.get("reference"),
+            near_misses=[_app_from(a) for a in d.get("near_misses", [])],
         )
 
 
@@ -207,6 +212,14 @@ def _hit_dict(h: Hit) -> dict[str, Any]:
 
 def _hit_from(d: dict[str, Any]) -> Hit:
     return Hit(**{**d, "box": None if d.get("box") is None else tuple(int(v) for v in d["box"])})
+
+
+def _app_dict(a: Appearance) -> dict[str, Any]:
+    return {**asdict(a), "best": _hit_dict(a.best)}
+
+
+def _app_from(d: dict[str, Any]) -> Appearance:
+    return Appearance(**{**d, "best": _hit_from(d["best"]), "hit_ids": tuple(d["hit_ids"])})
 
 
 def _jsonable(x: Any) -> Any:
@@ -274,6 +287,11 @@ def gallery_reference(gallery: Gallery, size: int | None = None, seed: int = 0) 
     return feats
 
 
+def _group_key(h: Hit) -> tuple[int, int] | tuple[str, int]:
+    """What merges detections into one appearance: (source_id, tracker id), else the detection itself."""
+    return (h.source_id, h.track_id) if h.track_id is not None else ("detection", h.id)
+
+
 def group_appearances(
     hits: Sequence[Hit], tracks: dict[tuple[int, int], Track] | None = None, z: dict[int, float] | None = None
 ) -> list[Appearance]:
@@ -285,10 +303,7 @@ def group_appearances(
     """
     groups: dict[tuple[int, int] | tuple[str, int], list[Hit]] = {}
     for h in hits:
-        key: tuple[int, int] | tuple[str, int] = (
-            (h.source_id, h.track_id) if h.track_id is not None else ("detection", h.id)
-        )
-        groups.setdefault(key, []).append(h)
+        groups.setdefault(_group_key(h), []).append(h)
     apps = []
     for key, hs in groups.items():
         best = max(hs, key=lambda h: (h.score, -1.0 if h.quality is None else h.quality))
@@ -349,6 +364,7 @@ def search_person(
     exclude_source: Any = None,
     fuse: Fuse = "mean",
     bgr: bool = False,
+    review: int = 8,
 ) -> SearchResult:
     """Find one person in ``gallery``; see the module docstring for the steps.
 
@@ -357,7 +373,8 @@ def search_person(
     :meth:`Gallery.tracks`); or precomputed ``features`` (N, D). ``threshold`` (cosine) and
     ``z_threshold`` default to the calibrated ones of ``model_info`` (a
     :class:`reidkit.models.zoo.ModelInfo`), else to the defaults of :mod:`reidkit.search.calibrate`;
-    ``adaptive=False`` drops the z test (cosine threshold only).
+    ``adaptive=False`` drops the z test (cosine threshold only). ``review`` caps the closest
+    non-matching appearances kept as ``near_misses`` (0: none).
     """
     from reidkit.search.calibrate import MIN_REFERENCE, reference_stats, thresholds_for
 
@@ -368,6 +385,8 @@ def search_person(
         raise ValueError(f"fuse must be 'mean' or 'max', got {fuse!r}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if review < 0:
+        raise ValueError(f"review must be >= 0, got {review}")
 
     images: list[Any] = []
     qtrack: Track | None = None
@@ -434,6 +453,20 @@ def search_person(
     hits = [cand[i] for i in keep]
     rr = None if dist is None else [float(dist[i]) for i in keep]
     zl = None if zs is None else [float(zs[i]) for i in keep]
+    # Review: failed candidates of the first `review` new groups in rank order (matched tracks left out).
+    seen = {_group_key(h) for h in hits}
+    near: dict[int, int] = {}  # candidate index -> its group's rank
+    groups: dict[tuple[int, int] | tuple[str, int], int] = {}
+    for i, h in enumerate(cand if review else []):
+        key = _group_key(h)
+        if key in seen or (key not in groups and len(groups) >= review):
+            continue
+        near[i] = groups.setdefault(key, len(groups))
+    near_hits = [cand[i] for i in near]
+    near_rank = {cand[i].id: g for i, g in near.items()}
+    near_apps = group_appearances(
+        near_hits, _tracks_of(gallery, near_hits), None if zs is None else {cand[i].id: float(zs[i]) for i in near}
+    )
     tr = None
     if time_range is not None:
         lo, hi = time_range
@@ -459,6 +492,7 @@ def search_person(
         z_threshold=None if ref is None else z_thr,
         z=zl,
         reference=reference,
+        near_misses=sorted(near_apps, key=lambda a: near_rank[a.best.id]),
         query_images=images,
         query_bgr=bgr,
     )

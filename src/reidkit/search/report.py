@@ -6,7 +6,9 @@ mailed or archived on its own: the query picture(s), a per-camera summary, a tim
 one lane per camera, one mark per appearance, linked to its card) and, per camera in time order,
 each appearance with its best crop, time span and similarity. For appearances from a video file the
 full frame is shown with the box drawn, read by seeking to the frame index; a missing or unreadable
-video just leaves the frame out.
+video just leaves the frame out. The closest candidates that failed the match rule
+(:attr:`SearchResult.near_misses`) follow in a separate, clearly labelled review section (crops only),
+and in a second terminal table.
 """
 
 from __future__ import annotations
@@ -122,16 +124,53 @@ def result_table(result: SearchResult, limit: int | None = None) -> Any:
     return table
 
 
+REVIEW_TITLE = "closest candidates below the match rule (not matches; for review)"
+
+
+def review_table(result: SearchResult) -> Any:
+    """A rich Table of the near misses (closest non-matching candidates), best first."""
+    from rich.table import Table
+
+    table = Table(
+        title=REVIEW_TITLE,
+        caption=f"these did not pass {match_rule(result)}",
+        title_style="yellow",
+        min_width=len(REVIEW_TITLE),
+    )
+    for col, justify in (
+        ("camera", "left"),
+        ("time", "left"),
+        ("similarity", "right"),
+        ("z", "right"),
+        ("track", "right"),
+        ("source", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for a in result.near_misses:
+        table.add_row(
+            a.camera,
+            format_span(a),
+            f"{a.score:.3f}",
+            "" if a.z is None else f"{a.z:.1f}",
+            "" if a.track_id is None else str(a.track_id),
+            Path(a.source).name or a.source,
+        )
+    return table
+
+
 def print_result(result: SearchResult, console: Any = None, limit: int | None = None) -> None:
+    """The appearances table (or a "no match" line), then the near misses, if any, for review."""
     from rich.console import Console
 
     console = console or Console()
-    if not result.appearances:
+    if result.appearances:
+        console.print(result_table(result, limit))
+    else:
         console.print(
             f"no match ({match_rule(result)}; {result.threshold_source}) among {result.n_candidates} candidates"
         )
-        return
-    console.print(result_table(result, limit))
+    if result.near_misses:
+        console.print(review_table(result))
 
 
 # -- pictures ---------------------------------------------------------------------------------------
@@ -256,6 +295,7 @@ table.summary td,table.summary th{padding:4px 10px;border-bottom:1px solid #e3e7
 border-radius:6px;padding:10px;margin:8px 0}
 .appearance:target{outline:3px solid #f0a202}
 .info{font-size:14px;min-width:230px}.info b{display:inline-block;min-width:86px;color:#5a6475;font-weight:500}
+.near{border-style:dashed;background:#fbfbf6}
 .score{font-weight:600}.none{color:#5a6475;font-style:italic}
 svg text{font-size:12px;fill:#1d2330}
 """
@@ -350,23 +390,27 @@ def render_html(
             ranked = sorted(range(len(result.appearances)), key=lambda i: -result.appearances[i].score)
             with_frame = set(ranked[:max_frames])
 
-        cards: dict[str, list[str]] = {}
-        for i, a in enumerate(result.appearances):
+        def card(a: Appearance, anchor: str, frame: bool, matched: bool = True) -> str:
+            """One appearance: best crop (cut from the frame if no crop was stored), info, maybe the frame."""
             b = a.best
-            full = reader.read(a.source, b.frame) if (i in with_frame or not b.crop) else None
+            full = reader.read(a.source, b.frame) if (frame or not b.crop) else None
             crop = _imread(result.crop_path(b.crop))
             if crop is None and full is not None:
                 crop = _cut(full, b.box)
             crop_tag = _img_tag(_data_uri(crop, thumb_height) if crop is not None else "", "no crop")
             frame_tag = ""
-            if full is not None and i in with_frame:
+            if full is not None and frame:
                 shown = _draw_box(full, b.box) if b.box is not None else full
                 frame_tag = f'<div class="frame">{_img_tag(_data_uri(shown, width=frame_width), "frame")}</div>'
-            track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops matched)"
+            which = "matched" if matched else "among the candidates"
+            track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
             frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
-            cards.setdefault(a.camera, []).append(
-                f'<div class="appearance" id="app-{i}"><div class="crop">{crop_tag}</div>'
-                f'<div class="info"><b>time</b> {esc(format_span(a))}<br>'
+            return (
+                f'<div class="appearance{"" if matched else " near"}" id="{anchor}">'
+                f'<div class="crop">{crop_tag}</div>'
+                '<div class="info">'
+                + ("" if matched else f"<b>camera</b> {esc(a.camera)}<br>")
+                + f"<b>time</b> {esc(format_span(a))}<br>"
                 f"<b>duration</b> {a.duration:.1f} s<br>"
                 f'<b>similarity</b> <span class="score">{a.score:.3f}</span>'
                 + ("" if a.z is None else f" (z {a.z:.1f})")
@@ -375,6 +419,11 @@ def render_html(
                 f"<b>source</b> {esc(a.source)}{frame_no}<br>"
                 f"<b>detection</b> {b.id}</div>{frame_tag}</div>"
             )
+
+        cards: dict[str, list[str]] = {}
+        for i, a in enumerate(result.appearances):
+            cards.setdefault(a.camera, []).append(card(a, f"app-{i}", i in with_frame))
+        review = [card(a, f"rev-{i}", False, matched=False) for i, a in enumerate(result.near_misses)]
     finally:
         reader.close()
 
@@ -437,7 +486,14 @@ def render_html(
         )
         + f'</section><section id="timeline"><h2>Timeline</h2>{timeline_svg(result)}</section>'
         f'<section id="appearances"><h2>Appearances by camera</h2>{camera_sections}</section>'
-        f'<footer class="meta">Generated by reidkit on {generated}.</footer></body></html>\n'
+        + (
+            '<section id="review"><h2>Closest non-matches (for review)</h2>'
+            f"<p class=meta>Not matches: these candidates did not pass the match rule ({esc(match_rule(result))}); "
+            f"the {len(review)} closest, best first, to judge by eye.</p>{''.join(review)}</section>"
+            if review
+            else ""
+        )
+        + f'<footer class="meta">Generated by reidkit on {generated}.</footer></body></html>\n'
     )
 
 
