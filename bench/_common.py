@@ -26,14 +26,22 @@ def machine() -> str:
     )
 
 
-def run_peer(task: str, *args: str, timeout: int = 3600) -> dict:
-    """Run one torchreid task in the peer venv and return its JSON report."""
+def run_peer(task: str, *args: str, timeout: int = 3600, tuned_malloc: bool = True) -> dict:
+    """Run one torchreid task in the peer venv and return its JSON report.
+
+    ``tuned_malloc=False`` runs it as a user would have it, without the malloc settings (and drops
+    any ``MALLOC_*`` variables inherited from ``make``)."""
     if not PEER_PY.exists():
         raise SystemExit(f"peer venv missing: run `bash bench/peer_setup.sh` first ({PEER_PY})")
     out = ROOT / "bench" / "out" / f"peer_{task}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(PEER_PY), str(RUNNER), task, "--output", str(out), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    # The peer gets the glibc malloc settings reidkit applies to itself (reidkit.runtime), so a ratio
+    # never credits reidkit with a process setting the peer could have had.
+    env = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), **os.environ}
+    if not tuned_malloc:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"peer task {task} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return json.loads(out.read_text())

@@ -74,6 +74,24 @@ def test_preprocess_matches_torchvision() -> None:
     img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (128, 64, 3), dtype=np.uint8))
     tv = T.Compose([T.Resize((256, 128)), T.ToTensor(), T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     np.testing.assert_allclose(Preprocess(256, 128)(img), tv(img).numpy(), atol=1e-5)
+    # OpenCV's bilinear (the fast option) is within one grey level of PIL's, in every pixel.
+    one_level = 1.0 / 255 / min(0.229, 0.224, 0.225) + 1e-5
+    fast = Preprocess(256, 128, method="cv2")(img)
+    assert np.abs(fast - tv(img).numpy()).max() <= one_level and not np.array_equal(fast, tv(img).numpy())
+    with pytest.raises(ValueError, match="must be 'cv2' or 'pil'"):
+        Preprocess(method="lanczos")  # type: ignore[arg-type]
+
+
+def test_cv2_and_pil_decode_agree(tmp_path: Path) -> None:
+    # Files: OpenCV decodes (EXIF orientation ignored, as PIL), formats it lacks fall back to PIL.
+    rgb = np.random.default_rng(2).integers(0, 256, (40, 20, 3), dtype=np.uint8)
+    png, gif = tmp_path / "a.png", tmp_path / "b.gif"
+    Image.fromarray(rgb).save(png)
+    Image.fromarray(rgb).convert("P").save(gif)
+    for path in (png, gif):
+        exact = Preprocess(40, 20, method="pil").resize(path)
+        np.testing.assert_array_equal(Preprocess(40, 20, method="cv2").resize(path), exact)  # same size: no resampling
+    np.testing.assert_array_equal(Preprocess(40, 20, method="cv2").resize(rgb[:, :, ::-1].copy(), bgr=True), rgb)
 
 
 def test_errors_name_the_file(embedder: Embedder, tmp_path: Path) -> None:
@@ -87,3 +105,33 @@ def test_errors_name_the_file(embedder: Embedder, tmp_path: Path) -> None:
         embedder.embed([np.zeros((4, 4), dtype=np.uint8)])
     with pytest.raises(ValueError, match="no images"):
         embedder.embed([])
+
+
+class _SlowMean:
+    """A backend whose feature is the image's per-channel mean; random delays shuffle completion order."""
+
+    channels_last = False
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        import time
+
+        assert batch.is_contiguous()  # the layout ONNX Runtime wants
+        time.sleep(float(self.rng.uniform(0, 0.01)))
+        return batch.mean(dim=(2, 3)).numpy()
+
+
+def test_parallel_batches_keep_input_order(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (30, 15, 3), dtype=np.uint8) for _ in range(37)]
+    serial = Embedder(_SlowMean(1), height=30, width=15, batch_size=5, normalize=False).embed(images)
+    done: list[int] = []
+    par = Embedder(_SlowMean(3), height=30, width=15, batch_size=5, normalize=False)
+    np.testing.assert_allclose(par.embed(images, progress=done.append), serial, atol=1e-6)
+    assert sum(done) == 37 and max(done) == 5
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    means = np.stack([(im.reshape(-1, 3).mean(0) / 255 - mean) / std for im in images])
+    np.testing.assert_allclose(serial, means, atol=1e-4)

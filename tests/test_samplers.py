@@ -114,7 +114,7 @@ def test_test_transform_matches_embed_preprocess() -> None:
         im = random_image(seed)
         ours = build_test_transform(h, w)(im)
         assert ours.shape == (3, h, w) and ours.dtype == torch.float32
-        np.testing.assert_allclose(ours.numpy(), Preprocess(h, w)(im), atol=1e-5)
+        np.testing.assert_allclose(ours.numpy(), Preprocess(h, w, method="pil")(im), atol=1e-5)
 
 
 def test_train_transform_shapes_and_augmentations() -> None:

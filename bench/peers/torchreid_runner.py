@@ -415,6 +415,16 @@ def task_extract(args):
 
     t_build = time.perf_counter()
     log = io.StringIO()
+    own = None
+    if args.reidkit_model:
+        # A reidkit model file (e.g. the shipped default model): torchreid cannot build its
+        # architecture, so its FeatureExtractor (PIL decode, torchvision transforms, batching,
+        # forward under no_grad) runs reidkit's nn.Module in place of its own.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+        from reidkit.models.zoo import load_model
+
+        own, info = load_model(None, args.weights)
+        args.height, args.width = info.height, info.width
     try:
         with contextlib.redirect_stdout(log), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -427,11 +437,13 @@ def task_extract(args):
             )
     except KeyError as exc:
         raise PeerError(f"torchreid does not know model {args.model!r}: {exc}") from exc
+    if own is not None:
+        extractor.model = own.eval()
     build_seconds = time.perf_counter() - t_build
     matched, n_ckpt, n_model = _check_weights_loaded(extractor.model, args.weights)
     # torchreid silently skips mismatched tensors; only the classifier (built
     # with num_classes=1) may legitimately stay unloaded.
-    if matched < 0.9 * n_model:
+    if own is None and matched < 0.9 * n_model:
         raise PeerError(
             f"only {matched}/{n_model} model tensors were loaded from {args.weights} "
             f"into {args.model}: wrong --model for these weights?"
@@ -651,6 +663,11 @@ def build_parser():
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--limit", type=int, default=0, help="use only the first N images")
     p.add_argument("--output-npy", default=None, help="where to save the N x D features")
+    p.add_argument(
+        "--reidkit-model",
+        action="store_true",
+        help="--weights is a reidkit model file: run its module inside torchreid's FeatureExtractor",
+    )
 
     p = sub.add_parser("train_speed", help="training-step throughput on random data")
     common(p, need_input=False)

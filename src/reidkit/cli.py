@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from reidkit.runtime import tune_malloc
+
+tune_malloc()  # before torch allocates anything (see reidkit.runtime)
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 datasets_app = typer.Typer(no_args_is_help=True, help="Inspect datasets on disk.")
 app.add_typer(datasets_app, name="datasets")
@@ -69,6 +72,9 @@ def eval_cmd(
     backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8 (with --weights).")] = "torch",
     flip: Annotated[bool, typer.Option("--flip", help="Flip test-time augmentation (with --weights).")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch (with --weights).")] = 32,
+    resize: Annotated[
+        Literal["pil", "cv2"], typer.Option(help="Resize with PIL (exact, torchreid's pixels) or OpenCV (faster).")
+    ] = "pil",
     raw: Annotated[
         bool, typer.Option("--raw", help="Keep raw model outputs (torchreid's protocol: with --metric euclidean).")
     ] = False,
@@ -98,7 +104,7 @@ def eval_cmd(
             return
         label = features.name
     else:
-        fs = _extract(model, weights, dataset, root, backend, flip, batch_size, None, raw)  # type: ignore[arg-type]
+        fs = _extract(model, weights, dataset, root, backend, flip, batch_size, None, raw, resize)  # type: ignore[arg-type]
         label = f"{model or (Path(str(weights)).name if weights else 'default model')} on {dataset}"
     results, seconds = {}, {}
     variants = {metric: False, f"{metric} + re-ranking": True} if rerank else {metric: False}
@@ -127,6 +133,7 @@ def _extract(
     batch_size: int,
     threads: int | None,
     raw: bool = False,
+    resize: Literal["pil", "cv2"] = "pil",
 ):
     """Load a checkpoint, embed a dataset's query and gallery, report the rate."""
     from reidkit.datasets import get_dataset
@@ -146,7 +153,8 @@ def _extract(
             flip=flip,
             threads=threads,
             calibration=calib,
-            normalize=not raw,  # type: ignore[arg-type]
+            normalize=not raw,
+            resize=resize,  # type: ignore[arg-type]
         )
         fs, stats = extract_dataset(embedder, ds, progress=True)
     except (DatasetError, FileNotFoundError, ValueError, WeightsMismatchError, ImageError) as exc:
@@ -171,6 +179,9 @@ def extract_cmd(
     flip: Annotated[bool, typer.Option("--flip", help="Flip test-time augmentation.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")] = None,
+    resize: Annotated[
+        Literal["pil", "cv2"], typer.Option(help="Resize with PIL (exact, torchreid's pixels) or OpenCV (faster).")
+    ] = "pil",
     raw: Annotated[
         bool, typer.Option("--raw", help="Keep raw model outputs (torchreid's protocol: with --metric euclidean).")
     ] = False,
@@ -178,7 +189,7 @@ def extract_cmd(
     """Embed a dataset's query and gallery into a features file for `reidkit eval --features`."""
     from reidkit.io import save_features
 
-    fs = _extract(model, weights, dataset, root, backend, flip, batch_size, threads, raw)
+    fs = _extract(model, weights, dataset, root, backend, flip, batch_size, threads, raw, resize)
     save_features(out, fs)
     console.print(f"wrote {out} ({len(fs.qf):,} query + {len(fs.gf):,} gallery features, {fs.qf.shape[1]}-d)")
 

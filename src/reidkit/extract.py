@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from reidkit.datasets.base import ReIDDataset, Sample
-from reidkit.embed import Embedder
+from reidkit.embed import Embedder, Resize
 from reidkit.io import FeatureSet
 from reidkit.models.zoo import ModelInfo, load_model
 
@@ -40,6 +40,7 @@ def make_embedder(
     onnx_path: str | os.PathLike[str] | None = None,
     calibration: list[str] | None = None,
     normalize: bool = True,
+    resize: Resize = "pil",
 ) -> tuple[Embedder, ModelInfo]:
     """An :class:`Embedder` for a checkpoint, on torch or ONNX Runtime (fp32 or static INT8).
 
@@ -54,6 +55,7 @@ def make_embedder(
         "flip": flip,
         "workers": workers,
         "normalize": normalize,
+        "resize": resize,
     }
     if backend == "torch":
         return Embedder.from_model(net, threads=threads, **kw), info  # type: ignore[arg-type]

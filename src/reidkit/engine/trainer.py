@@ -684,6 +684,9 @@ def train(
 ) -> Path:
     """Load the config (+ dotted overrides), train (continuing from the latest checkpoint when
     ``resume``) and return the final weights file. Under torchrun this runs DDP."""
+    from reidkit.runtime import tune_malloc
+
+    tune_malloc()
     cfg = load_config(config_path, overrides)
     _, created = distributed.init_distributed(cfg.engine.dist_backend, cfg.engine.device)
     try:
