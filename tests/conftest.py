@@ -7,9 +7,13 @@ Tests that need them skip with a reason when they are absent, unless ``REIDKIT_R
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Exported ONNX models go to a throw-away cache, never the user's ~/.cache/reidkit.
+os.environ["REIDKIT_CACHE"] = tempfile.mkdtemp(prefix="reidkit-test-cache-")
 
 
 def _external_root(env: str, marker: str, hint: str) -> Path:

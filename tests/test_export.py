@@ -164,3 +164,32 @@ def test_quantize_rejects_bad_input(tmp_path: Path) -> None:
         quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", ["x.jpg"], method="kl")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="calibration"):
         quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", [])
+
+
+def test_onnx_backend_exports_once_per_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reidkit.export as export_mod
+    from reidkit.extract import make_embedder
+    from reidkit.models.zoo import ModelInfo, save_model_file
+
+    torch.manual_seed(0)
+    net = build_model("osnet_x0_25", num_classes=0)
+    weights = tmp_path / "tiny.pth"
+    info = ModelInfo("osnet_x0_25", 64, 32)
+    save_model_file(weights, net, info)
+    calls: list[Path] = []
+    real = export_mod.export_onnx
+
+    def counting(m: nn.Module, path: Path, **kw: object) -> object:
+        calls.append(Path(path))
+        return real(m, path, **kw)
+
+    monkeypatch.setattr(export_mod, "export_onnx", counting)
+    monkeypatch.setenv("REIDKIT_CACHE", str(tmp_path / "cache"))
+    img = [np.random.default_rng(0).integers(0, 256, (64, 32, 3), dtype=np.uint8)]
+    first = make_embedder(None, weights, "onnx")[0].embed(img)
+    second = make_embedder(None, weights, "onnx")[0].embed(img)
+    assert len(calls) == 1 and calls[0].parent == tmp_path / "cache" / "onnx" and calls[0].is_file()
+    np.testing.assert_array_equal(first, second)
+    save_model_file(weights, build_model("osnet_x0_25", num_classes=0), info)
+    make_embedder(None, weights, "onnx")  # other weights, other file: exported again
+    assert len(calls) == 2 and calls[1] != calls[0]

@@ -69,7 +69,9 @@ def eval_cmd(
     ] = None,
     dataset: Annotated[str, typer.Option(help="Dataset to extract from, with --weights.")] = "market1501",
     root: Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")] = None,
-    backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8 (with --weights).")] = "torch",
+    backend: Annotated[
+        str, typer.Option(help="onnx (ONNX Runtime, exported once and cached; fastest), torch or onnx-int8.")
+    ] = "onnx",
     flip: Annotated[bool, typer.Option("--flip", help="Flip test-time augmentation (with --weights).")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch (with --weights).")] = 32,
     resize: Annotated[
@@ -139,6 +141,7 @@ def _extract(
     from reidkit.datasets import get_dataset
     from reidkit.datasets.base import DatasetError
     from reidkit.embed import ImageError
+    from reidkit.export import ExportError
     from reidkit.extract import extract_dataset, make_embedder
     from reidkit.models.weights import WeightsMismatchError
 
@@ -157,6 +160,9 @@ def _extract(
             resize=resize,  # type: ignore[arg-type]
         )
         fs, stats = extract_dataset(embedder, ds, progress=True)
+    except ExportError as exc:
+        _fail(f"{exc} (use --backend torch to run the model in torch instead)")
+        raise  # unreachable: _fail exits
     except (DatasetError, FileNotFoundError, ValueError, WeightsMismatchError, ImageError) as exc:
         _fail(str(exc))
         raise  # unreachable: _fail exits
@@ -175,7 +181,9 @@ def extract_cmd(
     model: Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 (for torchreid files).")] = None,
     dataset: Annotated[str, typer.Option(help="Dataset name, e.g. market1501.")] = "market1501",
     root: Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")] = None,
-    backend: Annotated[str, typer.Option(help="torch, onnx or onnx-int8.")] = "torch",
+    backend: Annotated[
+        str, typer.Option(help="onnx (ONNX Runtime, exported once and cached; fastest), torch or onnx-int8.")
+    ] = "onnx",
     flip: Annotated[bool, typer.Option("--flip", help="Flip test-time augmentation.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")] = None,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from reidkit.datasets.base import ReIDDataset, Sample
 from reidkit.embed import Embedder, Resize
@@ -44,8 +45,9 @@ def make_embedder(
 ) -> tuple[Embedder, ModelInfo]:
     """An :class:`Embedder` for a checkpoint, on torch or ONNX Runtime (fp32 or static INT8).
 
-    For the ONNX backends the model is exported to ``onnx_path`` (a temporary file if omitted);
-    INT8 needs ``calibration`` image paths.
+    For the ONNX backends the model is exported to ``onnx_path``, or, if omitted, into the cache
+    (:func:`onnx_cache_path`: exported once per weights file content, then reused); INT8 needs
+    ``calibration`` image paths (its cached file is keyed on them too).
     """
     net, info = load_model(model, weights)
     kw = {
@@ -61,17 +63,35 @@ def make_embedder(
         return Embedder.from_model(net, threads=threads, **kw), info  # type: ignore[arg-type]
     from reidkit.export import export_onnx, quantize_int8
 
-    out = Path(onnx_path) if onnx_path else Path(tempfile.mkdtemp(prefix="reidkit-")) / f"{info.name}.onnx"
-    export_onnx(net, out, height=info.height, width=info.width)
-    if backend == "onnx-int8":
-        if not calibration:
-            raise ValueError("backend onnx-int8 needs calibration images")
-        q = out.with_name(out.stem + ".int8.onnx")
-        quantize_int8(out, q, calibration, height=info.height, width=info.width)
-        out = q
-    elif backend != "onnx":
+    if backend not in ("onnx", "onnx-int8"):
         raise ValueError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
+    if backend == "onnx-int8" and not calibration:
+        raise ValueError("backend onnx-int8 needs calibration images")
+    cached = onnx_path is None
+    out = Path(onnx_path) if onnx_path else onnx_cache_path(info, weights)
+    if not (cached and out.is_file()):
+        export_onnx(net, out, height=info.height, width=info.width)
+    if backend == "onnx-int8":
+        key = hashlib.sha256("\n".join(map(str, calibration or ())).encode()).hexdigest()[:12]
+        q = out.with_name(f"{out.stem}.int8-{key}.onnx")
+        if not (cached and q.is_file()):
+            quantize_int8(out, q, calibration or [], height=info.height, width=info.width)
+        out = q
     return Embedder.from_onnx(out, threads=threads, **kw), info  # type: ignore[arg-type]
+
+
+def onnx_cache_path(info: ModelInfo, weights: str | os.PathLike[str] | None) -> Path:
+    """The cached ONNX file of a checkpoint: named by architecture, input size and a digest of the
+    weights file's bytes plus the torch and reidkit versions (any change: a new export). Without a
+    weights file (the shipped default model) the digest is of the default model's file."""
+    from reidkit import __version__
+    from reidkit.models.zoo import default_model_path
+    from reidkit.paths import cache_root
+
+    src = Path(weights) if weights is not None else Path(info.source) if info.source else default_model_path()
+    digest = hashlib.sha256(src.read_bytes())
+    digest.update(f"{torch.__version__} {__version__} {info.height}x{info.width}".encode())
+    return cache_root() / "onnx" / f"{info.name}-{info.height}x{info.width}-{digest.hexdigest()[:16]}.onnx"
 
 
 def _arrays(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
