@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from reidkit.models import build_model
+from reidkit.models import WeightsMismatchError, build_model
 from reidkit.models.zoo import ModelInfo, load_model, save_model_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_reidkit_model_file_round_trip(tmp_path: Path) -> None:
@@ -77,3 +82,68 @@ def test_default_model_is_shipped() -> None:
     with torch.inference_mode():
         f = model(torch.randn(2, 3, info.height, info.width))
     assert f.shape == (2, info.feat_dim) and torch.isfinite(f).all()
+
+
+def _fill(key: str, shape: tuple[int, ...], index: int) -> torch.Tensor:
+    """The fixture's deterministic weights (same rule as tests/fixtures/make_mobilenetv2_torchreid_fixture.py)."""
+    if key.endswith("num_batches_tracked"):
+        return torch.tensor(0)
+    torch.manual_seed(index)
+    if key.endswith("running_var"):
+        return torch.rand(shape) + 0.5
+    if key.endswith(".weight") and len(shape) == 1:  # BN gamma: some ReLU6 outputs clip at 6
+        return torch.rand(shape) * 1.25 + 0.5
+    if key.endswith(".weight"):
+        return torch.randn(shape) / (math.prod(shape[1:]) ** 0.5)
+    return torch.randn(shape) * 0.05
+
+
+@pytest.mark.parametrize(("name", "dim"), [("mobilenetv2_x1_0", 1280), ("mobilenetv2_x1_4", 1792)])
+def test_torchreid_mobilenetv2_parity(
+    name: str, dim: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same weights as torchreid's model in the fixture -> torchreid's eval-mode output (made offline)."""
+    meta = json.loads((FIXTURES / "mobilenetv2_torchreid.json").read_text())
+    keys = [(k, tuple(shape)) for k, shape in meta["models"][name]["keys"]]
+    index = {k: i for i, k in enumerate(sorted(k for k, _ in keys))}
+    sd = {k: _fill(k, shape, index[k]) for k, shape in keys}
+    path = tmp_path / f"{name}.pth"
+    torch.save({"state_dict": sd, "epoch": 1}, path)
+    torch.manual_seed(meta["input_seed"])
+    x = torch.randn(*meta["input_shape"])
+    want = np.load(FIXTURES / f"{name}_torchreid_out.npy")
+    assert want.shape == (2, dim) and np.abs(want[0] - want[1]).max() > 1e-2  # not a degenerate fixture
+
+    with caplog.at_level(logging.INFO, logger="reidkit.models.weights"):
+        model, info = load_model(name, path)
+    assert "dropping classifier.weight, classifier.bias" in caplog.text
+    assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == [
+        (k, s) for k, s in keys if not k.startswith("classifier.")
+    ]
+    assert not model.training and info.feat_dim == dim
+    with torch.inference_mode():
+        got = model(x).numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
+
+    # The full model keeps a classifier of the checkpoint's class count; another count is dropped.
+    full = build_model(name, 10, pretrained=path, head="torchreid")
+    assert [(k, tuple(v.shape)) for k, v in full.state_dict().items()] == keys
+    assert torch.equal(full.classifier.weight, sd["classifier.weight"])
+    five = tmp_path / f"{name}_5.pth"
+    head5 = {"classifier.weight": torch.randn(5, dim), "classifier.bias": torch.zeros(5)}
+    torch.save({"state_dict": {**sd, **head5}}, five)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="reidkit.models.weights"):
+        model5, _ = load_model(name, five)
+        build_model(name, 10, pretrained=five, head="torchreid")
+    assert "dropping classifier.weight, classifier.bias (the model has no classifier)" in caplog.text
+    assert "checkpoint classifier has 5 classes but the model expects 10" in caplog.text
+    with torch.inference_mode():
+        assert np.abs(model5(x).numpy() - want).max() <= 1e-4
+
+    # Everything else is strict.
+    torch.save({"state_dict": {k: v for k, v in sd.items() if k != "conv9.bn.running_var"}}, five)
+    with pytest.raises(WeightsMismatchError, match=r"missing keys: conv9\.bn\.running_var"):
+        load_model(name, five)
+    with pytest.raises(ValueError, match=name):  # listed among the supported torchreid checkpoints
+        load_model("mobilenet_v2", path)

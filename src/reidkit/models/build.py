@@ -4,8 +4,10 @@ Two heads:
 
 * ``head="baseline"`` (default, any registered backbone): :class:`ReIDBaseline` = backbone ->
   pooling -> BNNeck -> bias-free classifier; ``pretrained`` initialises the backbone only.
-* ``head="torchreid"`` (``osnet_*`` only): the torchreid-style :class:`OSNet` (``fc`` 512-d
-  embedding + classifier), into which torchreid model-zoo checkpoints load strictly.
+* ``head="torchreid"`` (names in :data:`TORCHREID_MODELS`: ``osnet_*``, ``mobilenetv2_x1_0``,
+  ``mobilenetv2_x1_4``): the torchreid model itself (:class:`OSNet` with its ``fc`` 512-d
+  embedding, :class:`TorchreidMobileNetV2` with its pooled ``conv9`` output, plus the
+  classifier), into which torchreid model-zoo checkpoints load strictly.
 
 Both return ``{"logits", "features", "bn_features"}`` in train mode and an ``(N, D)`` embedding in
 eval mode, and expose the embedding size as ``feat_dim``.
@@ -14,19 +16,26 @@ eval mode, and expose the embedding size as ``feat_dim``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from reidkit.models.backbones.mobilenetv2_torchreid import MOBILENETV2_WIDTHS, torchreid_mobilenetv2
 from reidkit.models.backbones.osnet import OSNET_IMAGENET_FILES, osnet
 from reidkit.models.backbones.registry import IMAGENET_DIR, Pretrained, build_backbone
 from reidkit.models.baseline import ReIDBaseline
 from reidkit.models.weights import load_torchreid_checkpoint, resolve_weights_file
 
-__all__ = ["HEADS", "build_model"]
+__all__ = ["HEADS", "TORCHREID_MODELS", "build_model"]
 
 _BASELINE_DEFAULTS = {"pooling": "avg", "neck": "bnneck", "feat_after_bn": True}
+# head="torchreid": name -> constructor ``(num_classes, **kwargs)`` of the full torchreid model.
+TORCHREID_MODELS: dict[str, Callable[..., nn.Module]] = {
+    **{name: partial(osnet, name) for name in OSNET_IMAGENET_FILES},
+    **{name: partial(torchreid_mobilenetv2, name) for name in MOBILENETV2_WIDTHS},
+}
 
 
 def _build_baseline(
@@ -39,13 +48,15 @@ def _build_baseline(
 def _build_torchreid(
     name: str, num_classes: int, pretrained: Pretrained, head_kw: dict[str, Any], **kwargs: Any
 ) -> nn.Module:
-    if name not in OSNET_IMAGENET_FILES:
-        raise ValueError(f"head='torchreid' is only available for osnet_* models, not {name!r}")
+    if name not in TORCHREID_MODELS:
+        raise ValueError(f"head='torchreid' is only available for {sorted(TORCHREID_MODELS)}, not {name!r}")
     changed = {k: v for k, v in head_kw.items() if v != _BASELINE_DEFAULTS[k]}
     if changed:
         raise ValueError(f"{sorted(changed)} only apply to head='baseline'")
-    model = osnet(name, num_classes, **kwargs)
-    if pretrained is True:  # ImageNet file: its 1000-way classifier is dropped
+    if pretrained is True and name not in OSNET_IMAGENET_FILES:
+        raise ValueError(f"no known ImageNet weights for head='torchreid' {name!r}; pass a checkpoint path")
+    model = TORCHREID_MODELS[name](num_classes, **kwargs)
+    if pretrained is True:  # OSNet ImageNet file: its 1000-way classifier is dropped
         path = resolve_weights_file(Path(IMAGENET_DIR) / OSNET_IMAGENET_FILES[name])
         load_torchreid_checkpoint(model, path, allow_missing=("fc.",))
     elif pretrained is not None and pretrained is not False:
@@ -75,11 +86,11 @@ def build_model(
     ``pretrained``: ``None``/``False`` random init, ``True`` ImageNet weights from
     ``$REIDKIT_WEIGHTS/imagenet/``, or a local file path. With ``head="baseline"`` it goes to the
     backbone (a torchreid checkpoint's ``fc``/``classifier`` are ignored); with
-    ``head="torchreid"`` the whole OSNet is loaded strictly, and a classifier with another class
-    count than ``num_classes`` is dropped with a warning. ``pooling`` (``avg``/``max``/``gem``),
+    ``head="torchreid"`` the whole torchreid model is loaded strictly, and a classifier with another
+    class count than ``num_classes`` is dropped with a warning. ``pooling`` (``avg``/``max``/``gem``),
     ``neck`` (``bnneck``/``none``) and ``feat_after_bn`` configure the baseline head; other
-    ``kwargs`` go to the backbone (e.g. ``last_stride=1``) or to :class:`OSNet`
-    (``feature_dim``, ``dropout_p``).
+    ``kwargs`` go to the backbone (e.g. ``last_stride=1``), to :class:`OSNet` (``feature_dim``,
+    ``dropout_p``) or to :class:`TorchreidMobileNetV2` (``fc_dims``, ``dropout_p``).
     """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose from {sorted(HEADS)}")

@@ -9,9 +9,12 @@ plus its :class:`ModelInfo` (input size, feature width, where it came from):
   (``reidkit/models/pretrained/``; see its MODEL_CARD.md), so evaluation and search work without
   any download;
 * **torchreid** checkpoints: the OSNet family (``osnet_x1_0`` … ``osnet_x0_25``, loaded strictly
-  into the torchreid-compatible OSNet) and ``resnet50`` (torchvision trunk, last stride 2, global
-  average pooling, 2048-d, as torchreid's ``resnet50``). A classifier of another class count is
-  dropped with a logged message.
+  into the torchreid-compatible OSNet, 512-d), MobileNetV2 ``mobilenetv2_x1_0`` (1280-d) and
+  ``mobilenetv2_x1_4`` (1792-d), loaded strictly into the torchreid-compatible
+  :class:`~reidkit.models.backbones.TorchreidMobileNetV2` (pooled ``conv9`` output, no ``fc``, as
+  torchreid's constructors), and ``resnet50`` (torchvision trunk, last stride 2, global average
+  pooling, 2048-d, as torchreid's ``resnet50``). A classifier of another class count is dropped
+  with a logged message.
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ import torch
 from torch import nn
 
 from reidkit.io import atomic_path
-from reidkit.models.backbones.osnet import OSNET_IMAGENET_FILES
-from reidkit.models.build import build_model
+from reidkit.models.build import TORCHREID_MODELS, build_model
 from reidkit.models.weights import load_state_dict_file, load_torchreid_checkpoint, load_weights
 
 logger = logging.getLogger(__name__)
@@ -124,16 +126,16 @@ def load_model(name: str | None = DEFAULT_NAME, weights: PathLike | None = None)
         model, info = _load_reidkit(path, obj)
         if name and name != info.name:
             raise ValueError(f"{path} holds a {info.name!r} model, not {name!r}")
-    elif name in OSNET_IMAGENET_FILES:
+    elif name in TORCHREID_MODELS:
         model = build_model(name, num_classes=0, head="torchreid")
         load_torchreid_checkpoint(model, path)
-        info = ModelInfo(name, feat_dim=512, source=str(path))
+        info = ModelInfo(name, feat_dim=int(model.feat_dim), source=str(path))
     elif name == "resnet50":
         model, info = _load_torchreid_resnet50(path)
     elif name is None:
         raise ValueError(f"{path} is not a reidkit model file: pass the architecture name (e.g. osnet_x0_25)")
     else:
-        supported = sorted([*OSNET_IMAGENET_FILES, "resnet50"])
+        supported = sorted([*TORCHREID_MODELS, "resnet50"])
         raise ValueError(
             f"cannot load {path} as {name!r}: torchreid checkpoints are supported for {supported}; "
             "other architectures load from reidkit model files (reidkit train writes them)"

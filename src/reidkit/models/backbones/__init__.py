@@ -2,6 +2,7 @@
 
 from reidkit.models.backbones.efficientnet_lite import EfficientNetLite, efficientnet_lite0
 from reidkit.models.backbones.mobilenet import MobileNetV2Backbone, mobilenet_v2
+from reidkit.models.backbones.mobilenetv2_torchreid import TorchreidMobileNetV2, torchreid_mobilenetv2
 from reidkit.models.backbones.osnet import OSNet, OSNetBackbone, osnet, osnet_backbone
 from reidkit.models.backbones.registry import (
     BACKBONES,
@@ -21,6 +22,7 @@ __all__ = [
     "OSNet",
     "OSNetBackbone",
     "ResNetBackbone",
+    "TorchreidMobileNetV2",
     "build_backbone",
     "efficientnet_lite0",
     "list_backbones",
@@ -31,4 +33,5 @@ __all__ = [
     "register_backbone",
     "resnet18",
     "resnet50",
+    "torchreid_mobilenetv2",
 ]
