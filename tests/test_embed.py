@@ -135,3 +135,15 @@ def test_parallel_batches_keep_input_order(tmp_path: Path) -> None:
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     means = np.stack([(im.reshape(-1, 3).mean(0) / 255 - mean) / std for im in images])
     np.testing.assert_allclose(serial, means, atol=1e-4)
+
+
+def test_parallel_batches_name_the_bad_file(tmp_path: Path) -> None:
+    paths = _images(tmp_path, 5)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    emb = Embedder(_SlowMean(2), height=30, width=15, batch_size=2)
+    with pytest.raises(ImageError, match=r"broken\.jpg: not a readable image"):
+        emb.embed([*paths, bad, *paths])
+    for method in ("pil", "cv2"):
+        with pytest.raises(ImageError, match=r"nope\.png: no such image file"):
+            Embedder(_SlowMean(2), height=30, width=15, resize=method).embed([tmp_path / "nope.png"])
