@@ -193,3 +193,26 @@ def test_onnx_backend_exports_once_per_weights(tmp_path: Path, monkeypatch: pyte
     save_model_file(weights, build_model("osnet_x0_25", num_classes=0), info)
     make_embedder(None, weights, "onnx")  # other weights, other file: exported again
     assert len(calls) == 2 and calls[1] != calls[0]
+
+
+def test_export_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reidkit.cli import app
+    from reidkit.models.zoo import ModelInfo, save_model_file
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.pth"
+    save_model_file(weights, build_model("osnet_x0_25", num_classes=0), ModelInfo("osnet_x0_25", 64, 32))
+    pic = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (70, 30, 3), dtype=np.uint8)).save(pic)
+    out = tmp_path / "m.onnx"
+    res = CliRunner().invoke(app, ["export", "--weights", str(weights), "--onnx", str(out), "--check-image", str(pic)])
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and "parity on real images" in res.output and "min cosine 1.0000" in res.output
+    feats = Embedder.from_onnx(out, height=64, width=32).embed([pic])
+    assert feats.shape == (1, 128)  # osnet_x0_25 trunk width, baseline head
+    res = CliRunner().invoke(app, ["export", "--weights", str(tmp_path / "none.pth"), "--onnx", str(tmp_path / "x.onnx")])
+    assert res.exit_code == 2 and "none.pth" in res.output and not (tmp_path / "x.onnx").exists()

@@ -202,6 +202,68 @@ def extract_cmd(
     console.print(f"wrote {out} ({len(fs.qf):,} query + {len(fs.gf):,} gallery features, {fs.qf.shape[1]}-d)")
 
 
+@app.command("export")
+def export_cmd(
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (dynamic batch).")],
+    weights: Annotated[
+        Path | None, typer.Option(help="Checkpoint: a reidkit model file or a torchreid file (default: shipped model).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 (for torchreid files).")] = None,
+    exporter: Annotated[Literal["dynamo", "torchscript"], typer.Option(help="torch's ONNX exporter.")] = "dynamo",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 18 dynamo, 17 torchscript).")] = None,
+    check_images: Annotated[
+        list[Path] | None,
+        typer.Option("--check-image", help="Real images for the parity check (repeatable; default: random input)."),
+    ] = None,
+    int8: Annotated[
+        Path | None, typer.Option(help="Also write a static INT8 model here (calibrated on --calibration images).")
+    ] = None,
+    calibration: Annotated[
+        str, typer.Option(help="Dataset whose training images calibrate INT8 (256 spread-out images).")
+    ] = "market1501",
+    root: Annotated[Path | None, typer.Option(help="Folder holding that dataset (default $REIDKIT_DATA).")] = None,
+) -> None:
+    """Export a model to ONNX (numeric parity with torch checked before the file is written), optionally INT8."""
+    from reidkit.datasets import get_dataset
+    from reidkit.datasets.base import DatasetError
+    from reidkit.export import ExportError, export_onnx, quantize_int8
+    from reidkit.models.weights import WeightsMismatchError
+    from reidkit.models.zoo import load_model
+
+    for p in check_images or []:
+        if not p.is_file():
+            _fail(f"{p}: no such image file")
+    try:
+        net, info = load_model(model, weights)
+        rep = export_onnx(
+            net, onnx, height=info.height, width=info.width, opset=opset, exporter=exporter, check_images=check_images
+        )
+    except (FileNotFoundError, ValueError, WeightsMismatchError, ExportError) as exc:
+        _fail(str(exc))
+        return
+    check = "real images" if rep.real_images else "random input"
+    console.print(
+        f"wrote {rep.path} ({info.name}, {rep.height}x{rep.width} -> {rep.feat_dim}-d, "
+        f"{rep.exporter} opset {rep.opset}, {rep.path.stat().st_size / 1e6:.1f} MB, {rep.seconds:.1f} s); "
+        f"parity on {check}, batches "
+        f"{list(rep.batch_sizes)}: min cosine {rep.min_cosine:.6f}, max abs diff {rep.max_abs_diff:.1e}"
+    )
+    if int8 is None:
+        return
+    try:
+        train = get_dataset(calibration, root).train
+        calib = [s.path for s in train[:: max(1, len(train) // 256)]][:256]
+        q = quantize_int8(onnx, int8, calib, height=info.height, width=info.width)
+    except (DatasetError, FileNotFoundError, ValueError, ExportError) as exc:
+        _fail(str(exc))
+        return
+    console.print(
+        f"wrote {q.path} (INT8, {q.calibration_images} calibration images from {calibration}, "
+        f"{q.size_out / 1e6:.1f} MB, {q.seconds:.1f} s); measure its accuracy: "
+        f"reidkit eval --backend onnx-int8 (see BENCHMARKS.md: INT8 can cost several mAP points)"
+    )
+
+
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train_cmd(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/market1501/bot_mobilenetv2.yaml.")],
