@@ -214,5 +214,6 @@ def test_export_cli(tmp_path: Path) -> None:
     assert out.is_file() and "parity on real images" in res.output and "min cosine 1.0000" in res.output
     feats = Embedder.from_onnx(out, height=64, width=32).embed([pic])
     assert feats.shape == (1, 128)  # osnet_x0_25 trunk width, baseline head
-    res = CliRunner().invoke(app, ["export", "--weights", str(tmp_path / "none.pth"), "--onnx", str(tmp_path / "x.onnx")])
+    args = ["export", "--weights", str(tmp_path / "none.pth"), "--onnx", str(tmp_path / "x.onnx")]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "none.pth" in res.output and not (tmp_path / "x.onnx").exists()
