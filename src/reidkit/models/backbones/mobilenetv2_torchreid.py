@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from reidkit.models.backbones.osnet import _init_params
+from reidkit.models.backbones.torchreid_common import TorchreidHead, init_params
 
 __all__ = ["MOBILENETV2_WIDTHS", "TorchreidMobileNetV2", "torchreid_mobilenetv2"]
 
@@ -59,7 +59,7 @@ class Bottleneck(nn.Module):
         return x + m if self.use_residual else m
 
 
-class TorchreidMobileNetV2(nn.Module):
+class TorchreidMobileNetV2(TorchreidHead, nn.Module):
     """The full torchreid MobileNetV2 (same parameter names, same outputs).
 
     ``forward(x)``: in eval mode the ``(N, feat_dim)`` embedding (pooled ``conv9`` output, through
@@ -99,27 +99,13 @@ class TorchreidMobileNetV2(nn.Module):
             self.fc = nn.Sequential(*layers)
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.feat_dim, num_classes) if num_classes > 0 else None
-        _init_params(self)
+        init_params(self)
 
     def featuremaps(self, x: torch.Tensor) -> torch.Tensor:
         """The ``conv9`` feature map, ``(N, C, H/32, W/32)``."""
         for i in range(1, 10):
             x = getattr(self, f"conv{i}")(x)
         return x
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled (and ``fc``-projected) embedding, ``(N, feat_dim)``."""
-        v = self.global_avgpool(self.featuremaps(x)).flatten(1)
-        return v if self.fc is None else self.fc(v)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        v = self.embed(x)
-        if not self.training:
-            return v
-        out = {"features": v, "bn_features": v}
-        if self.classifier is not None:
-            out["logits"] = self.classifier(v)
-        return out
 
 
 def torchreid_mobilenetv2(

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reidkit.models.backbones.torchreid_common import TorchreidHead, init_params
+
 __all__ = [
     "OSNET_CHANNELS",
     "OSNET_IMAGENET_FILES",
@@ -50,9 +52,7 @@ class ConvLayer(nn.Module):
         groups: int = 1,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
-        )
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
 
@@ -85,9 +85,7 @@ class LightConv3x3(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.conv2 = nn.Conv2d(
-            out_channels, out_channels, 3, padding=1, bias=False, groups=out_channels
-        )
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False, groups=out_channels)
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
 
@@ -128,9 +126,7 @@ class OSBlock(nn.Module):
         self.conv2d = nn.Sequential(*(LightConv3x3(mid, mid) for _ in range(4)))
         self.gate = ChannelGate(mid)
         self.conv3 = Conv1x1Linear(mid, out_channels)
-        self.downsample = (
-            Conv1x1Linear(in_channels, out_channels) if in_channels != out_channels else None
-        )
+        self.downsample = Conv1x1Linear(in_channels, out_channels) if in_channels != out_channels else None
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,9 +141,7 @@ class OSBlock(nn.Module):
         return self.relu(self.conv3(x2) + identity)
 
 
-def _make_stage(
-    num_blocks: int, in_channels: int, out_channels: int, reduce_spatial_size: bool
-) -> nn.Sequential:
+def _make_stage(num_blocks: int, in_channels: int, out_channels: int, reduce_spatial_size: bool) -> nn.Sequential:
     layers: list[nn.Module] = [OSBlock(in_channels, out_channels)]
     layers += [OSBlock(out_channels, out_channels) for _ in range(1, num_blocks)]
     if reduce_spatial_size:  # transition: 1x1 conv + 2x2 average pooling
@@ -155,28 +149,10 @@ def _make_stage(
     return nn.Sequential(*layers)
 
 
-def _init_params(module: nn.Module) -> None:
-    """torchreid's init: kaiming (fan_out) convs, unit BN, N(0, 0.01) linears, zero biases."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 class _OSNetTrunk(nn.Module):
     """conv1 (7x7/2) -> maxpool -> conv2..conv4 (OS blocks) -> conv5 (1x1); total stride 16."""
 
-    def __init__(
-        self, channels: tuple[int, int, int, int], layers: tuple[int, int, int] = _LAYERS
-    ) -> None:
+    def __init__(self, channels: tuple[int, int, int, int], layers: tuple[int, int, int] = _LAYERS) -> None:
         super().__init__()
         c0, c1, c2, c3 = channels
         self.conv1 = ConvLayer(3, c0, 7, stride=2, padding=3)
@@ -200,17 +176,15 @@ class OSNetBackbone(_OSNetTrunk):
     # Keys of a torchreid checkpoint that a backbone has no use for.
     pretrained_ignore_keys = ("fc.", "classifier.")
 
-    def __init__(
-        self, channels: tuple[int, int, int, int], layers: tuple[int, int, int] = _LAYERS
-    ) -> None:
+    def __init__(self, channels: tuple[int, int, int, int], layers: tuple[int, int, int] = _LAYERS) -> None:
         super().__init__(channels, layers)
-        _init_params(self)
+        init_params(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.featuremaps(x)
 
 
-class OSNet(_OSNetTrunk):
+class OSNet(TorchreidHead, _OSNetTrunk):
     """The full torchreid OSNet (same parameter names, same outputs).
 
     ``forward(x)``:
@@ -250,21 +224,7 @@ class OSNet(_OSNetTrunk):
             self.feat_dim = feature_dim
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.feat_dim, num_classes) if num_classes > 0 else None
-        _init_params(self)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled (and ``fc``-projected) embedding, ``(N, feat_dim)``."""
-        v = self.global_avgpool(self.featuremaps(x)).flatten(1)
-        return v if self.fc is None else self.fc(v)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        v = self.embed(x)
-        if not self.training:
-            return v
-        out = {"features": v, "bn_features": v}
-        if self.classifier is not None:
-            out["logits"] = self.classifier(v)
-        return out
+        init_params(self)
 
 
 def osnet_backbone(name: str = "osnet_x1_0") -> OSNetBackbone:
