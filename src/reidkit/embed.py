@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -213,6 +213,21 @@ class OnnxBackend:
         return self.session.run(None, {self.input_name: batch.contiguous().numpy()})[0]
 
 
+T = TypeVar("T")
+
+
+def _ahead(starts: Iterable[int], submit: Callable[[int], T], depth: int) -> Iterator[T]:
+    """``submit(start)`` for each start, in order, yielding each result while ``depth`` later ones
+    are already submitted (bounded look-ahead: work overlaps, memory stays bounded)."""
+    pending: deque[T] = deque()
+    for start in starts:
+        pending.append(submit(start))
+        if len(pending) > depth:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
 PARALLEL_BATCH = 16  # batch size per worker when a backend runs several batches at once (L2-cache sized)
 
 
@@ -267,24 +282,13 @@ class Embedder:
 
     def _prepared_batches(self, images: Sequence[ImageInput], bgr: bool) -> Iterator[np.ndarray]:
         """Batches of resized uint8 images (N, H, W, 3), decoded by worker threads two batches ahead."""
-        starts = range(0, len(images), self.batch_size)
+        size = self.batch_size
         with ThreadPoolExecutor(self.workers, thread_name_prefix="reidkit-decode") as pool:
-            pending: deque[list[Future[np.ndarray]]] = deque()
 
-            def submit(start: int) -> None:
-                chunk = images[start : start + self.batch_size]
-                pending.append([pool.submit(self.preprocess.resize, im, bgr) for im in chunk])
+            def submit(start: int) -> list[Future[np.ndarray]]:
+                return [pool.submit(self.preprocess.resize, im, bgr) for im in images[start : start + size]]
 
-            it = iter(starts)
-            for start in it:
-                submit(start)
-                if len(pending) >= 2:
-                    break
-            while pending:
-                futures = pending.popleft()
-                nxt = next(it, None)
-                if nxt is not None:
-                    submit(nxt)
+            for futures in _ahead(range(0, len(images), size), submit, 2):
                 yield np.stack([f.result() for f in futures])
 
     def _prepare_and_run(self, chunk: Sequence[ImageInput], bgr: bool) -> np.ndarray:
@@ -298,19 +302,13 @@ class Embedder:
                 yield self._run(batch)
             return
         size = min(self.batch_size, PARALLEL_BATCH)
-        starts = iter(range(0, len(images), size))
         with ThreadPoolExecutor(n_par, thread_name_prefix="reidkit-embed") as pool:
-            pending: deque[Future[np.ndarray]] = deque()
-            for start in starts:
-                pending.append(pool.submit(self._prepare_and_run, images[start : start + size], bgr))
-                if len(pending) >= 2 * n_par:
-                    break
-            while pending:
-                done = pending.popleft().result()
-                nxt = next(starts, None)
-                if nxt is not None:
-                    pending.append(pool.submit(self._prepare_and_run, images[nxt : nxt + size], bgr))
-                yield done
+
+            def submit(start: int) -> Future[np.ndarray]:
+                return pool.submit(self._prepare_and_run, images[start : start + size], bgr)
+
+            for future in _ahead(range(0, len(images), size), submit, 2 * n_par):
+                yield future.result()
 
     def embed(
         self,
