@@ -235,34 +235,51 @@ def _reference(n: int, size: int, seed: int) -> np.ndarray:
 Pairs = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # cosine, z, positive, negative
 
 
-def _within_pairs(f: np.ndarray, p: np.ndarray, c: np.ndarray, ref: np.ndarray, chunk: int) -> Pairs:
+def _scores(a: np.ndarray, b: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities of unit rows ``a`` x ``b`` and their z against the columns ``ref`` of ``b``."""
+    sims = a @ b.T
+    centre, spread = reference_stats(sims[:, ref])
+    return sims, (sims - centre[:, None].astype(np.float32)) / spread[:, None].astype(np.float32)
+
+
+def _within_pairs(
+    feats: np.ndarray, pids: Sequence[int], cams: Sequence[int], reference: int, seed: int, chunk: int = 1024
+) -> Pairs:
+    """Cross-camera pairs (i < j) within one set: same pid positive, different pid negative; z
+    standardises row i by its similarities to ``reference`` random members."""
+    f, p, c = _unit(feats), np.asarray(pids), np.asarray(cams)
     n = len(f)
+    ref = _reference(n, reference, seed)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        sims = f[s:e] @ f.T
-        mu, sd = reference_stats(sims[:, ref])
-        z = (sims - mu[:, None].astype(np.float32)) / sd[:, None].astype(np.float32)
+        sims, z = _scores(f[s:e], f, ref)
         cross = (np.arange(n)[None, :] > np.arange(s, e)[:, None]) & (c[s:e, None] != c[None, :])
         same = p[s:e, None] == p[None, :]
         yield sims, z, cross & same, cross & ~same
 
 
 def _cross_pairs(
-    q: np.ndarray,
-    qp: np.ndarray,
-    qc: np.ndarray,
-    g: np.ndarray,
-    gp: np.ndarray,
-    gc: np.ndarray,
-    ref: np.ndarray,
-    chunk: int,
-    distractor_pid: int | None,
+    qf: np.ndarray,
+    q_pids: Sequence[int],
+    q_cams: Sequence[int],
+    gf: np.ndarray,
+    g_pids: Sequence[int],
+    g_cams: Sequence[int],
+    reference: int,
+    seed: int,
+    chunk: int = 256,
+    distractor_pid: int | None = 0,
 ) -> Pairs:
+    """Query x gallery cross-camera pairs; junk (pid -1) left out; distractors only ever negatives;
+    z reference from the gallery."""
+    gp, gc = np.asarray(g_pids), np.asarray(g_cams)
+    keep = gp != -1
+    g, gp, gc = _unit(gf)[keep], gp[keep], gc[keep]
+    q, qp, qc = _unit(qf), np.asarray(q_pids), np.asarray(q_cams)
+    ref = _reference(len(g), reference, seed)
     for s in range(0, len(q), chunk):
         e = min(s + chunk, len(q))
-        sims = q[s:e] @ g.T
-        mu, sd = reference_stats(sims[:, ref])
-        z = (sims - mu[:, None].astype(np.float32)) / sd[:, None].astype(np.float32)
+        sims, z = _scores(q[s:e], g, ref)
         cross = (qc[s:e, None] != gc[None, :]) & (qp[s:e, None] != -1)
         same = qp[s:e, None] == gp[None, :]
         if distractor_pid is not None:
@@ -270,24 +287,21 @@ def _cross_pairs(
         yield sims, z, cross & same, cross & ~same
 
 
-def _collect(pairs: Pairs) -> tuple[PairStats, PairStats]:
+def _collect(
+    pairs: Pairs, rule: tuple[float, float] | None = None
+) -> tuple[PairStats, PairStats, dict[str, Any] | None]:
+    """(cosine, z) histograms of the pairs and, given ``rule`` = (threshold, z_threshold), the figures
+    of "cosine >= threshold and z >= z_threshold", in one pass."""
     cos, z = PairStats.empty(*COS_RANGE), PairStats.empty(*Z_RANGE)
+    tp = fp = 0
     for sims, zs, pos, neg in pairs:
         cos.add(sims[pos], sims[neg])
         z.add(zs[pos], zs[neg])
-    return cos, z
-
-
-def _both(pairs: Pairs, threshold: float, z_threshold: float) -> dict[str, Any]:
-    """Figures of the rule "cosine >= threshold and z >= z_threshold"."""
-    tp = fp = n_pos = n_neg = 0
-    for sims, zs, pos, neg in pairs:
-        hit = (sims >= threshold) & (zs >= z_threshold)
-        tp += int((hit & pos).sum())
-        fp += int((hit & neg).sum())
-        n_pos += int(pos.sum())
-        n_neg += int(neg.sum())
-    return _counts(tp, fp, n_pos, n_neg)
+        if rule is not None:
+            hit = (sims >= rule[0]) & (zs >= rule[1])
+            tp += int((hit & pos).sum())
+            fp += int((hit & neg).sum())
+    return cos, z, None if rule is None else _counts(tp, fp, cos.n_pos, cos.n_neg)
 
 
 def pair_stats(
@@ -300,17 +314,8 @@ def pair_stats(
 ) -> tuple[PairStats, PairStats]:
     """(cosine, z) statistics of the cross-camera pairs (i < j) within one set: same pid positive,
     different pid negative; z standardises row i by its similarities to ``reference`` random members."""
-    f = _unit(feats)
-    p, c = np.asarray(pids), np.asarray(cams)
-    return _collect(_within_pairs(f, p, c, _reference(len(f), reference, seed), chunk))
-
-
-def _test_arrays(
-    gf: np.ndarray, g_pids: Sequence[int], g_cams: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    gp, gc = np.asarray(g_pids), np.asarray(g_cams)
-    keep = gp != -1
-    return _unit(gf)[keep], gp[keep], gc[keep]
+    cos, z, _ = _collect(_within_pairs(feats, pids, cams, reference, seed, chunk))
+    return cos, z
 
 
 def cross_pair_stats(
@@ -327,10 +332,9 @@ def cross_pair_stats(
 ) -> tuple[PairStats, PairStats]:
     """(cosine, z) statistics of query x gallery cross-camera pairs; junk (pid -1) left out;
     distractors (Market's pid 0, all different people) only ever negatives; z reference from the gallery."""
-    g, gp, gc = _test_arrays(gf, g_pids, g_cams)
-    ref = _reference(len(g), reference, seed)
-    qp, qc = np.asarray(q_pids), np.asarray(q_cams)
-    return _collect(_cross_pairs(_unit(qf), qp, qc, g, gp, gc, ref, chunk, distractor_pid))
+    pairs = _cross_pairs(qf, q_pids, q_cams, gf, g_pids, g_cams, reference, seed, chunk, distractor_pid)
+    cos, z, _ = _collect(pairs)
+    return cos, z
 
 
 def _sample_ids(samples: Sequence[Any], n_ids: int | None, seed: int) -> list[Any]:
@@ -348,7 +352,7 @@ def _rounded(d: Any) -> Any:
     return round(d, 5) if isinstance(d, float) else d
 
 
-def _figures(cos: PairStats, z: PairStats, both: dict[str, Any], t: float, tz: float) -> dict[str, Any]:
+def _figures(cos: PairStats, z: PairStats, both: dict[str, Any] | None, t: float, tz: float) -> dict[str, Any]:
     return {"cosine": _rounded(cos.at(t)), "z": _rounded(z.at(tz)), "both": _rounded(both)}
 
 
@@ -363,12 +367,9 @@ def calibrate_features(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The thresholds and their figures from features of a calibration set (see the module docstring)."""
-    f = _unit(feats)
-    p, c = np.asarray(pids), np.asarray(cams)
-    ref = _reference(len(f), reference, seed)
-    cos, z = _collect(_within_pairs(f, p, c, ref, 1024))
+    cos, z, _ = _collect(_within_pairs(feats, pids, cams, reference, seed))
     t, tz = cos.choose(method, target_precision), z.choose(method, target_precision)
-    both = _both(_within_pairs(f, p, c, ref, 1024), t, tz)
+    _, _, both = _collect(_within_pairs(feats, pids, cams, reference, seed), (t, tz))  # the rule needs t, tz
     return {
         "threshold": round(t, 4),
         "z_threshold": round(tz, 3),
@@ -391,15 +392,9 @@ def check_features(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Figures of given thresholds on a test split's query x gallery cross-camera pairs."""
-    g, gp, gc = _test_arrays(gf, g_pids, g_cams)
-    ref = _reference(len(g), reference, seed)
-    q, qp, qc = _unit(qf), np.asarray(q_pids), np.asarray(q_cams)
-
-    def pairs() -> Pairs:
-        return _cross_pairs(q, qp, qc, g, gp, gc, ref, 256, 0)
-
-    cos, z = _collect(pairs())
-    out = _figures(cos, z, _both(pairs(), threshold, z_threshold), threshold, z_threshold)
+    pairs = _cross_pairs(qf, q_pids, q_cams, gf, g_pids, g_cams, reference, seed)
+    cos, z, both = _collect(pairs, (threshold, z_threshold))
+    out = _figures(cos, z, both, threshold, z_threshold)
     out["max_f1_threshold"] = round(cos.choose("f1"), 4)
     out["max_f1_z_threshold"] = round(z.choose("f1"), 3)
     return out
