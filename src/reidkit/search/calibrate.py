@@ -4,8 +4,9 @@ A gallery detection matches a query when **both**
 
 * its cosine similarity to the query is at least the model's ``threshold``, and
 * it **stands out from the crowd**: its similarity, standardised by the query's similarities to a
-  random reference sample of the gallery (``z = (s - mean) / std``, :data:`REFERENCE` detections,
-  almost all of other people), is at least the model's ``z_threshold``.
+  random reference sample of the gallery (``z = (s - median) / spread``, spread = 1.4826 x median
+  absolute deviation, :data:`REFERENCE` detections, almost all of other people; see
+  :func:`reference_stats`), is at least the model's ``z_threshold``.
 
 Why the second test: absolute similarities shift with the footage. On Market-1501 the shipped model
 gives different people a cosine of 0.01 +- 0.09; on OpenCV's ``vtest.avi`` (small, blurred people
@@ -434,7 +435,7 @@ def calibrate(
         "model": getattr(model_info, "name", None),
         "weights": Path(source).name if source else None,
         "feat_dim": int(feats.shape[1]),
-        "rule": "cosine >= threshold and z >= z_threshold, z = (cosine - mean) / std over the query's "
+        "rule": "cosine >= threshold and z >= z_threshold, z = (cosine - median) / (1.4826 MAD) over the query's "
         f"similarities to {REFERENCE} random gallery detections (galleries under {MIN_REFERENCE}: cosine only)",
         "threshold": fit["threshold"],
         "z_threshold": fit["z_threshold"],

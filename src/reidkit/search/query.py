@@ -18,10 +18,11 @@
 4. **Match rule** (:mod:`reidkit.search.calibrate`). A candidate matches when its cosine similarity
    is ``>= threshold`` and, with ``adaptive`` (default), it stands out from the gallery's crowd: its
    similarity standardised by the query's similarities to a fixed random sample of the gallery
-   (``z = (s - mean) / std``) is ``>= z_threshold``. The second test keeps footage where everybody
-   looks alike to the model (higher similarities all round) from matching everybody. Both default
-   to the model's calibrated values (:func:`reidkit.search.calibrate.thresholds_for`); galleries
-   under ``MIN_REFERENCE`` detections use the cosine test only.
+   (``z = (s - median) / spread``, spread = 1.4826 x MAD) is ``>= z_threshold``. The second test
+   keeps footage where everybody looks alike to the model (higher similarities all round) from
+   matching everybody. Both default to the model's calibrated values
+   (:func:`reidkit.search.calibrate.thresholds_for`); galleries under ``MIN_REFERENCE`` detections
+   use the cosine test only.
 5. **Appearances.** Matches of the same track (same source and tracker id) merge into one
    :class:`Appearance` with the track's time span and its best-matching crop (highest similarity);
    a detection without a track is an appearance of its own. Appearances are grouped by camera, in
@@ -105,9 +106,9 @@ class SearchResult:
 
     ``hits`` are the matched detections in final rank order (re-ranked if ``reranked``), with
     ``rerank_distance`` and ``z`` (standardised similarities, when the adaptive test ran) alongside;
-    ``z_threshold`` is None when it did not run, ``reference`` holds its sample size and the query's
-    mean / std similarity to it. ``appearances`` are grouped per camera in time order
-    (:meth:`by_camera`). ``near_misses`` are the closest candidates that failed the rule, as
+    ``z_threshold`` is None when it did not run, ``reference`` holds its sample size and the
+    median and spread (1.4826 x MAD) of the query's similarities to it. ``appearances`` are grouped
+    per camera in time order (:meth:`by_camera`). ``near_misses`` are the closest candidates that failed the rule, as
     appearances in rank order (best first), for review; they are not matches. ``query_images`` keeps
     the query pictures in memory for the HTML report; it is not serialised.
     """
@@ -437,7 +438,11 @@ def search_person(
     reference = None
     if ref is not None:
         mu, sd = reference_stats(q @ ref.T)
-        reference = {"n": len(ref), "mean": [round(float(m), 5) for m in mu], "std": [round(float(v), 5) for v in sd]}
+        reference = {
+            "n": len(ref),
+            "median": [round(float(m), 5) for m in mu],
+            "spread": [round(float(v), 5) for v in sd],
+        }
         if cand_f is not None:
             zs = ((cand_f @ q.T - mu[None, :]) / sd[None, :]).max(1)  # several queries: the best one
 

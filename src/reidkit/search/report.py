@@ -448,7 +448,8 @@ def render_html(
         f"match rule: {esc(match_rule(result))} ({esc(result.threshold_source)})"
         + (
             f"; z standardises the similarity by the query's similarities to {result.reference['n']:,} random "
-            f"gallery detections (mean {result.reference['mean'][0]:.3f}, std {result.reference['std'][0]:.3f})"
+            f"gallery detections (median {result.reference['median'][0]:.3f}, "
+            f"spread {result.reference['spread'][0]:.3f})"
             if result.reference
             else "; no z test (gallery too small, or not adaptive)"
         ),
