@@ -110,6 +110,18 @@ def test_optimizer_groups_bias_lr_and_decay() -> None:
     assert isinstance(build_optimizer(model, SolverConfig(optimizer="adam")), torch.optim.Adam)
 
 
+def test_optimizer_backbone_lr_factor() -> None:
+    model = build_model("osnet_x0_25", 4, head="rrid", parts=[2], dim=8)
+    cfg = SolverConfig(optimizer="sgd", lr=0.01, backbone_lr_factor=0.1)
+    groups = build_optimizer(model, cfg).param_groups
+    by_lr: dict[float, int] = {}
+    for g in groups:
+        by_lr[round(g["lr"], 8)] = by_lr.get(round(g["lr"], 8), 0) + len(g["params"])
+    n_backbone = sum(p.requires_grad for n, p in model.named_parameters() if n.startswith("backbone."))
+    n_new = sum(p.requires_grad for n, p in model.named_parameters() if not n.startswith("backbone."))
+    assert by_lr == {0.001: n_backbone, 0.01: n_new}
+
+
 # ------------------------------------------------------------------------ checkpoints
 
 
@@ -262,6 +274,26 @@ def test_real_models_train_and_evaluate(tmp_path: Path, data_root: Path, name: s
     assert info.name == name and info.meta["epochs"] == 1
     with torch.inference_mode():
         assert model(torch.randn(2, 3, info.height, info.width)).shape == (2, info.feat_dim)
+
+
+def test_rrid_trains_evaluates_and_loads(tmp_path: Path, data_root: Path) -> None:
+    cfg = load_config(
+        config_file(tmp_path, data_root, model="osnet_x0_25"),
+        ["model.head=rrid", "model.kwargs={parts: [6, 4, 2], dim: 16}", "data.height=96", "data.width=32",
+         "solver.max_epochs=1", "engine.eval_every=1", "loss.center.weight=0", "loss.triplet.margin=1.2"],
+    )  # fmt: skip
+    trainer = Trainer(cfg)
+    final = trainer.fit()
+    assert trainer.last_eval is not None and 0 <= trainer.last_eval["mAP"] <= 100
+    from reidkit.models.zoo import load_model
+
+    model, info = load_model(None, final)
+    assert info.build["head"] == "rrid" and info.feat_dim == 15 * 16
+    with torch.inference_mode():
+        assert model(torch.randn(2, 3, 96, 32)).shape == (2, 240)
+    with pytest.raises(ValueError, match="center loss needs"):
+        Trainer(load_config(config_file(tmp_path, data_root, "c"), ["model.head=rrid", "data.height=96",
+                                                                    "model.kwargs={parts: [2]}"]))  # fmt: skip
 
 
 def test_freeze_first_epoch(tmp_path: Path, data_root: Path) -> None:

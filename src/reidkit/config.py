@@ -47,8 +47,8 @@ class ModelConfig(_Section):
 
     name: str = "resnet50"
     pretrained: bool | str | None = True  # True: ImageNet weights; a path; False/None: random init
-    head: Literal["baseline", "torchreid"] = "baseline"
-    last_stride: Literal[1, 2] | None = None  # ResNet backbones only (their default is 1)
+    head: Literal["baseline", "torchreid", "rrid"] = "baseline"
+    last_stride: Literal[1, 2] | None = None  # ResNet (default 1) and MobileNetV2 (default 2) backbones
     pooling: Literal["avg", "max", "gem"] = "avg"
     neck: Literal["bnneck", "none"] = "bnneck"
     feat_after_bn: bool = True
@@ -59,6 +59,13 @@ class ModelConfig(_Section):
     def _check_feat_dim(self) -> ModelConfig:
         if self.feat_dim is not None and self.head != "torchreid":
             raise ValueError("feat_dim only applies to head=torchreid (the baseline uses the backbone's width)")
+        if self.head == "rrid":
+            defaults = {"pooling": "avg", "neck": "bnneck", "feat_after_bn": True}
+            changed = [f"model.{k}" for k, v in defaults.items() if getattr(self, k) != v]
+            if changed:
+                raise ValueError(
+                    f"{', '.join(changed)} applies only to head=baseline (RRID max-pools its parts and has no BNNeck)"
+                )
         return self
 
 
@@ -97,6 +104,7 @@ class SolverConfig(_Section):
     weight_decay: float = Field(default=5e-4, ge=0)
     weight_decay_bias: float | None = Field(default=None, ge=0)  # None: same as weight_decay
     bias_lr_factor: float = Field(default=1.0, gt=0)
+    backbone_lr_factor: float = Field(default=1.0, gt=0)  # lr of backbone.* = lr * this (RRID: 0.1)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = False
     max_epochs: int = Field(default=120, ge=1)

@@ -143,6 +143,8 @@ class CenterLoss(nn.Module):
 class ReIDLoss(nn.Module):
     """Weighted sum of label-smoothed CE (on ``logits``), batch-hard triplet and center loss (on
     ``features``, pre-BNNeck as in BoT). A term with weight 0 is neither computed nor returned.
+    Multi-branch models (RRID) give ``logits`` ``(N, B, C)`` and ``features`` ``(N, B, D)``: CE and
+    triplet are then computed per branch and averaged over the ``B`` branches.
 
     ``forward(outputs, targets)`` takes the model's train-mode dict (``logits``, ``features``) and
     returns the unweighted terms (``ce``, ``triplet``, ``center``) and ``total`` = weighted sum.
@@ -202,14 +204,26 @@ class ReIDLoss(nn.Module):
             terms[name] = value
             total = weight * value if total is None else total + weight * value
 
+        feats = outputs["features"]
         if self.ce_weight > 0:
             if "logits" not in outputs:
                 raise KeyError("the cross-entropy loss needs 'logits' in the model outputs (num_classes > 0)")
-            add("ce", self.ce(outputs["logits"], targets), self.ce_weight)
+            logits = outputs["logits"]
+            if logits.dim() == 3:  # (N, branches, C): the mean of the branches' losses
+                targets_b = targets.repeat_interleave(logits.shape[1])
+                add("ce", self.ce(logits.flatten(0, 1), targets_b), self.ce_weight)
+            else:
+                add("ce", self.ce(logits, targets), self.ce_weight)
         if self.triplet_weight > 0:
-            add("triplet", self.triplet(outputs["features"], targets), self.triplet_weight)
+            if feats.dim() == 3:  # (N, branches, D): one batch-hard triplet loss per branch, averaged
+                per_branch = torch.stack([self.triplet(f, targets) for f in feats.unbind(1)])
+                add("triplet", per_branch.mean(), self.triplet_weight)
+            else:
+                add("triplet", self.triplet(feats, targets), self.triplet_weight)
         if self.center is not None:
-            add("center", self.center(outputs["features"], targets), self.center_weight)
+            if feats.dim() != 2:
+                raise ValueError("the center loss needs (N, D) features; this model returns one feature per branch")
+            add("center", self.center(feats, targets), self.center_weight)
         assert total is not None
         terms["total"] = total
         return terms

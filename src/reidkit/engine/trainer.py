@@ -99,16 +99,20 @@ def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
 
 def build_optimizer(model: nn.Module, cfg: SolverConfig) -> torch.optim.Optimizer:
     """SGD / Adam / AdamW over the trainable parameters; biases get ``lr * bias_lr_factor`` and
-    ``weight_decay_bias`` (BoT). Every group remembers its ``base_lr`` for :class:`WarmupLR`."""
-    weights, biases = [], []
+    ``weight_decay_bias`` (BoT), ``backbone.*`` parameters ``lr * backbone_lr_factor`` (RRID's
+    pretrained trunk at a tenth of the new layers' rate). Every group remembers its ``base_lr``
+    for :class:`WarmupLR`."""
+    wd_bias = cfg.weight_decay if cfg.weight_decay_bias is None else cfg.weight_decay_bias
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (biases if name.endswith("bias") else weights).append(p)
-    wd_bias = cfg.weight_decay if cfg.weight_decay_bias is None else cfg.weight_decay_bias
-    groups: list[dict[str, Any]] = [
-        {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": biases, "lr": cfg.lr * cfg.bias_lr_factor, "weight_decay": wd_bias},
-    ]
+            in_backbone = cfg.backbone_lr_factor != 1.0 and name.startswith(("backbone.", "module.backbone."))
+            key = (in_backbone, name.endswith("bias"))
+            buckets.setdefault(key, []).append(p)
+    groups: list[dict[str, Any]] = []
+    for (in_backbone, bias), params in sorted(buckets.items()):
+        lr = cfg.lr * (cfg.backbone_lr_factor if in_backbone else 1.0) * (cfg.bias_lr_factor if bias else 1.0)
+        groups.append({"params": params, "lr": lr, "weight_decay": wd_bias if bias else cfg.weight_decay})
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters")
@@ -324,6 +328,11 @@ class Trainer:
         self._check_freeze_prefixes()
 
         feat_dim = getattr(self.model, "feat_dim", None)
+        if cfg.loss.center.weight > 0 and getattr(self.model, "num_branches", 1) > 1:
+            raise ValueError(
+                "loss.center.weight > 0, but the center loss needs one (N, D) feature per image and this model "
+                f"(head={cfg.model.head}) returns one per branch: set loss.center.weight=0"
+            )
         self.criterion = ReIDLoss.from_config(cfg.loss, self.num_classes, feat_dim).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.solver)
         self.center_optimizer: torch.optim.Optimizer | None = None
@@ -532,7 +541,8 @@ class Trainer:
 
             stats = dict(losses)
             if "logits" in out:
-                stats["acc"] = (out["logits"].argmax(1) == pids).float().mean()
+                pred = out["logits"].argmax(-1)  # (N,) or (N, branches)
+                stats["acc"] = (pred == (pids if pred.dim() == 1 else pids[:, None])).float().mean()
             epoch_meter.add(stats)
             window.add(stats)
             images_window += len(images) * self.dist.world_size

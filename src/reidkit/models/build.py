@@ -9,7 +9,11 @@ Two heads:
   embedding, :class:`TorchreidMobileNetV2` with its pooled ``conv9`` output, plus the
   classifier), into which torchreid model-zoo checkpoints load strictly.
 
-Both return ``{"logits", "features", "bn_features"}`` in train mode and an ``(N, D)`` embedding in
+* ``head="rrid"`` (any registered backbone): :class:`~reidkit.models.rrid.RelationNet`, the
+  Relation Network (parts at several granularities, one-vs-rest relation, GCP); its options
+  ``parts``, ``dim``, ``relation``, ``gcp`` and ``embedding`` come in ``kwargs``.
+
+All return a dict with ``"logits"`` and ``"features"`` in train mode and an ``(N, D)`` embedding in
 eval mode, and expose the embedding size as ``feat_dim``.
 """
 
@@ -26,6 +30,7 @@ from reidkit.models.backbones.mobilenetv2_torchreid import MOBILENETV2_WIDTHS, t
 from reidkit.models.backbones.osnet import OSNET_IMAGENET_FILES, osnet
 from reidkit.models.backbones.registry import IMAGENET_DIR, Pretrained, build_backbone
 from reidkit.models.baseline import ReIDBaseline
+from reidkit.models.rrid import RelationNet
 from reidkit.models.weights import load_torchreid_checkpoint, resolve_weights_file
 
 __all__ = ["HEADS", "TORCHREID_MODELS", "build_model"]
@@ -64,9 +69,30 @@ def _build_torchreid(
     return model
 
 
+RRID_OPTIONS = ("parts", "dim", "relation", "gcp", "embedding")
+
+
+def _build_rrid(
+    name: str, num_classes: int, pretrained: Pretrained, head_kw: dict[str, Any], **kwargs: Any
+) -> nn.Module:
+    changed = {k: v for k, v in head_kw.items() if v != _BASELINE_DEFAULTS[k]}
+    if changed:
+        raise ValueError(f"{sorted(changed)} only apply to head='baseline' (RRID max-pools its parts, no BNNeck)")
+    rrid_kw = {k: kwargs.pop(k) for k in RRID_OPTIONS if k in kwargs}
+    try:
+        backbone = build_backbone(name, pretrained, **kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"head='rrid' on {name!r}: unknown option(s) {sorted(kwargs)}; RRID takes {list(RRID_OPTIONS)}, "
+            f"the rest goes to the backbone ({err})"
+        ) from None
+    return RelationNet(backbone, num_classes, **rrid_kw)
+
+
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "baseline": _build_baseline,
     "torchreid": _build_torchreid,
+    "rrid": _build_rrid,
 }
 
 

@@ -99,6 +99,16 @@ def _fmt(keys: Iterable[str], limit: int = 12) -> str:
     return shown + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def _head_name(keys: Iterable[str]) -> str:
+    """Which reidkit head a state dict's keys belong to (for error messages)."""
+    keys = list(keys)
+    if any(k.startswith("heads.") for k in keys):
+        return "head='rrid'"
+    if any(k.startswith("backbone.") for k in keys):
+        return "head='baseline'"
+    return "bare backbone / torchreid"
+
+
 def load_weights(
     model: nn.Module,
     weights: PathLike | Mapping[str, torch.Tensor],
@@ -143,6 +153,9 @@ def load_weights(
             parts.append(f"unexpected keys: {_fmt(unexpected)}")
         if bad_shape:
             parts.append(f"shape mismatches: {_fmt(bad_shape)}")
+        ours, theirs = _head_name(own), _head_name(sd)
+        if ours != theirs:  # the usual cause, said first
+            parts.insert(0, f"it holds a {theirs} model, this is a {ours} model")
         raise WeightsMismatchError(
             f"{src} does not fit {type(model).__name__}: " + "; ".join(parts)
         )
