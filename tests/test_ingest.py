@@ -336,9 +336,9 @@ def test_image_folder_cameras_get_distinct_track_ids(tmp_path: Path) -> None:
             cv2.imwrite(str(root / cam / f"f{i:03d}.png"), draw_frame(i, persons))
     with Gallery.open(tmp_path / "g") as g:
         kw = {"detector": ColourDetector(), "tracker_opts": TRACKER, "progress": False}
-        first = ingest(g, root, FakeEmbedder(), max_frames=25, **kw)  # stops 5 frames into camB
+        first = ingest(g, root, FakeEmbedder(), max_frames=25, sequence=True, **kw)  # stops 5 frames into camB
         assert first.status == "partial" and g.sources()[0].progress == 24
-        rest = ingest(g, root, FakeEmbedder(), **kw)
+        rest = ingest(g, root, FakeEmbedder(), sequence=True, **kw)
         assert rest.status == "done" and rest.frames == 15
         by_track = {t.track_id: t.camera for t in g.tracks()}
         assert sorted(Counter(by_track.values()).items()) == [("camA", 2), ("camB", 3)]  # camB's 2nd person cut

@@ -50,7 +50,10 @@ def _model(model: str | None, weights: Path | None, need: bool, **kw: Any) -> tu
 
 
 def search_cmd(
-    gallery: Annotated[Path, typer.Option(help="Gallery folder (built by reidkit ingest).")],
+    pictures: Annotated[
+        list[Path] | None, typer.Argument(help="Pictures of the person (the same as --image).", show_default=False)
+    ] = None,
+    gallery: Annotated[Path, typer.Option(help="Gallery folder (built by reidkit ingest).")] = ...,  # required
     image: Annotated[
         list[Path] | None, typer.Option("--image", help="Picture of the person (repeat for several).")
     ] = None,
@@ -90,9 +93,9 @@ def search_cmd(
     from reidkit.search.query import search_person
     from reidkit.search.report import print_result, save_json, write_html
 
-    images = list(image or [])
+    images = list(pictures or []) + list(image or [])
     if bool(images) == (track is not None):
-        _fail("give the person to search for: --image PATH (one or more) or --track ID, not both")
+        _fail("give the person to search for: pictures (PATH ... or --image PATH) or --track ID, not both")
     for p in images:
         if not p.is_file():
             _fail(f"{p}: no such image file")
@@ -148,6 +151,12 @@ def search_cmd(
         _fail(str(exc))
         return
     print_result(result, console)
+    if result.time_from:
+        names = {a.source: a.camera for a in [*result.appearances, *result.near_misses]}
+        basis = {"exif": "EXIF capture time", "sidecar": "sidecar file", "pattern": "file-name pattern",
+                 "mtime": "file modification time"}  # fmt: skip
+        said = ", ".join(f"{names.get(u, Path(u).name)}: {basis.get(b, b)}" for u, b in result.time_from.items())
+        console.print(f"photo times from {said}", highlight=False, soft_wrap=True)
     if "default" in result.threshold_source:
         console.print(
             "note: uncalibrated default match threshold(s) in use; "

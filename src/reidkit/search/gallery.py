@@ -60,6 +60,7 @@ import numpy as np
 from reidkit.search.index import IndexConfig, IndexFileError, VectorIndex, bitmap_selector
 from reidkit.search.store import (
     FORMAT,
+    PHOTOS_DDL,
     RECORD_SQL,
     SCHEMA,
     SOURCE_SQL,
@@ -294,6 +295,7 @@ class Gallery:
                 self._load_index()
                 self._reconcile()
             if not read_only:
+                self._conn.execute(PHOTOS_DDL)  # galleries made before photo folders existed
                 self._cleanup_files()
                 if self._unsaved:
                     self.save()
@@ -630,8 +632,11 @@ class Gallery:
             r = row.fetchone()
         return None if r is None else Source(*r)
 
-    def set_source_status(self, source: SourceRef, status: str, progress: float | None = None) -> Source:
-        """Record how far a source's ingest got (``status`` one of pending/ingesting/done/failed)."""
+    def set_source_status(
+        self, source: SourceRef, status: str, progress: float | None = None, *, fingerprint: str | None = None
+    ) -> Source:
+        """Record how far a source's ingest got (``status`` one of pending/ingesting/done/failed) and,
+        if given, its new content ``fingerprint`` (a photo folder that grew)."""
         self._writable()
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
@@ -641,8 +646,9 @@ class Gallery:
                 raise KeyError(f"no such source {source!r}")
             with self._tx() as cur:
                 cur.execute(
-                    "UPDATE sources SET status = ?, progress = COALESCE(?, progress), updated = ? WHERE id = ?",
-                    (status, progress, time.time(), sid),
+                    "UPDATE sources SET status = ?, progress = COALESCE(?, progress), "
+                    "fingerprint = COALESCE(?, fingerprint), updated = ? WHERE id = ?",
+                    (status, progress, fingerprint, time.time(), sid),
                 )
             return self.source_status(sid)  # type: ignore[return-value]
 
@@ -664,6 +670,7 @@ class Gallery:
                 cur.execute("DELETE FROM features WHERE id IN (SELECT id FROM detections WHERE source_id = ?)", (sid,))
                 cur.execute("DELETE FROM detections WHERE source_id = ?", (sid,))
                 cur.execute("DELETE FROM tracks WHERE source_id = ?", (sid,))
+                cur.execute("DELETE FROM photos WHERE source_id = ?", (sid,))
                 cur.execute("DELETE FROM sources WHERE id = ?", (sid,))
             self._n -= len(ids)
             if self._index is not None and len(ids):
@@ -702,13 +709,26 @@ class Gallery:
         save_crop(image, self.root / rel, box=box, bgr=bgr, jpeg_quality=jpeg_quality)
         return rel.as_posix()
 
-    def add(self, features: Any, records: Sequence[Sighting], *, progress: float | None = None) -> np.ndarray:
+    def add(
+        self,
+        features: Any,
+        records: Sequence[Sighting],
+        *,
+        progress: float | None = None,
+        also: Sequence[tuple[str, Sequence[tuple]]] = (),
+    ) -> np.ndarray:
         """Add ``features`` (N, D; L2-normalised on the way in) with one :class:`Sighting` each.
 
-        Returns the new ids (int64). Rows, features, track updates and, if given, the ``progress``
-        marker of the records' sources are committed in one transaction.
+        Returns the new ids (int64). Rows, features, track updates, if given the ``progress``
+        marker of the records' sources, and the ``also`` statements (``(sql, rows)`` pairs run with
+        ``executemany``, e.g. a photo ledger) are committed in one transaction.
         """
         self._writable()
+        if len(records) == 0 and also:
+            with self._lock, self._tx() as cur:
+                for sql, rows in also:
+                    cur.executemany(sql, rows)
+            return np.zeros(0, np.int64)
         x = self._prep(features, "features")
         if len(records) != len(x):
             raise ValueError(f"{len(x)} feature rows but {len(records)} records")
@@ -765,6 +785,8 @@ class Gallery:
                 cur.executemany("INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 cur.executemany("INSERT INTO features(id, vec) VALUES (?, ?)", zip(ids.tolist(), x, strict=True))
                 track_updates = self._update_tracks(cur, x, records, sids, cams, ts)
+                for sql, extra_rows in also:
+                    cur.executemany(sql, extra_rows)
                 if progress is not None:
                     cur.executemany(
                         "UPDATE sources SET progress = ?, updated = ?, "
@@ -876,6 +898,42 @@ class Gallery:
         """The cameras that have detections, sorted."""
         with self._lock:
             return [r[0] for r in self.db.execute("SELECT DISTINCT camera FROM detections ORDER BY camera")]
+
+    def _has_photos(self) -> bool:
+        q = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'photos'"
+        return self.db.execute(q).fetchone() is not None
+
+    def photo_path(self, source: SourceRef, frame: int | None) -> Path | None:
+        """The picture a photo-folder sighting was detected in (by its source and frame), else None."""
+        if frame is None:
+            return None
+        with self._lock:
+            sid = self._source_id(source)
+            if sid is None or not self._has_photos():
+                return None
+            row = self.db.execute(
+                "SELECT s.uri, p.name FROM photos p JOIN sources s ON s.id = p.source_id "
+                "WHERE p.source_id = ? AND p.frame = ?",
+                (sid, int(frame)),
+            ).fetchone()
+        return None if row is None else Path(row[0]) / row[1]
+
+    def time_bases(self) -> dict[int, str]:
+        """Where each photo source's times came from, by source id: ``"exif"``, ``"sidecar"``,
+        ``"pattern"`` or ``"mtime"``, or a mix such as ``"exif 12, mtime 1"``. Sources that are not
+        photo folders are absent (their times are the video's start time + frame / fps)."""
+        with self._lock:
+            if not self._has_photos():
+                return {}
+            rows = self.db.execute(
+                "SELECT source_id, time_from, COUNT(*) FROM photos GROUP BY source_id, time_from "
+                "ORDER BY source_id, COUNT(*) DESC, time_from"
+            ).fetchall()
+        out: dict[int, list[tuple[str, int]]] = {}
+        for sid, kind, n in rows:
+            out.setdefault(int(sid), []).append((str(kind), int(n)))
+        return {sid: kinds[0][0] if len(kinds) == 1 else ", ".join(f"{k} {n}" for k, n in kinds)
+                for sid, kinds in out.items()}  # fmt: skip
 
     def tracks(self, source: SourceRef | None = None) -> list[Track]:
         """Stored tracks (optionally of one source), in id order."""

@@ -70,6 +70,7 @@ import numpy as np
 from reidkit.search.crops import TrackCropper, TrackCrops
 from reidkit.search.detect import Detector, build_detector, find_ssd_model
 from reidkit.search.gallery import CROPS, Gallery
+from reidkit.search.photos import PhotoClock, camera_folders, ingest_photos, list_photos, photo_fingerprint
 from reidkit.search.sources import (
     IMAGE_EXTENSIONS,
     Frame,
@@ -103,8 +104,14 @@ class IngestReport:
     """What one :func:`ingest` call did.
 
     ``status``: ``done`` (the whole source is in the gallery), ``partial`` (stopped at
-    ``max_frames``; a re-run continues) or ``skipped`` (unchanged and already done).
-    ``frames`` / ``detections`` / ``tracks`` / ``crops`` count this run's work only.
+    ``max_frames``; a re-run continues), ``skipped`` (unchanged and already done) or ``truncated``
+    (a video that ended well before the frame count its container announces: what could be read is
+    in the gallery, the source is marked failed, and a re-run tries again).
+    ``frames`` / ``detections`` / ``tracks`` / ``crops`` count this run's work only (photos: pictures
+    ingested, people detected, and one track and crop per person). ``mode`` is ``video``,
+    ``sequence``, ``photos`` or ``crops``; for photos ``already`` counts pictures already in the
+    gallery, ``unreadable`` names the pictures skipped, and ``time_from`` says where the times came
+    from (``exif``, ``sidecar``, ``pattern``, ``mtime`` or a mix such as ``exif 12, mtime 1``).
     """
 
     uri: str
@@ -118,6 +125,11 @@ class IngestReport:
     tracks: int = 0
     crops: int = 0
     seconds: float = 0.0
+    mode: str = "video"
+    already: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    time_from: str | None = None
+    message: str | None = None
 
     @property
     def fps(self) -> float:
@@ -426,10 +438,15 @@ class _Run:
 
 
 def _open_tracking_source(
-    uri: str, camera: str | None, start_time: float | None, fps: float | None, stride: int
+    uri: str,
+    camera: str | None,
+    start_time: float | None,
+    fps: float | None,
+    stride: int,
+    sidecar: str | os.PathLike[str] | None = None,
 ) -> VideoSource | ImageFolderSource:
     if not is_stream_uri(uri) and Path(uri).is_dir():
-        return ImageFolderSource(uri, stride=stride, start_time=start_time, fps=fps or 1.0)
+        return ImageFolderSource(uri, stride=stride, start_time=start_time, fps=fps or 1.0, sidecar=sidecar)
     wall = is_stream_uri(uri) and start_time is None
     return VideoSource(uri, camera=camera, start_time=start_time, fps=fps, stride=stride, wall_clock=wall)
 
@@ -450,8 +467,11 @@ def ingest(
     crops_per_track: int = 4,
     min_gap_s: float = 0.5,
     images_mode: bool = False,
+    sequence: bool = False,
     camera_pattern: str | None = MARKET_CAMERA,
     time_pattern: str | None = MARKET_FRAME,
+    time_format: str | None = None,
+    sidecar: str | os.PathLike[str] | None = None,
     copy_crops: bool = False,
     replace: bool = False,
     batch_size: int = 64,
@@ -467,6 +487,14 @@ def ingest(
     (seconds or ISO 8601) dates frame 0; ``fps`` overrides the container's. ``camera`` names the camera
     (default: from the file / folder names). Crops are embedded ``batch_size`` at a time (BGR);
     progress is committed at least every ``commit_interval`` seconds.
+
+    Photos (the default for a folder of full-scene pictures, see ``photos.py``): every person
+    detected in each picture is a sighting (no tracking); times from a ``sidecar`` (default: found in
+    the folder or above it), EXIF, ``time_format`` (a strptime format in the file names) or the mtime.
+    A re-run adds only pictures not yet in the gallery. A folder of camera subfolders is refused
+    here: ingest each of :func:`reidkit.search.photos.camera_folders` (``reidkit ingest`` does).
+    ``max_frames`` caps the pictures of this run. ``sequence=True`` tracks a folder as a frame
+    sequence instead (``ImageFolderSource``: frames in time order, ``fps`` for name-ordered times).
 
     Images mode: every image under the folder ``uri`` is one person crop. Its camera comes from
     ``camera`` (a name or a callable on the path), else the first group of ``camera_pattern`` in the
@@ -485,23 +513,40 @@ def ingest(
     stream = is_stream_uri(uri)
     t_start = _seconds(start_time)
     fingerprint = source_fingerprint(uri)  # SourceError when missing
-    if images_mode:
+    photos = not images_mode and not sequence and not stream and Path(uri).is_dir()
+    clock = None
+    if photos:
+        cams = camera_folders(uri)
+        if cams != [Path(uri)]:
+            names = ", ".join(c.name for c in cams)
+            raise SourceError(f"{uri} holds camera folders ({names}): ingest each one (reidkit ingest does)")
+        if not list_photos(uri):
+            raise SourceError(f"{uri}: no pictures ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+        fingerprint = photo_fingerprint(uri)
+        clock = PhotoClock(uri, sidecar, time_format)
+        src_cam, src_fps = camera if isinstance(camera, str) else camera_from_uri(uri), None
+        src = None
+    elif images_mode:
         if stream or not Path(uri).is_dir():
             raise SourceError(f"{uri}: images mode needs a folder of person crops")
         src_cam, src_fps = camera if isinstance(camera, str) else camera_from_uri(uri), fps or 25.0
         src: VideoSource | ImageFolderSource | None = None
     else:
-        src = _open_tracking_source(uri, camera if isinstance(camera, str) else None, t_start, fps, stride)
+        cam_name = camera if isinstance(camera, str) else None
+        src = _open_tracking_source(uri, cam_name, t_start, fps, stride, sidecar)
         src_fps = src.fps if isinstance(src, VideoSource) else None  # opens a video: SourceError if it cannot
         src_cam = camera if isinstance(camera, str) else camera_from_uri(uri)
 
+    mode = "photos" if photos else "crops" if images_mode else "sequence" if Path(uri).is_dir() else "video"
     old = gallery.source_status(uri)
     replaced = False
     if old is not None:
         changed = old.fingerprint is not None and old.fingerprint != fingerprint
         if old.status == "done" and not changed and not stream and not replace:
             log.info("%s: unchanged and already ingested; skipped", uri)
-            return IngestReport(uri, old.camera, old.id, "skipped", seconds=time.perf_counter() - t0)
+            return IngestReport(uri, old.camera, old.id, "skipped", seconds=time.perf_counter() - t0, mode=mode)
+        if photos and changed and not replace:
+            changed = False  # a photo folder that grew: add the new pictures (the ledger skips the rest)
         if replace or changed:
             if not replace:
                 raise GalleryError(
@@ -511,14 +556,23 @@ def ingest(
             gallery.remove_source(old.id)
             replaced, old = True, None
     _check_dim(gallery, embedder)
-    rec = gallery.add_source(uri, src_cam, src_fps, fingerprint)
+    rec = gallery.add_source(uri, src_cam, src_fps, None if photos and old is not None else fingerprint)
     snapshots = _Snapshots(gallery)
     resumed_from = None
-    if rec.progress is not None and not stream:
+    if rec.progress is not None and not stream and not photos:
         resumed_from = int(rec.progress)
-    report = IngestReport(uri, rec.camera, rec.id, "done", resumed_from=resumed_from, replaced=replaced)
+    report = IngestReport(uri, rec.camera, rec.id, "done", resumed_from=resumed_from, replaced=replaced, mode=mode)
     try:
-        if images_mode:
+        if photos:
+            assert clock is not None
+            det = detector if detector is not None and not isinstance(detector, str) else None
+            if det is None:
+                det = build_detector(detector or default_detector(), **(detector_opts or {}))
+            ingest_photos(
+                gallery, rec.id, uri, embedder, det, report, camera=rec.camera, clock=clock,
+                batch_size=batch_size, max_photos=max_frames, progress=progress,
+            )  # fmt: skip
+        elif images_mode:
             items = folder_items(uri, camera, camera_pattern, time_pattern, src_fps, t_start or 0.0)
             _ingest_items(gallery, rec.id, uri, items, embedder, report, copy_crops, batch_size, progress)
         else:
@@ -537,7 +591,9 @@ def ingest(
         raise
     report.seconds = time.perf_counter() - t0
     if report.status == "done":
-        gallery.set_source_status(rec.id, "done")
+        gallery.set_source_status(rec.id, "done", fingerprint=fingerprint)
+    elif report.status == "truncated":
+        gallery.set_source_status(rec.id, "failed")
     gallery.save()
     return report
 
@@ -606,11 +662,29 @@ def _ingest_tracking(
         if run.state is not None:
             run.close_camera()
         run.commit(position, final=True)
+        if isinstance(src, VideoSource) and report.status == "done" and not stream:
+            _check_complete(src, report, position)
         bar.update(report.frames, f"tracks {report.tracks} crops {report.crops}", advance=0)
     finally:
         bar.close()
         with contextlib.suppress(Exception):
             frames.close()  # type: ignore[attr-defined]
+
+
+def _check_complete(src: VideoSource, report: IngestReport, position: int | None) -> None:
+    """Mark ``report`` truncated when the video ended well before the frame count its container gives."""
+    n = src.frame_count
+    last = src.last_index if src.last_index is not None else position
+    if not n:
+        return
+    read = 0 if last is None else last + 1
+    if read < 0.95 * n - 1:  # containers' counts are estimates: allow 5 % slack
+        report.status = "truncated"
+        report.message = (
+            f"{src.uri_str}: the video ended at frame {read:,} of the {n:,} its container announces "
+            "(truncated or damaged file); what could be read is in the gallery, the source is marked failed"
+        )
+        log.warning("%s", report.message)
 
 
 # --- images mode -------------------------------------------------------------------------------------

@@ -109,7 +109,9 @@ class SearchResult:
     ``z_threshold`` is None when it did not run, ``reference`` holds its sample size and the
     median and spread (1.4826 x MAD) of the query's similarities to it. ``appearances`` are grouped
     per camera in time order (:meth:`by_camera`). ``near_misses`` are the closest candidates that failed the rule, as
-    appearances in rank order (best first), for review; they are not matches. ``query_images`` keeps
+    appearances in rank order (best first), for review; they are not matches. ``time_from`` says, for
+    each photo-folder source in the result, where its times came from (``exif``, ``sidecar``,
+    ``pattern``, ``mtime`` or a mix); other sources are timed by their video. ``query_images`` keeps
     the query pictures in memory for the HTML report; it is not serialised.
     """
 
@@ -131,6 +133,7 @@ class SearchResult:
     z: list[float] | None = None
     reference: dict[str, Any] | None = None
     near_misses: list[Appearance] = field(default_factory=list)
+    time_from: dict[str, str] = field(default_factory=dict)
     query_images: list[Any] = field(default_factory=list, compare=False, repr=False)
     query_bgr: bool = field(default=False, compare=False, repr=False)
 
@@ -170,6 +173,7 @@ class SearchResult:
             "z": self.z,
             "appearances": [_app_dict(a) for a in self.appearances],
             "near_misses": [_app_dict(a) for a in self.near_misses],
+            "time_from": dict(self.time_from),
         }
         return _jsonable(d)
 
@@ -202,6 +206,7 @@ class SearchResult:
             z=d.get("z"),
             reference=d.get("reference"),
             near_misses=[_app_from(a) for a in d.get("near_misses", [])],
+            time_from=dict(d.get("time_from") or {}),
         )
 
 
@@ -477,6 +482,9 @@ def search_person(
         lo, hi = time_range
         tr = (None if lo is None else to_seconds(lo), None if hi is None else to_seconds(hi))
     cams = None if cameras is None else ([cameras] if isinstance(cameras, str) else sorted(str(c) for c in cameras))
+    bases = gallery.time_bases()
+    shown = {(h.source_id, h.source) for h in [*hits, *near_hits]}
+    time_from = {uri: bases[sid] for sid, uri in sorted(shown) if sid in bases}
     return SearchResult(
         gallery=str(gallery.root),
         query=info,
@@ -498,6 +506,7 @@ def search_person(
         z=zl,
         reference=reference,
         near_misses=sorted(near_apps, key=lambda a: near_rank[a.best.id]),
+        time_from=time_from,
         query_images=images,
         query_bgr=bgr,
     )

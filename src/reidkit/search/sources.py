@@ -6,10 +6,11 @@ the container (``fps=`` overrides it, ``fallback_fps`` is used when the containe
 ``stride`` keeps every n-th frame and ``start_frame`` resumes part-way through; frame indices
 always count frames of the original source, so they stay comparable across stride and resume.
 
-Image folders are laid out ``root/<camera>/*.jpg`` (or a single folder of images: one camera named
-after the folder). Times come from a sidecar ``root/frames.csv`` / ``root/frames.json`` (or any
-``sidecar=`` path) with ``path,camera,timestamp`` rows, else from file mtimes, else (``time_from=
-"order"``) from the file-name order at ``fps`` images per second.
+Image folders (frame sequences; folders of photos are read by ``photos.py``) are laid out
+``root/<camera>/*.jpg`` (or a single folder of images: one camera named after the folder). Times
+come from a sidecar ``root/frames.csv`` / ``root/frames.json`` (or any ``sidecar=`` path) with
+``path,camera,timestamp`` rows (relative paths are relative to the sidecar), else from file mtimes,
+else (``time_from="order"``) from the file-name order at ``fps`` images per second.
 
 :func:`source_fingerprint` lets re-ingest skip a source that has not changed.
 """
@@ -139,6 +140,7 @@ class VideoSource:
         self._fallback_fps = fallback_fps
         self._fps: float | None = None
         self._frame_count: int | None = None
+        self.last_index: int | None = None  # index of the last frame grabbed by the latest iteration
 
     def _open(self) -> cv2.VideoCapture:
         if not is_stream_uri(self.uri) and not Path(self.uri_str).is_file():
@@ -197,11 +199,13 @@ class VideoSource:
             fps = self.fps
             index = self.start_frame
             emitted = 0
+            self.last_index = index - 1 if index else None
             while self.max_frames is None or emitted < self.max_frames:
                 if not cap.grab():
                     if index == 0:
                         raise SourceError(f"{self.uri_str}: opened, but no frame could be read")
                     break
+                self.last_index = index
                 if (index - self.start_frame) % self.stride == 0:
                     ok, image = cap.retrieve()
                     if not ok or image is None:
@@ -278,7 +282,7 @@ class ImageFolderSource:
             raise SourceError(f"{self.root}: time_from='sidecar' but no sidecar ({', '.join(SIDECAR_NAMES)})")
         self.time_from: TimeFrom = time_from
         self.sidecar = Path(sidecar) if sidecar is not None else None
-        self._times = _read_sidecar(self.sidecar, self.root) if self.sidecar and time_from != "order" else {}
+        self._times = _read_sidecar(self.sidecar, self.sidecar.parent) if self.sidecar and time_from != "order" else {}
         self._layout = self._scan(cameras)
 
     def _images(self, folder: Path) -> list[Path]:

@@ -11,6 +11,11 @@ Tables (``gallery.db``, WAL mode, ``synchronous=FULL``):
   so the index can always be repaired or rebuilt from the database.
 * ``tracks``: one row per (source, tracker id): camera, first/last time, number of crops and the
   running sum of its crops' features; the track feature is that sum L2-normalised.
+* ``photos``: the ledger of a photo folder (see ``photos.py``): one row per ingested picture, its
+  ``frame`` number in the source (the ``detections.frame`` of its people), file ``name`` in the
+  source folder, content ``digest`` (SHA-1: a picture is never ingested twice), size, mtime, time and where the
+  time came from (``time_from``), and how many people it held. Written in the same transaction as its
+  sightings; galleries made before it get the table on their first writable open.
 
 Ids are ``AUTOINCREMENT``: an id is never reused, so a stale index snapshot can never hold a vector
 under an id that now belongs to a different detection.
@@ -64,7 +69,21 @@ CREATE TABLE IF NOT EXISTS tracks (
     feature_sum BLOB NOT NULL,
     UNIQUE(source_id, track_id)
 );
+CREATE TABLE IF NOT EXISTS photos (
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    frame INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    time_from TEXT NOT NULL,
+    detections INTEGER NOT NULL,
+    PRIMARY KEY (source_id, frame),
+    UNIQUE (source_id, digest)
+);
 """
+PHOTOS_DDL = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photos") :].strip().rstrip(";")
 
 RECORD_SQL = (
     "SELECT d.id, d.source_id, s.uri, d.camera, d.timestamp, d.frame, d.x1, d.y1, d.x2, d.y2, d.track_id, "

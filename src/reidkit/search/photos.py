@@ -1,0 +1,409 @@
+"""Photo folders: full-scene still pictures in which every person detected is a sighting.
+
+A folder of full-scene pictures (a photo album, a snapshot camera that saves a picture every few
+seconds or on motion) is not a video: two pictures may be a second or a day apart, and a tracker
+that must see a person in several consecutive frames before it trusts them never confirms most
+people in it. So a folder is read as **photos** by default: every picture is detected on its own and
+every person found (after the detector's score, size and aspect filters) becomes a sighting with its
+own crop, box, frame and a one-crop track, so search by track, clustering and the reports treat it
+like any other. A real frame sequence (a video exported as pictures, frames a fraction of a second
+apart) is tracked instead: ``ingest(..., sequence=True)`` / ``reidkit ingest --sequence``. The choice
+is explicit rather than guessed from time gaps: a snapshot camera that saves bursts one second apart
+is still better served by photos (a burst is too short for a tracker to confirm anyone in).
+
+Cameras: :func:`camera_folders` reads a folder whose subfolders hold pictures as a set of cameras,
+one subfolder per camera, each its own source (pictures directly in the top folder are one more
+camera, named after it). A photo source is the pictures directly in its folder (not deeper).
+
+Times, for each picture, from the first of:
+
+1. a sidecar (``frames.csv`` / ``frames.json`` / ``timestamps.*`` in the folder or the folder above
+   it, rows ``path,camera,timestamp``; see ``sources.py``);
+2. EXIF ``DateTimeOriginal`` (else ``DateTimeDigitized``), with ``SubSecTimeOriginal`` and
+   ``OffsetTimeOriginal`` when present; without an offset the time is local time, as cameras write it;
+3. the file name, with ``time_format`` (``--time-pattern``): a :func:`time.strptime` format found
+   anywhere in the name, e.g. ``IMG_%Y%m%d_%H%M%S`` for ``IMG_20240105_101502.jpg`` (local time);
+4. the file's modification time.
+
+Each picture's basis is kept in the gallery's ``photos`` ledger, so the ingest report and the search
+results say which one each source used (:meth:`Gallery.time_bases`).
+
+Re-runs: the ledger holds every ingested picture's content digest (SHA-1), written in the same
+transaction as its sightings. A re-run on the same folder (after a kill, or once pictures were
+added) ingests only pictures whose content is not in the ledger, so nothing is added twice (a copy
+of an ingested picture under another name is recognised and skipped too); a file whose name, size
+and modification time match the ledger is not even read again. Pictures deleted from the folder keep
+their sightings. An unreadable or corrupt picture is skipped with a warning that names it, counted
+in the report, and retried by the next run; nothing of it reaches the gallery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+import sqlite3
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from reidkit.search.crops import CropQuality, clip_box
+from reidkit.search.sources import IMAGE_EXTENSIONS, SIDECAR_NAMES, SourceError, _natural_key, _read_sidecar
+from reidkit.search.store import Sighting
+
+if TYPE_CHECKING:
+    from reidkit.search.detect import Detector
+    from reidkit.search.gallery import Gallery
+    from reidkit.search.ingest import FeatureExtractor, IngestReport
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 120_000_000  # larger pictures are refused (decompression bombs); 120 MP covers real cameras
+CROP_PAD = 0.05  # as the tracking path's crops
+LEDGER_COLUMNS = "source_id, frame, name, digest, size, mtime_ns, timestamp, time_from, detections"
+_EXIF_IFD, _DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 0x8769, 36867, 36868
+_SUBSEC_ORIGINAL, _OFFSET_ORIGINAL = 37521, 36881
+
+
+class PhotoError(ValueError):
+    """A picture cannot be decoded (the message names the file and why)."""
+
+
+# --- layout ------------------------------------------------------------------------------------------
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def list_photos(folder: str | Path) -> list[Path]:
+    """The pictures directly in ``folder`` (not deeper, no hidden files), in natural name order."""
+    folder = Path(folder)
+    return sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: _natural_key(p.name))
+
+
+def camera_folders(root: str | Path) -> list[Path]:
+    """The camera folders of ``root``: its subfolders that hold pictures (sorted), plus ``root`` itself
+    when pictures lie directly in it; just ``[root]`` when no subfolder holds pictures."""
+    root = Path(root)
+    subs = [d for d in sorted(root.iterdir(), key=lambda p: _natural_key(p.name))
+            if d.is_dir() and not d.name.startswith(".") and any(_is_image(p) for p in d.iterdir())]  # fmt: skip
+    if not subs:
+        return [root]
+    return ([root] if any(_is_image(p) for p in root.iterdir()) else []) + subs
+
+
+def photo_fingerprint(folder: str | Path) -> str:
+    """Changes when a picture of ``folder`` is added, removed, renamed or rewritten (names, sizes, mtimes)."""
+    h = hashlib.sha1()
+    for p in list_photos(folder):
+        st = p.stat()
+        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"photos:{h.hexdigest()}"
+
+
+def find_sidecar(folder: str | Path) -> Path | None:
+    """A sidecar in ``folder``, else in the folder above it (the root of a set of camera folders)."""
+    folder = Path(folder)
+    for d in (folder, folder.parent):
+        for n in SIDECAR_NAMES:
+            if (d / n).is_file():
+                return d / n
+    return None
+
+
+# --- decoding ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Photo:
+    """A decoded picture (BGR, EXIF orientation applied) and its EXIF capture time, if any."""
+
+    image_bgr: np.ndarray
+    exif_time: float | None
+
+
+def _exif_time(exif: Any) -> float | None:
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:  # a broken EXIF block just means no EXIF time
+        return None
+    raw = sub.get(_DATETIME_ORIGINAL) or sub.get(_DATETIME_DIGITIZED)
+    if not raw:
+        return None
+    try:
+        t = datetime.strptime(str(raw).strip().rstrip("\x00"), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    frac = str(sub.get(_SUBSEC_ORIGINAL) or "").strip().rstrip("\x00")
+    if frac.isdigit():
+        t += timedelta(seconds=float(f"0.{frac}"))
+    offset = str(sub.get(_OFFSET_ORIGINAL) or "").strip().rstrip("\x00")
+    if m := re.fullmatch(r"([+-])(\d\d):?(\d\d)", offset):
+        sign = 1 if m.group(1) == "+" else -1
+        t = t.replace(tzinfo=timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))))
+    return t.timestamp()  # naive: local time
+
+
+def decode_photo(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> Photo:
+    """Decode a picture's bytes (PhotoError naming ``name`` when it is not a whole, decodable image
+    of at most ``max_pixels``); EXIF orientation is applied, so boxes are in upright coordinates."""
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise PhotoError(f"{name}: {w}x{h} pixels is more than the {max_pixels:,} allowed")
+            exif = img.getexif()
+            img.load()  # a truncated file fails here (PIL does not pad it with grey, as OpenCV does)
+    except PhotoError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PhotoError(f"{name}: not a readable image ({exc})") from None
+    img = ImageOps.exif_transpose(img)
+    rgb = np.asarray(img.convert("RGB"))
+    return Photo(np.ascontiguousarray(rgb[:, :, ::-1]), _exif_time(exif))
+
+
+def read_photo(path: str | Path) -> np.ndarray:
+    """A picture file as BGR uint8, upright (PhotoError when it cannot be read)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PhotoError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_photo(data, path).image_bgr
+
+
+# --- times -------------------------------------------------------------------------------------------
+
+_DIRECTIVES = {
+    "Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{1,2}", "d": r"\d{1,2}", "H": r"\d{1,2}", "I": r"\d{1,2}",
+    "M": r"\d{1,2}", "S": r"\d{1,2}", "f": r"\d{1,6}", "j": r"\d{1,3}", "p": r"(?:AM|PM|am|pm)",
+    "b": r"[A-Za-z]{3}", "B": r"[A-Za-z]+", "z": r"[+-]\d{4}", "%": "%",
+}  # fmt: skip
+
+
+def _format_regex(fmt: str) -> re.Pattern[str]:
+    """A regex matching what ``strptime(fmt)`` accepts (fixed-width fields where the format has them)."""
+    out, i = [], 0
+    while i < len(fmt):
+        c = fmt[i]
+        if c == "%":
+            if i + 1 >= len(fmt) or fmt[i + 1] not in _DIRECTIVES:
+                raise ValueError(f"time pattern {fmt!r}: unsupported directive {fmt[i : i + 2]!r}")
+            d = fmt[i + 1]
+            nxt = fmt[i + 2 : i + 3]
+            # packed digits (%Y%m%d): two-digit fields must take exactly two digits
+            rx = _DIRECTIVES[d]
+            if rx == r"\d{1,2}" and (nxt == "%" or (i > 0 and fmt[i - 1].isalnum())):
+                rx = r"\d{2}"
+            out.append(rx)
+            i += 2
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out))
+
+
+@dataclass(frozen=True)
+class TimePattern:
+    """A :func:`time.strptime` format searched for in file names (``IMG_%Y%m%d_%H%M%S``)."""
+
+    fmt: str
+
+    def __post_init__(self) -> None:
+        if "%" not in self.fmt:
+            raise ValueError(f"time pattern {self.fmt!r} has no strftime directive (e.g. %Y%m%d_%H%M%S)")
+        _format_regex(self.fmt)
+
+    def parse(self, name: str) -> float | None:
+        """Seconds (naive: local time) from the first part of ``name`` in this format, else None."""
+        for m in _format_regex(self.fmt).finditer(name):
+            try:
+                return datetime.strptime(m.group(0), self.fmt).timestamp()
+            except ValueError:
+                continue
+        return None
+
+
+class PhotoClock:
+    """Times of one folder's pictures: sidecar, else EXIF, else the name pattern, else the mtime."""
+
+    def __init__(self, folder: str | Path, sidecar: str | Path | None = None, pattern: str | None = None) -> None:
+        folder = Path(folder)
+        side = Path(sidecar) if sidecar is not None else find_sidecar(folder)
+        if sidecar is not None and not side.is_file():  # type: ignore[union-attr]
+            raise SourceError(f"{sidecar}: no such sidecar file")
+        self.sidecar = side
+        self._times = _read_sidecar(side, side.parent) if side is not None else {}
+        self.pattern = TimePattern(pattern) if pattern else None
+
+    def time_of(self, path: Path, exif_time: float | None) -> tuple[float, str]:
+        """``(seconds, basis)``; basis one of ``sidecar``, ``exif``, ``pattern``, ``mtime``."""
+        entry = self._times.get(path.resolve())
+        if entry is not None:
+            return entry[1], "sidecar"
+        if exif_time is not None:
+            return exif_time, "exif"
+        if self.pattern is not None and (t := self.pattern.parse(path.name)) is not None:
+            return t, "pattern"
+        return path.stat().st_mtime, "mtime"
+
+
+# --- ingest ------------------------------------------------------------------------------------------
+
+
+def lookup_photo(gallery_root: str | Path, source: str, frame: int | None) -> Path | None:
+    """The picture of a photo source's ``frame``, read from ``gallery.db`` (read-only), else None."""
+    if frame is None:
+        return None
+    db = Path(gallery_root) / "gallery.db"
+    if not db.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT s.uri, p.name FROM photos p JOIN sources s ON s.id = p.source_id "
+                "WHERE s.uri = ? AND p.frame = ?",
+                (source, int(frame)),
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else Path(row[0]) / row[1]
+
+
+@dataclass
+class _Ledger:
+    """What the gallery already holds of a photo source."""
+
+    digests: set[str]
+    stats: dict[str, tuple[int, int]]  # name -> (size, mtime_ns) of ingested files, to skip re-reading
+    next_frame: int
+    next_track: int
+
+    @classmethod
+    def load(cls, gallery: Gallery, sid: int) -> _Ledger:
+        db = gallery.db
+        rows = db.execute("SELECT name, digest, size, mtime_ns FROM photos WHERE source_id = ?", (sid,)).fetchall()
+        frame = db.execute("SELECT MAX(frame) FROM photos WHERE source_id = ?", (sid,)).fetchone()[0]
+        track = db.execute("SELECT MAX(track_id) FROM detections WHERE source_id = ?", (sid,)).fetchone()[0]
+        stats = {str(r[0]): (int(r[2]), int(r[3])) for r in rows}
+        return cls({str(r[1]) for r in rows}, stats, (frame or 0) + 1, (track or 0) + 1)
+
+
+def ingest_photos(
+    gallery: Gallery,
+    sid: int,
+    folder: str | Path,
+    embedder: FeatureExtractor,
+    detector: Detector,
+    report: IngestReport,
+    *,
+    camera: str,
+    clock: PhotoClock,
+    batch_size: int = 64,
+    max_photos: int | None = None,
+    progress: bool = True,
+) -> None:
+    """Detect the people in every picture of ``folder`` not yet in the ledger and add each as a sighting.
+
+    Pictures are committed whole: their sightings, features, one-crop tracks and ledger rows in one
+    transaction per batch of about ``batch_size`` crops. ``report`` gets the counts.
+    """
+    from reidkit.search.ingest import _Bar
+
+    folder = Path(folder)
+    ledger = _Ledger.load(gallery, sid)
+    paths = list_photos(folder)
+    quality = CropQuality()
+    uri = report.uri
+    bar = _Bar(progress, folder.name, len(paths), "photos")
+    crops: list[np.ndarray] = []
+    sightings: list[Sighting] = []
+    photos_rows: list[tuple] = []
+    bases: dict[str, int] = {}
+    seen: set[str] = set()
+
+    def flush() -> None:
+        if not photos_rows:
+            return
+        feats = embedder.embed(crops, bgr=True) if crops else np.zeros((0, 1), np.float32)
+        sql = f"INSERT INTO photos({LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        gallery.add(feats, list(sightings), progress=float(ledger.next_frame - 1), also=[(sql, list(photos_rows))])
+        report.crops += len(sightings)
+        report.tracks += len(sightings)
+        crops.clear()
+        sightings.clear()
+        photos_rows.clear()
+
+    processed = 0
+    try:
+        for path in paths:
+            bar.update(report.frames + report.already + len(report.unreadable), f"people {report.detections}")
+            if max_photos is not None and processed >= max_photos:
+                report.status = "partial"
+                break
+            try:
+                st = path.stat()
+                if ledger.stats.get(path.name) == (st.st_size, st.st_mtime_ns):
+                    report.already += 1
+                    continue
+                data = path.read_bytes()
+            except OSError as exc:
+                _skip(report, path, f"cannot read ({exc.strerror or exc})")
+                continue
+            digest = hashlib.sha1(data).hexdigest()
+            if digest in ledger.digests or digest in seen:
+                report.already += 1
+                continue
+            try:
+                photo = decode_photo(data, path)
+            except PhotoError as exc:
+                _skip(report, path, str(exc).split(": ", 1)[-1])
+                continue
+            ts, basis = clock.time_of(path, photo.exif_time)
+            bases[basis] = bases.get(basis, 0) + 1
+            image = photo.image_bgr
+            dets = detector.detect(image)
+            frame = ledger.next_frame
+            for k, d in enumerate(dets):
+                box = clip_box(d.box, image.shape, CROP_PAD)
+                crop_name = f"p{frame:07d}_{k:03d}"
+                rel = gallery.save_crop(image, sid, crop_name, box=box)
+                crops.append(image[box[1] : box[3], box[0] : box[2]])
+                sightings.append(
+                    Sighting(uri, ts, camera=camera, frame=frame, box=box, track_id=ledger.next_track, crop=rel,
+                             quality=quality(image, d.box, d.score))
+                )  # fmt: skip
+                ledger.next_track += 1
+            photos_rows.append((sid, frame, path.name, digest, st.st_size, st.st_mtime_ns, ts, basis, len(dets)))
+            seen.add(digest)
+            ledger.next_frame += 1
+            processed += 1
+            report.frames += 1
+            report.detections += len(dets)
+            if len(crops) >= batch_size or len(photos_rows) >= 4 * batch_size:
+                flush()
+        flush()
+        bar.update(report.frames + report.already + len(report.unreadable), f"people {report.detections}", advance=0)
+    finally:
+        bar.close()
+    report.time_from = ", ".join(f"{k} {n}" for k, n in sorted(bases.items(), key=lambda kv: -kv[1]))
+    if len(bases) == 1:
+        report.time_from = next(iter(bases))
+
+
+def _skip(report: IngestReport, path: Path, why: str) -> None:
+    log.warning("%s: %s; skipped", path, why)
+    report.unreadable.append(path.name)

@@ -1,0 +1,357 @@
+"""Photo folders: every person in every picture is a sighting; camera subfolders; photo times; re-runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from reidkit.search import Gallery
+from reidkit.search.detect import build_detector
+from reidkit.search.ingest import ingest
+from reidkit.search.photos import (
+    PhotoClock,
+    PhotoError,
+    TimePattern,
+    camera_folders,
+    decode_photo,
+    list_photos,
+    read_photo,
+)
+
+VTEST = Path(os.environ.get("REIDKIT_VTEST", "/usr/share/doc/opencv-doc/examples/data/vtest.avi"))
+T0 = 1_700_000_000.0  # photo times: T0 + video second
+FRAMES = list(range(100, 341, 20))  # two seconds apart; odd steps -> cam1, even -> cam2
+
+
+def _exif_bytes(when: datetime, offset: str | None = None) -> bytes:
+    exif = Image.Exif()
+    sub = {36867: when.strftime("%Y:%m:%d %H:%M:%S")}
+    if offset:
+        sub[36881] = offset
+    exif[0x8769] = sub  # Pillow writes a dict as the Exif sub-IFD
+    return exif.tobytes()
+
+
+def _write_jpeg(path: Path, bgr: np.ndarray, exif: bytes | None = None, orientation: int | None = None) -> None:
+    im = Image.fromarray(bgr[:, :, ::-1])
+    kw: dict = {"quality": 92}
+    if exif is not None or orientation is not None:
+        e = Image.Exif()
+        if exif is not None:
+            e.load(exif)
+        if orientation is not None:
+            e[0x0112] = orientation
+        kw["exif"] = e.tobytes()
+    im.save(path, **kw)
+
+
+@pytest.fixture(scope="module")
+def photo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vtest.avi frames 2 s apart as photos of two cameras: cam1 dated by EXIF, cam2 by mtime; one corrupt file."""
+    if not VTEST.is_file():
+        if os.environ.get("REIDKIT_REQUIRE_DATA") == "1":
+            pytest.fail(f"REIDKIT_REQUIRE_DATA=1 but {VTEST} is missing (Debian opencv-doc)", pytrace=False)
+        pytest.skip(f"{VTEST} not installed (Debian opencv-doc)")
+    root = tmp_path_factory.mktemp("photos") / "site"
+    cap = cv2.VideoCapture(str(VTEST))
+    i = 0
+    while i <= FRAMES[-1]:
+        ok, frame = cap.read()
+        assert ok
+        if i in FRAMES:
+            cam = "cam1" if (i // 20) % 2 else "cam2"
+            (root / cam).mkdir(parents=True, exist_ok=True)
+            p = root / cam / f"IMG_{i:04d}.jpg"
+            t = T0 + i / 10
+            if cam == "cam1":  # EXIF in UTC+01:00; mtime set to something else, to see EXIF wins
+                when = datetime.fromtimestamp(t, timezone(timedelta(hours=1))).replace(tzinfo=None)
+                _write_jpeg(p, frame, _exif_bytes(when, "+01:00"))
+                os.utime(p, (T0 - 86400, T0 - 86400))
+            else:
+                _write_jpeg(p, frame)
+                os.utime(p, (t, t))
+        i += 1
+    cap.release()
+    good = root / "cam1" / "IMG_0100.jpg"
+    (root / "cam1" / "broken.jpg").write_bytes(good.read_bytes()[:4000])  # a truncated JPEG
+    return root
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return build_detector("ssd")
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from reidkit.extract import make_embedder
+
+    emb, _ = make_embedder(None, None, "torch", batch_size=32, threads=1)
+    return emb
+
+
+@pytest.fixture(scope="module")
+def photo_gallery(tmp_path_factory: pytest.TempPathFactory, photo_root: Path, detector, embedder):
+    """The two camera folders ingested as photos with the shipped model (reports kept beside)."""
+    gdir = tmp_path_factory.mktemp("pg") / "g"
+    with Gallery.open(gdir) as g:
+        reports = [ingest(g, d, embedder, detector=detector, progress=False) for d in camera_folders(photo_root)]
+    return gdir, reports
+
+
+# --- parts -------------------------------------------------------------------------------------------
+
+
+def test_time_pattern() -> None:
+    p = TimePattern("IMG_%Y%m%d_%H%M%S")
+    assert p.parse("IMG_20240105_101502.jpg") == datetime(2024, 1, 5, 10, 15, 2).timestamp()
+    assert p.parse("holiday IMG_20240105_101502 (2).jpg") == datetime(2024, 1, 5, 10, 15, 2).timestamp()
+    assert p.parse("IMG_20241305_101502.jpg") is None  # month 13: not a time
+    assert p.parse("DSC01234.jpg") is None
+    dashed = TimePattern("%Y-%m-%d %H.%M.%S")
+    assert dashed.parse("2023-07-09 08.05.59.png") == datetime(2023, 7, 9, 8, 5, 59).timestamp()
+    with pytest.raises(ValueError, match="no strftime directive"):
+        TimePattern("IMG_")
+    with pytest.raises(ValueError, match="unsupported directive"):
+        TimePattern("%Q")
+
+
+def test_decode_photo_exif_orientation_and_bad_files(tmp_path: Path) -> None:
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, :30] = (0, 0, 255)  # left half red (BGR)
+    when = datetime(2024, 5, 1, 12, 30, 0)
+    p = tmp_path / "a.jpg"
+    _write_jpeg(p, img, _exif_bytes(when, "+02:00"))
+    ph = decode_photo(p.read_bytes(), p)
+    assert ph.image_bgr.shape == (40, 60, 3) and ph.image_bgr[20, 5, 2] > 200 and ph.image_bgr[20, 55, 2] < 50
+    assert ph.exif_time == datetime(2024, 5, 1, 10, 30, 0, tzinfo=UTC).timestamp()
+    _write_jpeg(p, img, _exif_bytes(when))  # no offset: local time, as cameras write it
+    assert decode_photo(p.read_bytes(), p).exif_time == when.timestamp()
+    _write_jpeg(p, img, orientation=6)  # "rotate 90 CW to display"
+    up = decode_photo(p.read_bytes(), p).image_bgr
+    assert up.shape == (60, 40, 3) and up[5, 20, 2] > 200 and up[55, 20, 2] < 50  # red now on top
+    assert decode_photo(p.read_bytes(), p).exif_time is None
+    with pytest.raises(PhotoError, match=r"b\.jpg: not a readable image"):
+        decode_photo(p.read_bytes()[:300], "b.jpg")
+    with pytest.raises(PhotoError, match=r"c\.png: not a readable image"):
+        decode_photo(b"hello, not an image", "c.png")
+    with pytest.raises(PhotoError, match=r"d\.jpg: 60x40 pixels is more than the 1,000 allowed"):
+        decode_photo(_jpeg(img), "d.jpg", max_pixels=1000)
+    with pytest.raises(PhotoError, match=r"nope\.jpg: cannot read"):
+        read_photo(tmp_path / "nope.jpg")
+
+
+def _jpeg(img: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+def test_camera_folders_and_clock(tmp_path: Path) -> None:
+    img = _jpeg(np.zeros((8, 8, 3), np.uint8))
+    single = tmp_path / "album"
+    single.mkdir()
+    for n in ("b10.jpg", "b9.jpg", ".hidden.jpg", "notes.txt"):
+        (single / n).write_bytes(img)
+    assert camera_folders(single) == [single]
+    assert [p.name for p in list_photos(single)] == ["b9.jpg", "b10.jpg"]
+    site = tmp_path / "site"
+    for cam in ("gate", "hall", ".trash"):
+        (site / cam).mkdir(parents=True)
+        (site / cam / "x.jpg").write_bytes(img)
+    (site / "empty").mkdir()
+    assert camera_folders(site) == [site / "gate", site / "hall"]
+    (site / "top.jpg").write_bytes(img)
+    assert camera_folders(site) == [site, site / "gate", site / "hall"]
+
+    # times: sidecar (here: above the camera folder) > EXIF > name pattern > mtime
+    (site / "hall" / "IMG_20240105_101502.jpg").write_bytes(img)
+    (site / "frames.csv").write_text("path,camera,timestamp\ngate/x.jpg,,2024-01-01T00:00:10+00:00\n")
+    clock = PhotoClock(site / "gate", pattern="IMG_%Y%m%d_%H%M%S")
+    assert clock.time_of(site / "gate" / "x.jpg", 5.0) == (1704067210.0, "sidecar")
+    hall = PhotoClock(site / "hall", pattern="IMG_%Y%m%d_%H%M%S")
+    named = site / "hall" / "IMG_20240105_101502.jpg"
+    assert hall.time_of(named, 5.0) == (5.0, "exif")
+    assert hall.time_of(named, None) == (datetime(2024, 1, 5, 10, 15, 2).timestamp(), "pattern")
+    assert hall.time_of(site / "hall" / "x.jpg", None) == ((site / "hall" / "x.jpg").stat().st_mtime, "mtime")
+
+
+# --- ingest on real pictures --------------------------------------------------------------------------
+
+
+def test_every_detection_is_a_sighting(photo_root: Path, photo_gallery, detector) -> None:
+    gdir, reports = photo_gallery
+    assert [Path(r.uri).name for r in reports] == ["cam1", "cam2"]
+    r1, r2 = reports
+    assert (r1.mode, r1.status, r1.frames, r1.unreadable, r1.time_from) == ("photos", "done", 7, ["broken.jpg"], "exif")
+    assert (r2.frames, r2.unreadable, r2.time_from) == (6, [], "mtime")
+    expected: dict[tuple[str, str], int] = {}
+    for cam in ("cam1", "cam2"):
+        for p in list_photos(photo_root / cam):
+            if p.name != "broken.jpg":
+                expected[(cam, p.name)] = len(detector.detect(read_photo(p)))
+    assert sum(expected.values()) >= 40  # vtest: several people in every frame
+    with Gallery.open(gdir, read_only=True) as g:
+        recs = g.records()
+        assert len(recs) == sum(expected.values()) == r1.crops + r2.crops == r1.detections + r2.detections
+        assert len(g.tracks()) == len(recs)  # one single-crop track per person seen
+        assert [s.camera for s in g.sources()] == ["cam1", "cam2"] and all(s.status == "done" for s in g.sources())
+        got = Counter((r.camera, g.photo_path(r.source_id, r.frame).name) for r in recs)
+        assert {k: v for k, v in expected.items() if v} == dict(got)
+        by_name = {p: T0 + int(p[4:8]) / 10 for _, p in expected}
+        for r in recs:
+            assert r.timestamp == pytest.approx(by_name[g.photo_path(r.source_id, r.frame).name])
+            assert (Path(gdir) / r.crop).is_file() and r.box is not None
+        assert set(g.time_bases().values()) == {"exif", "mtime"}
+
+
+# Hand-labelled (looked at on the pictures): the woman in a white hat and light-blue coat walks left
+# through frames 120 -> 200, box centres (x, y) in pixels; her crop from cam1 is the query.
+WOMAN = {120: (707, 255), 140: (534, 233), 160: (359, 207), 180: (214, 197), 200: (97, 186)}
+
+
+def _centre(box) -> np.ndarray:
+    return np.array(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+
+
+def test_person_from_one_folder_found_in_the_other(photo_gallery, embedder) -> None:
+    from reidkit.search.query import search_person
+    from reidkit.search.report import _Frames
+
+    gdir, _ = photo_gallery
+    with Gallery.open(gdir, read_only=True) as g:
+        in140 = [r for r in g.records() if r.camera == "cam1" and r.timestamp == T0 + 14]
+        q = min(in140, key=lambda r: np.linalg.norm(_centre(r.box) - WOMAN[140]))
+        assert np.linalg.norm(_centre(q.box) - WOMAN[140]) < 15, "the detector missed her in IMG_0140"
+        crop = cv2.imread(str(Path(gdir) / q.crop))
+        res = search_person(g, embedder, crop, bgr=True, cameras=["cam2"], review=0, threshold=0.0, adaptive=False)
+        assert {h.camera for h in res.hits} == {"cam2"} and res.time_from == {res.hits[0].source: "mtime"}
+        best = max(res.hits, key=lambda h: h.score)
+        for frame in (120, 160):  # the best match in each neighbouring cam2 photo is her, with that photo's time
+            at = [h for h in res.hits if h.timestamp == T0 + frame / 10]
+            top = max(at, key=lambda h: h.score)
+            assert np.linalg.norm(_centre(top.box) - WOMAN[frame]) < 25, (frame, top)
+        at_frame = round((best.timestamp - T0) * 10)  # her best match overall: her, in some cam2 photo
+        assert at_frame in (120, 160, 200) and np.linalg.norm(_centre(best.box) - WOMAN[at_frame]) < 25
+        frame = _Frames(str(gdir)).read(best.source, best.frame)  # the report's full picture
+        assert frame is not None and frame.shape == (576, 768, 3)
+
+
+def test_rerun_adds_only_new_pictures_and_resumes_after_a_kill(tmp_path: Path, photo_root: Path, detector) -> None:
+    from test_ingest import FakeEmbedder
+
+    folder = tmp_path / "cam2"
+    shutil.copytree(photo_root / "cam2", folder)
+    extra = folder.with_name("later")
+    extra.mkdir()
+    shutil.move(folder / "IMG_0320.jpg", extra / "IMG_0320.jpg")
+
+    class Killed(RuntimeError):
+        pass
+
+    class DiesAfter(FakeEmbedder):
+        def __init__(self, calls: int) -> None:
+            self.calls = calls
+
+        def embed(self, images, bgr: bool = False):
+            self.calls -= 1
+            if self.calls < 0:
+                raise Killed
+            return super().embed(images, bgr)
+
+    def rows(g: Gallery) -> list[tuple]:
+        return sorted((r.frame, r.box, r.timestamp) for r in g.records())
+
+    with Gallery.open(tmp_path / "whole") as g:
+        ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8, progress=False)
+        (folder / "IMG_0320.jpg").write_bytes((extra / "IMG_0320.jpg").read_bytes())
+        os.utime(folder / "IMG_0320.jpg", (T0 + 32.0, T0 + 32.0))
+        whole_plus = ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8, progress=False)
+        assert (whole_plus.status, whole_plus.frames, whole_plus.already) == ("done", 1, 5)
+        reference = rows(g)
+    (folder / "IMG_0320.jpg").unlink()
+
+    with Gallery.open(tmp_path / "g") as g:
+        with pytest.raises(Killed):  # killed after the first committed batch
+            ingest(g, folder, DiesAfter(1), detector=detector, batch_size=8, progress=False)
+        first = rows(g)
+        assert 0 < len(first) < len(reference) and g.sources()[0].status == "failed"
+        again = ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8, progress=False)
+        assert again.status == "done" and again.already >= 1 and again.frames + again.already == 5
+        assert ingest(g, folder, FakeEmbedder(), detector=detector, progress=False).status == "skipped"
+        # a picture added later is ingested by a re-run; a copy under another name is not added twice
+        (folder / "IMG_0320.jpg").write_bytes((extra / "IMG_0320.jpg").read_bytes())
+        os.utime(folder / "IMG_0320.jpg", (T0 + 32.0, T0 + 32.0))
+        shutil.copy(folder / "IMG_0120.jpg", folder / "copy of IMG_0120.jpg")
+        later = ingest(g, folder, FakeEmbedder(), detector=detector, progress=False)
+        assert (later.frames, later.already) == (1, 6)
+        assert rows(g) == reference
+        assert len({(r.frame, r.box) for r in g.records()}) == len(reference)
+        n_photos = sqlite3.connect(tmp_path / "g" / "gallery.db").execute("SELECT COUNT(*) FROM photos").fetchone()
+        assert n_photos[0] == 6
+
+
+def test_camera_set_folder_is_refused_by_the_api(photo_root: Path, detector) -> None:
+    from test_ingest import FakeEmbedder
+
+    from reidkit.search.sources import SourceError
+
+    with Gallery.open(photo_root.parent / "refused") as g, pytest.raises(SourceError, match="camera folders"):
+        ingest(g, photo_root, FakeEmbedder(), detector=detector, progress=False)
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def _cli():
+    import typer
+
+    from reidkit.cli_ingest import register as reg_ingest
+    from reidkit.cli_search import register as reg_search
+
+    app = typer.Typer()
+    reg_ingest(app)
+    reg_search(app)
+    return app
+
+
+def test_cli_photo_folder_truncated_video_and_positional_query(
+    tmp_path: Path, photo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import reidkit.cli_ingest
+    import reidkit.cli_search
+
+    monkeypatch.setattr(reidkit.cli_ingest, "console", Console(width=200))
+    monkeypatch.setattr(reidkit.cli_search, "console", Console(width=200))
+    runner = CliRunner()
+    app = _cli()
+    truncated = tmp_path / "door.avi"
+    truncated.write_bytes(VTEST.read_bytes()[:300_000])
+    g = str(tmp_path / "g")
+    res = runner.invoke(app, ["ingest", str(truncated), str(photo_root), "-g", g, "--threads", "1"])
+    out = res.output
+    assert res.exit_code == 2, out
+    assert "cam1" in out and "cam2" in out and "exif" in out and "mtime" in out  # both cameras, after the video
+    assert "broken.jpg" in out and "1 unreadable" in out
+    assert "door.avi: the video ended at frame" in out and "1 of 3 source(s) failed" in out
+    with Gallery.open(g, read_only=True) as gal:
+        st = {Path(s.uri).name: s.status for s in gal.sources()}
+        assert st == {"door.avi": "failed", "cam1": "done", "cam2": "done"}
+        q = next(r for r in gal.records() if r.camera == "cam1")
+    again = runner.invoke(app, ["ingest", str(photo_root), "-g", g, "--threads", "1"])
+    assert again.exit_code == 0 and again.output.count("skipped") == 2, again.output
+    res = runner.invoke(app, ["search", str(Path(g) / q.crop), "--gallery", g, "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "photo times from" in res.output and "EXIF capture time" in res.output
+    bad = runner.invoke(app, ["ingest", str(photo_root), "-g", g, "--time-pattern", "IMG_"])
+    assert bad.exit_code == 2 and "--time-pattern" in bad.output
