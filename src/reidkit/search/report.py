@@ -18,6 +18,7 @@ import html
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from reidkit.search.query import Appearance, SearchResult
+from reidkit.search.store import Hit
 
 EPOCH_CUTOFF = 1e8  # timestamps above this are Unix times (after 1973), below: seconds into a video
 MAX_FRAMES = 60  # full frames embedded per report (the best-scoring appearances get them)
@@ -282,13 +284,17 @@ def _cut(frame: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray
 
 
 # -- HTML -------------------------------------------------------------------------------------------
-CSS = """
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
 h1{margin:0 0 4px}h2{border-bottom:1px solid #d8dde6;padding-bottom:4px;margin-top:28px}
-.meta{color:#5a6475;font-size:14px;margin:2px 0}
 .thumbs{display:flex;flex-wrap:wrap;gap:10px}
 .thumbs figure{margin:0;text-align:center;font-size:12px;color:#5a6475;max-width:180px;word-break:break-all}
 img{border-radius:4px;box-shadow:0 1px 3px rgba(0,0,0,.25);background:#fff}
+"""
+# The classes of :func:`render_results` (the static report and the service's page both use them).
+RESULTS_CSS = """
+.meta{color:#5a6475;font-size:14px;margin:2px 0}
+.appearance img{border-radius:4px;box-shadow:0 1px 3px rgba(0,0,0,.25);background:#fff}
 table.summary{border-collapse:collapse;font-size:14px}
 table.summary td,table.summary th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left}
 .appearance{display:flex;gap:14px;align-items:flex-start;background:#fff;border:1px solid #e3e7ee;
@@ -299,6 +305,10 @@ border-radius:6px;padding:10px;margin:8px 0}
 .score{font-weight:600}.none{color:#5a6475;font-style:italic}
 svg text{font-size:12px;fill:#1d2330}
 """
+CSS = PAGE_CSS + RESULTS_CSS
+
+# image_url(detection, kind) -> URL (or data: URI) of its "crop" or its "frame" (box drawn), or None.
+ImageURL = Callable[[Hit, str], "str | None"]
 
 
 def _score_colour(score: float, threshold: float) -> str:
@@ -355,84 +365,60 @@ def timeline_svg(result: SearchResult, width: int = 960, lane: int = 30) -> str:
     return "".join(parts)
 
 
-def _img_tag(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{html.escape(alt)}">' if uri else f'<span class="none">{html.escape(alt)}</span>'
+def _img_tag(uri: str, alt: str, lazy: bool = False) -> str:
+    if not uri:
+        return f'<span class="none">{html.escape(alt)}</span>'
+    return f'<img src="{html.escape(uri)}" alt="{html.escape(alt)}"{" loading=lazy" if lazy else ""}>'
 
 
-def render_html(
-    result: SearchResult,
-    *,
-    frames: bool = True,
-    max_frames: int = MAX_FRAMES,
-    thumb_height: int = 160,
-    frame_width: int = 480,
-) -> str:
-    """The report as one HTML string (see the module docstring)."""
+class EmbeddedImages:
+    """The ``image_url`` of the self-contained report: crops and frames as ``data:`` JPEG URIs.
+
+    A crop is the stored crop file, else (no crop recorded, or its frame is shown anyway) cut from
+    the video frame; frames (box drawn) only for the detections in ``frames_for``. Each frame is read
+    once (kept between the crop and the frame of the same detection). :meth:`close` releases the videos.
+    """
+
+    def __init__(
+        self, result: SearchResult, frames_for: Iterable[int] = (), thumb_height: int = 160, frame_width: int = 480
+    ) -> None:
+        self.result = result
+        self.frames_for = set(frames_for)
+        self.thumb_height = thumb_height
+        self.frame_width = frame_width
+        self.reader = _Frames(result.gallery)
+        self._full: dict[int, np.ndarray | None] = {}
+
+    def _frame(self, hit: Hit) -> np.ndarray | None:
+        if hit.id not in self._full:
+            self._full[hit.id] = self.reader.read(hit.source, hit.frame)
+        return self._full[hit.id]
+
+    def __call__(self, hit: Hit, kind: str) -> str | None:
+        if kind == "frame":
+            if hit.id not in self.frames_for:
+                return None
+            full = self._frame(hit)
+            self._full.pop(hit.id, None)
+            if full is None:
+                return None
+            return _data_uri(_draw_box(full, hit.box) if hit.box is not None else full, width=self.frame_width)
+        crop = _imread(self.result.crop_path(hit.crop))
+        if crop is None and (not hit.crop or hit.id in self.frames_for):
+            full = self._frame(hit)
+            if hit.id not in self.frames_for:
+                self._full.pop(hit.id, None)
+            crop = None if full is None else _cut(full, hit.box)
+        return _data_uri(crop, self.thumb_height) if crop is not None else None
+
+    def close(self) -> None:
+        self.reader.close()
+        self._full.clear()
+
+
+def result_meta(result: SearchResult) -> list[str]:
+    """The lines (HTML) that say what was searched and how: gallery, counts, match rule, filters."""
     esc = html.escape
-    reader = _Frames(result.gallery)
-    try:
-        # Query pictures: the pictures in memory, else their files, else a query track's crops.
-        qpics: list[tuple[str, str]] = []
-        if result.query_images:
-            for label, im in zip(result.query.labels, result.query_images, strict=False):
-                arr = _as_bgr(im, result.query_bgr)
-                qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
-        elif result.query.kind == "images":
-            for label in result.query.labels:
-                arr = _imread(label)
-                qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
-        for crop in result.query.crops:
-            arr = _imread(result.crop_path(crop))
-            qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", Path(crop).name))
-
-        with_frame = set()
-        if frames:
-            ranked = sorted(range(len(result.appearances)), key=lambda i: -result.appearances[i].score)
-            with_frame = set(ranked[:max_frames])
-
-        def card(a: Appearance, anchor: str, frame: bool, matched: bool = True) -> str:
-            """One appearance: best crop (cut from the frame if no crop was stored), info, maybe the frame."""
-            b = a.best
-            full = reader.read(a.source, b.frame) if (frame or not b.crop) else None
-            crop = _imread(result.crop_path(b.crop))
-            if crop is None and full is not None:
-                crop = _cut(full, b.box)
-            crop_tag = _img_tag(_data_uri(crop, thumb_height) if crop is not None else "", "no crop")
-            frame_tag = ""
-            if full is not None and frame:
-                shown = _draw_box(full, b.box) if b.box is not None else full
-                frame_tag = f'<div class="frame">{_img_tag(_data_uri(shown, width=frame_width), "frame")}</div>'
-            which = "matched" if matched else "among the candidates"
-            track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
-            frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
-            return (
-                f'<div class="appearance{"" if matched else " near"}" id="{anchor}">'
-                f'<div class="crop">{crop_tag}</div>'
-                '<div class="info">'
-                + ("" if matched else f"<b>camera</b> {esc(a.camera)}<br>")
-                + f"<b>time</b> {esc(format_span(a))}<br>"
-                f"<b>duration</b> {a.duration:.1f} s<br>"
-                f'<b>similarity</b> <span class="score">{a.score:.3f}</span>'
-                + ("" if a.z is None else f" (z {a.z:.1f})")
-                + "<br>"
-                f"<b>track</b> {esc(track)}<br>"
-                f"<b>source</b> {esc(a.source)}{frame_no}<br>"
-                f"<b>detection</b> {b.id}</div>{frame_tag}</div>"
-            )
-
-        cards: dict[str, list[str]] = {}
-        for i, a in enumerate(result.appearances):
-            cards.setdefault(a.camera, []).append(card(a, f"app-{i}", i in with_frame))
-        review = [card(a, f"rev-{i}", False, matched=False) for i, a in enumerate(result.near_misses)]
-    finally:
-        reader.close()
-
-    summary_rows = []
-    for cam, apps in result.by_camera().items():
-        summary_rows.append(
-            f"<tr><td>{esc(cam)}</td><td>{len(apps)}</td><td>{esc(format_time(apps[0].start))}</td>"
-            f"<td>{esc(format_time(max(a.end for a in apps)))}</td><td>{max(a.score for a in apps):.3f}</td></tr>"
-        )
     filters = []
     if result.cameras:
         filters.append("cameras " + ", ".join(result.cameras))
@@ -441,8 +427,8 @@ def render_html(
         filters.append(f"time {'…' if lo is None else format_time(lo)} – {'…' if hi is None else format_time(hi)}")
     meta = [
         f"gallery <code>{esc(result.gallery)}</code>" + (f", model {esc(result.model)}" if result.model else ""),
-        f"{len(result.appearances)} appearances on {len(cards)} cameras from {len(result.hits)} matching detections "
-        f"(of {result.n_candidates} candidates, top {result.k}"
+        f"{len(result.appearances)} appearances on {len(result.by_camera())} cameras from {len(result.hits)} "
+        f"matching detections (of {result.n_candidates} candidates, top {result.k}"
         + (", k-reciprocal re-ranked" if result.reranked else "")
         + ")",
         f"match rule: {esc(match_rule(result))} ({esc(result.threshold_source)})"
@@ -456,6 +442,66 @@ def render_html(
     ]
     if filters:
         meta.append("filters: " + esc("; ".join(filters)))
+    return meta
+
+
+def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bool = False) -> str:
+    """The results as an HTML fragment: per-camera summary, timeline, appearances by camera, review.
+
+    The one rendering behind both the static report (:func:`render_html`, ``image_url`` an
+    :class:`EmbeddedImages`) and the search service's page (URLs of the service's ``/crops/{id}``
+    and ``/frames/{id}``). ``interactive`` (the page): frames are not shown inline but named by a
+    ``data-frame`` attribute for the page to open, cards carry ``data-detection`` / ``data-track``
+    and a "search from this" button, and pictures load lazily.
+    """
+    esc = html.escape
+
+    def card(a: Appearance, anchor: str, matched: bool = True) -> str:
+        """One appearance: best crop, info and (static report) the frame with its box."""
+        b = a.best
+        crop_tag = _img_tag(image_url(b, "crop") or "", "no crop", lazy=interactive)
+        frame = image_url(b, "frame")
+        frame_tag, attrs, actions = "", "", ""
+        if interactive:
+            attrs = f' data-detection="{b.id}"' + ("" if a.track is None else f' data-track="{a.track}"')
+            if frame:
+                attrs += f' data-frame="{esc(frame)}"'
+            open_frame = f'<button type="button" class="open-frame" data-frame="{esc(frame)}">frame</button>'
+            actions = (
+                f'<div class="actions">{open_frame if frame else ""}'
+                f'<button type="button" class="search-from" data-detection="{b.id}">search from this</button></div>'
+            )
+        elif frame:
+            frame_tag = f'<div class="frame">{_img_tag(frame, "frame")}</div>'
+        which = "matched" if matched else "among the candidates"
+        track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
+        frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
+        return (
+            f'<div class="appearance{"" if matched else " near"}" id="{anchor}"{attrs}>'
+            f'<div class="crop">{crop_tag}</div>'
+            '<div class="info">'
+            + ("" if matched else f"<b>camera</b> {esc(a.camera)}<br>")
+            + f"<b>time</b> {esc(format_span(a))}<br>"
+            f"<b>duration</b> {a.duration:.1f} s<br>"
+            f'<b>similarity</b> <span class="score">{a.score:.3f}</span>'
+            + ("" if a.z is None else f" (z {a.z:.1f})")
+            + "<br>"
+            f"<b>track</b> {esc(track)}<br>"
+            f"<b>source</b> {esc(a.source)}{frame_no}<br>"
+            f"<b>detection</b> {b.id}{actions}</div>{frame_tag}</div>"
+        )
+
+    cards: dict[str, list[str]] = {}
+    for i, a in enumerate(result.appearances):
+        cards.setdefault(a.camera, []).append(card(a, f"app-{i}"))
+    review = [card(a, f"rev-{i}", matched=False) for i, a in enumerate(result.near_misses)]
+
+    summary_rows = []
+    for cam, apps in result.by_camera().items():
+        summary_rows.append(
+            f"<tr><td>{esc(cam)}</td><td>{len(apps)}</td><td>{esc(format_time(apps[0].start))}</td>"
+            f"<td>{esc(format_time(max(a.end for a in apps)))}</td><td>{max(a.score for a in apps):.3f}</td></tr>"
+        )
     camera_sections = (
         "".join(
             f'<section class="camera" id="cam-{n}" data-camera="{esc(cam)}"><h3>{esc(cam)} '
@@ -464,20 +510,7 @@ def render_html(
         )
         or '<p class="none">No appearance above the match threshold.</p>'
     )
-    query_figs = "".join(
-        f'<figure title="{esc(label)}">{_img_tag(uri, "query picture")}<figcaption>{esc(Path(label).name)}</figcaption>'
-        "</figure>"
-        for uri, label in qpics
-    )
-    title = f"Person search: {_query_text(result)}"
-    generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>{esc(title)}</h1>{''.join(f'<p class=meta>{m}</p>' for m in meta)}</header>"
-        f'<section id="query"><h2>Query</h2><div class="thumbs">'
-        f"{query_figs or '<p class=none>No query picture.</p>'}</div></section>"
         '<section id="summary"><h2>Cameras</h2>'
         + (
             '<table class="summary"><thead><tr><th>camera</th><th>appearances</th><th>first seen</th>'
@@ -494,7 +527,60 @@ def render_html(
             if review
             else ""
         )
-        + f'<footer class="meta">Generated by reidkit on {generated}.</footer></body></html>\n'
+    )
+
+
+def render_html(
+    result: SearchResult,
+    *,
+    frames: bool = True,
+    max_frames: int = MAX_FRAMES,
+    thumb_height: int = 160,
+    frame_width: int = 480,
+) -> str:
+    """The report as one HTML string (see the module docstring): the query, then :func:`render_results`
+    with every picture embedded."""
+    esc = html.escape
+    # Query pictures: the pictures in memory, else their files, else a query track's crops.
+    qpics: list[tuple[str, str]] = []
+    if result.query_images:
+        for label, im in zip(result.query.labels, result.query_images, strict=False):
+            arr = _as_bgr(im, result.query_bgr)
+            qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
+    elif result.query.kind == "images":
+        for label in result.query.labels:
+            arr = _imread(label)
+            qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
+    for crop in result.query.crops:
+        arr = _imread(result.crop_path(crop))
+        qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", Path(crop).name))
+
+    with_frame: set[int] = set()
+    if frames:  # full frames for the best-scoring appearances
+        ranked = sorted(result.appearances, key=lambda a: -a.score)
+        with_frame = {a.best.id for a in ranked[:max_frames]}
+    images = EmbeddedImages(result, with_frame, thumb_height, frame_width)
+    try:
+        body = render_results(result, images)
+    finally:
+        images.close()
+
+    query_figs = "".join(
+        f'<figure title="{esc(label)}">{_img_tag(uri, "query picture")}<figcaption>{esc(Path(label).name)}</figcaption>'
+        "</figure>"
+        for uri, label in qpics
+    )
+    title = f"Person search: {_query_text(result)}"
+    generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1>{''.join(f'<p class=meta>{m}</p>' for m in result_meta(result))}</header>"
+        f'<section id="query"><h2>Query</h2><div class="thumbs">'
+        f"{query_figs or '<p class=none>No query picture.</p>'}</div></section>"
+        f"{body}"
+        f'<footer class="meta">Generated by reidkit on {generated}.</footer></body></html>\n'
     )
 
 
