@@ -355,3 +355,7 @@ def test_cli_photo_folder_truncated_video_and_positional_query(
     assert "photo times from" in res.output and "EXIF capture time" in res.output
     bad = runner.invoke(app, ["ingest", str(photo_root), "-g", g, "--time-pattern", "IMG_"])
     assert bad.exit_code == 2 and "--time-pattern" in bad.output
+    seq = runner.invoke(app, ["ingest", str(photo_root / "cam2"), "-g", str(tmp_path / "s"), "--sequence"])
+    assert seq.exit_code == 0 and "done sequence" in seq.output, seq.output  # tracked: far fewer sightings
+    with Gallery.open(tmp_path / "s", read_only=True) as gs, Gallery.open(g, read_only=True) as gp:
+        assert len(gs) < len([r for r in gp.records() if r.camera == "cam2"])
