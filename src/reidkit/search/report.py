@@ -221,7 +221,8 @@ def _data_uri(image: np.ndarray, height: int | None = None, width: int | None = 
 
 
 class _Frames:
-    """Reads frames of video sources by index, keeping each video open; None where it cannot."""
+    """Reads frames of video sources by index, keeping each video open, and the pictures of photo
+    sources (by their ledger frame number); None where it cannot."""
 
     def __init__(self, gallery: str) -> None:
         self.gallery = Path(gallery)
@@ -249,6 +250,14 @@ class _Frames:
 
         if frame is None or frame < 0:
             return None
+        if "://" not in source and Path(source).is_dir():  # a photo folder: the picture the person was in
+            from reidkit.search.photos import PhotoError, lookup_photo, read_photo
+
+            path = lookup_photo(self.gallery, source, frame)
+            try:
+                return None if path is None else read_photo(path)
+            except PhotoError:
+                return None
         cap = self._open(source)
         if cap is None:
             return None
