@@ -305,6 +305,12 @@ def test_camera_set_folder_is_refused_by_the_api(photo_root: Path, detector) -> 
 
     with Gallery.open(photo_root.parent / "refused") as g, pytest.raises(SourceError, match="camera folders"):
         ingest(g, photo_root, FakeEmbedder(), detector=detector, progress=False)
+    mixed = photo_root.parent / "mixed"  # pictures at the top and in a camera folder: two sources
+    shutil.copytree(photo_root / "cam2", mixed / "cam2")
+    shutil.copy(photo_root / "cam1" / "IMG_0140.jpg", mixed / "IMG_0140.jpg")
+    with Gallery.open(photo_root.parent / "g_mixed") as g:
+        reps = [ingest(g, d, FakeEmbedder(), detector=detector, progress=False) for d in camera_folders(mixed)]
+        assert [(r.camera, r.frames) for r in reps] == [("mixed", 1), ("cam2", 6)]
 
 
 # --- command line ------------------------------------------------------------------------------------
@@ -359,3 +365,32 @@ def test_cli_photo_folder_truncated_video_and_positional_query(
     assert seq.exit_code == 0 and "done sequence" in seq.output, seq.output  # tracked: far fewer sightings
     with Gallery.open(tmp_path / "s", read_only=True) as gs, Gallery.open(g, read_only=True) as gp:
         assert len(gs) < len([r for r in gp.records() if r.camera == "cam2"])
+
+
+def test_cluster_photo_gallery_into_albums(tmp_path: Path, photo_gallery) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from reidkit.cli_cluster import register
+
+    gdir, _ = photo_gallery
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    res = CliRunner().invoke(app, ["cluster", "--gallery", str(gdir), "--out", str(tmp_path / "albums")])
+    assert res.exit_code == 0, res.output
+    assert "clusters" in res.output and "cam1, cam2" in res.output
+    clusters = json.loads((tmp_path / "albums" / "clusters.json").read_text())["clusters"]
+    with Gallery.open(gdir, read_only=True) as g:
+        recs = {r.id: r for r in g.records()}
+
+    def her(frame: int) -> int:
+        at = [r for r in recs.values() if r.timestamp == T0 + frame / 10]
+        return min(at, key=lambda r: np.linalg.norm(_centre(r.box) - WOMAN[frame])).id
+
+    album = next(c for c in clusters if her(140) in c["records"])
+    assert {her(120), her(160)} & set(album["records"]), "her album has none of her cam2 photos"
+    assert {recs[i].camera for i in album["records"]} == {"cam1", "cam2"}
+    assert (tmp_path / "albums" / f"cluster_{album['id']:04d}.jpg").is_file()

@@ -516,11 +516,11 @@ def ingest(
     photos = not images_mode and not sequence and not stream and Path(uri).is_dir()
     clock = None
     if photos:
-        cams = camera_folders(uri)
-        if cams != [Path(uri)]:
-            names = ", ".join(c.name for c in cams)
-            raise SourceError(f"{uri} holds camera folders ({names}): ingest each one (reidkit ingest does)")
-        if not list_photos(uri):
+        if not list_photos(uri):  # a photo source is the pictures directly in its folder
+            cams = camera_folders(uri)
+            if cams != [Path(uri)]:
+                names = ", ".join(c.name for c in cams)
+                raise SourceError(f"{uri} holds camera folders ({names}): ingest each one (reidkit ingest does)")
             raise SourceError(f"{uri}: no pictures ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
         fingerprint = photo_fingerprint(uri)
         clock = PhotoClock(uri, sidecar, time_format)
