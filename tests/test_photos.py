@@ -356,9 +356,11 @@ def test_cli_photo_folder_truncated_video_and_positional_query(
         q = next(r for r in gal.records() if r.camera == "cam1")
     again = runner.invoke(app, ["ingest", str(photo_root), "-g", g, "--threads", "1"])
     assert again.exit_code == 0 and again.output.count("skipped") == 2, again.output
-    res = runner.invoke(app, ["search", str(Path(g) / q.crop), "--gallery", g, "--json", str(tmp_path / "r.json")])
+    html_out = tmp_path / "r.html"
+    res = runner.invoke(app, ["search", str(Path(g) / q.crop), "--gallery", g, "--html", str(html_out)])
     assert res.exit_code == 0, res.output
     assert "photo times from" in res.output and "EXIF capture time" in res.output
+    assert "photo times from cam1: EXIF capture time" in html_out.read_text()
     bad = runner.invoke(app, ["ingest", str(photo_root), "-g", g, "--time-pattern", "IMG_"])
     assert bad.exit_code == 2 and "--time-pattern" in bad.output
     seq = runner.invoke(app, ["ingest", str(photo_root / "cam2"), "-g", str(tmp_path / "s"), "--sequence"])

@@ -91,7 +91,7 @@ def search_cmd(
     from reidkit.embed import ImageError
     from reidkit.search import Gallery, GalleryError
     from reidkit.search.query import search_person
-    from reidkit.search.report import print_result, save_json, write_html
+    from reidkit.search.report import photo_times, print_result, save_json, write_html
 
     images = list(pictures or []) + list(image or [])
     if bool(images) == (track is not None):
@@ -152,11 +152,7 @@ def search_cmd(
         return
     print_result(result, console)
     if result.time_from:
-        names = {a.source: a.camera for a in [*result.appearances, *result.near_misses]}
-        basis = {"exif": "EXIF capture time", "sidecar": "sidecar file", "pattern": "file-name pattern",
-                 "mtime": "file modification time"}  # fmt: skip
-        said = ", ".join(f"{names.get(u, Path(u).name)}: {basis.get(b, b)}" for u, b in result.time_from.items())
-        console.print(f"photo times from {said}", highlight=False, soft_wrap=True)
+        console.print(photo_times(result), highlight=False, soft_wrap=True)
     if "default" in result.threshold_source:
         console.print(
             "note: uncalibrated default match threshold(s) in use; "

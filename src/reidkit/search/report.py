@@ -451,7 +451,26 @@ def result_meta(result: SearchResult) -> list[str]:
     ]
     if filters:
         meta.append("filters: " + esc("; ".join(filters)))
+    if result.time_from:
+        meta.append(esc(photo_times(result)))
     return meta
+
+
+TIME_BASES = {
+    "exif": "EXIF capture time",
+    "sidecar": "sidecar file",
+    "pattern": "file-name pattern",
+    "mtime": "file modification time",
+}
+
+
+def photo_times(result: SearchResult) -> str:
+    """Where the times of the result's photo sources came from, e.g. ``photo times from cam2: EXIF capture time``."""
+    names = {a.source: a.camera for a in [*result.appearances, *result.near_misses]}
+    said = ", ".join(
+        f"{names.get(uri, Path(uri).name)}: {TIME_BASES.get(basis, basis)}" for uri, basis in result.time_from.items()
+    )
+    return f"photo times from {said}" if said else ""
 
 
 def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bool = False) -> str:
