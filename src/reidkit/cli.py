@@ -284,9 +284,9 @@ def train_cmd(
 
 
 def _register_search_commands() -> None:
-    from reidkit import cli_cluster, cli_ingest, cli_search, cli_serve
+    from reidkit import cli_cluster, cli_ingest, cli_pose, cli_search, cli_serve
 
-    for module in (cli_ingest, cli_search, cli_cluster, cli_serve):
+    for module in (cli_ingest, cli_search, cli_cluster, cli_serve, cli_pose):
         module.register(app)
 
 
