@@ -58,6 +58,36 @@ def datasets_info(
         write_json(json_out, {k: vars(v) for k, v in stats.items()})
 
 
+@datasets_app.command("make-occluded")
+def datasets_make_occluded(
+    name: Annotated[str, typer.Argument(help="Dataset whose queries to occlude, e.g. market1501.")],
+    out: Annotated[Path, typer.Option(help="Folder to write (query/, samples.csv, occlusion.csv, contact sheet).")],
+    root: Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed (the result is the same for the same seed).")] = 0,
+    min_fraction: Annotated[float, typer.Option(help="Smallest share of the crop an occluder covers.")] = 0.2,
+    max_fraction: Annotated[float, typer.Option(help="Largest share of the crop an occluder covers.")] = 0.5,
+) -> None:
+    """Write an occluded copy of a dataset's queries (real occluders, gallery unchanged) as a CSV dataset."""
+    from reidkit.datasets import get_dataset
+    from reidkit.datasets.base import DatasetError
+    from reidkit.datasets.occlude import make_occluded
+
+    try:
+        ds = get_dataset(name, root)
+        rep = make_occluded(ds, out, seed=seed, fraction=(min_fraction, max_fraction))
+    except (DatasetError, KeyError, ValueError) as exc:
+        _fail(str(exc).strip("'\""))
+        return
+    kinds = ", ".join(f"{k} {n:,}" for k, n in rep.kinds.items())
+    console.print(
+        f"wrote {rep.out}: {rep.queries:,} occluded queries ({kinds}; mean cover {100 * rep.mean_fraction:.1f} %), "
+        f"gallery {rep.gallery:,} and train {rep.train:,} images by reference; contact sheet {rep.sheet}\n"
+        f"evaluate with: reidkit eval --dataset folder --root {rep.out}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command("eval")
 def eval_cmd(
     features: Annotated[Path | None, typer.Option(help="Saved features (.npz: qf, gf, q_pids, g_pids, ...).")] = None,
