@@ -1,0 +1,214 @@
+"""HOReID's three modules (Wang et al., CVPR 2020, "High-Order Information Matters"), as small parts.
+
+Notation: ``N`` images, ``K = 14`` graph nodes (13 body keypoints, then the global node; see
+:mod:`reidkit.pose.skeleton`), ``C`` channels.
+
+* :class:`SemanticNodes` (one-order, **S**): local node ``k`` is the heatmap-weighted average of the
+  backbone map (``sum_xy H_k(x, y) F(x, y)`` with ``H_k`` summing to 1); the global node is
+  ``GAP(F) + GMP(F)``. Each node has its own BNNeck and classifier; the per-node cross-entropy is
+  weighted by the keypoint confidence (the global node's is 1), see :func:`confidence_weighted_ce`.
+* :class:`AdaptiveDirectionGCN` (high-order relation, **R**): a graph convolution over the skeleton
+  whose adjacency is learned per image. For every skeleton edge ``(i, j)`` between body nodes,
+  ``d_k = |v_k - v_global|`` and ``a = sigmoid(s * w . BN(15 (d_i - d_j)))``; the edge gets weight
+  ``2a`` from ``j`` to ``i`` and ``2(1 - a)`` from ``i`` to ``j`` (information flows towards the
+  node that differs more from the global feature, i.e. away from occluded, unreliable nodes). Body
+  nodes also receive from the global node, which keeps only itself; rows are L1-normalised. One
+  layer is ``ReLU(W_m A V) + W_o V``; the module stacks two.
+* :class:`GraphMatching` (high-order topology, **T**): cross-graph embedded alignment between two
+  graphs. Two siamese graph-conv layers, each followed by a bilinear affinity ``S_ij = e1_i M e2_j``,
+  a softmax "voting" (``alpha``) and Sinkhorn normalisation to a soft correspondence; after the first
+  layer each graph is mixed with its aligned counterpart (``W [e1, S e2]``). The outputs are
+  ``v1 + S v2`` and ``v2 + S^T v1``: each graph completed by the nodes of the other that match it.
+  Permuting one graph's nodes (with its adjacency) permutes the correspondence and leaves the other
+  graph's output unchanged: nothing in it depends on node order.
+* :class:`Verifier`: ``sigmoid(w . BN(scale * n1 * n2) + b)`` on the L2-normalised, aligned nodes,
+  flattened: the probability that the two images show the same person, trained with
+  :func:`verification_loss` on hard pairs mined by the global feature (:func:`hard_pairs`).
+
+At test time stage 1 ranks by the cosine of the node features scaled by ``sqrt(confidence)``
+(:func:`stage1_embedding`); stage 2 re-scores the top candidates with the verifier.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reidkit.pose.skeleton import EDGES, GLOBAL, NUM_LOCAL, adjacency
+
+K = NUM_LOCAL + 1
+
+__all__ = [
+    "AdaptiveDirectionGCN",
+    "GraphMatching",
+    "SemanticNodes",
+    "Verifier",
+    "confidence_weighted_ce",
+    "hard_pairs",
+    "sinkhorn",
+    "stage1_embedding",
+    "verification_loss",
+]
+
+
+def skeleton_mask() -> Tensor:
+    """``(K, K)`` 0/1: who receives from whom. Skeleton edges both ways, self loops, body nodes
+    receive from the global node, the global node only from itself."""
+    a = torch.from_numpy(adjacency(self_loops=True))
+    a[GLOBAL, :GLOBAL] = 0.0
+    return a
+
+
+class SemanticNodes(nn.Module):
+    """Backbone map + heatmaps -> ``(N, K, C)`` node features (see the module docstring)."""
+
+    def forward(self, fmap: Tensor, heat: Tensor) -> Tensor:
+        if heat.shape[0] != fmap.shape[0] or heat.shape[-2:] != fmap.shape[-2:] or heat.shape[1] != NUM_LOCAL:
+            raise ValueError(
+                f"heatmaps {tuple(heat.shape)} do not fit the feature map {tuple(fmap.shape)}: want (N, 13, h, w)"
+            )
+        local = torch.einsum("nkhw,nchw->nkc", heat, fmap)
+        glob = fmap.mean((2, 3)) + fmap.amax((2, 3))
+        return torch.cat([local, glob[:, None]], 1)
+
+
+class _ADGCLayer(nn.Module):
+    def __init__(self, c_in: int, c_out: int, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.bn = nn.BatchNorm1d(c_in)
+        self.direction = nn.Linear(c_in, 1, bias=False)
+        self.merged = nn.Linear(c_in, c_out, bias=False)
+        self.original = nn.Linear(c_in, c_out, bias=False)
+        edges = [(i, j) for i, j in EDGES if i < j] + [(j, i) for i, j in EDGES if i > j]
+        self.register_buffer("edge_i", torch.tensor([e[0] for e in edges]), persistent=False)
+        self.register_buffer("edge_j", torch.tensor([e[1] for e in edges]), persistent=False)
+        self.register_buffer("mask", skeleton_mask(), persistent=False)
+
+    def adjacency(self, v: Tensor) -> Tensor:
+        """The learned, row-normalised ``(N, K, K)`` adjacency of node features ``v`` ``(N, K, C)``."""
+        n = v.shape[0]
+        d = (v - v[:, GLOBAL : GLOBAL + 1]).abs()  # (N, K, C)
+        gap = 15.0 * (d[:, self.edge_i] - d[:, self.edge_j])  # (N, E, C)
+        e = gap.shape[1]
+        a = torch.sigmoid(self.scale * self.direction(self.bn(gap.reshape(n * e, -1))).reshape(n, e))
+        adj = torch.ones(n, K, K, dtype=v.dtype, device=v.device)
+        adj = adj.index_put((torch.arange(n, device=v.device)[:, None], self.edge_i, self.edge_j), 2 * a)
+        adj = adj.index_put((torch.arange(n, device=v.device)[:, None], self.edge_j, self.edge_i), 2 * (1 - a))
+        return F.normalize(adj * self.mask, p=1, dim=2)
+
+    def forward(self, v: Tensor) -> Tensor:
+        return F.relu(self.merged(self.adjacency(v) @ v)) + self.original(v)
+
+
+class AdaptiveDirectionGCN(nn.Module):
+    """Two adaptive-direction graph-conv layers over the skeleton (**R**): ``(N, K, C) -> (N, K, C)``."""
+
+    def __init__(self, channels: int, hidden: int | None = None, scale: float = 20.0) -> None:
+        super().__init__()
+        hidden = hidden or channels
+        self.layers = nn.ModuleList([_ADGCLayer(channels, hidden, scale), _ADGCLayer(hidden, channels, scale)])
+
+    def forward(self, v: Tensor) -> Tensor:
+        for layer in self.layers:
+            v = layer(v)
+        return v
+
+
+def sinkhorn(s: Tensor, iterations: int = 20, eps: float = 1e-10) -> Tensor:
+    """Alternately normalise the rows and columns of the positive ``(N, K, K)`` ``s`` (doubly stochastic)."""
+    for _ in range(iterations):
+        s = s / (s.sum(2, keepdim=True) + eps)
+        s = s / (s.sum(1, keepdim=True) + eps)
+    return s
+
+
+def _norm_adj(adj: Tensor) -> Tensor:
+    return F.normalize(adj, p=1, dim=-1)
+
+
+class GraphMatching(nn.Module):
+    """Cross-graph embedded alignment (**T**): ``(v1, v2[, adj1, adj2]) -> (S, out1, out2)``."""
+
+    def __init__(self, channels: int, hidden: int = 512, alpha: float = 200.0, iterations: int = 20) -> None:
+        super().__init__()
+        self.alpha, self.iterations = alpha, iterations
+        self.gconv = nn.ModuleList([nn.Linear(channels, hidden), nn.Linear(hidden, hidden)])
+        self.affinity = nn.ParameterList([nn.Parameter(torch.eye(hidden) + 0.01 * torch.randn(hidden, hidden))
+                                          for _ in range(2)])  # fmt: skip
+        self.cross = nn.Linear(2 * hidden, hidden)
+        self.register_buffer("adj", skeleton_mask() + skeleton_mask().T > 0, persistent=False)
+
+    def correspondence(self, e1: Tensor, e2: Tensor, layer: int) -> Tensor:
+        s = e1 @ self.affinity[layer] @ e2.transpose(1, 2) / e1.shape[-1] ** 0.5
+        return sinkhorn(torch.softmax(self.alpha * s / (s.abs().amax((1, 2), keepdim=True) + 1e-6), dim=2),
+                        self.iterations)  # fmt: skip
+
+    def forward(
+        self, v1: Tensor, v2: Tensor, adj1: Tensor | None = None, adj2: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        a1 = _norm_adj((self.adj if adj1 is None else adj1).to(v1.dtype))
+        a2 = _norm_adj((self.adj if adj2 is None else adj2).to(v2.dtype))
+        e1, e2 = v1, v2
+        s = v1.new_zeros(v1.shape[0], v1.shape[1], v2.shape[1])
+        for i, lin in enumerate(self.gconv):
+            e1, e2 = F.relu(lin(a1 @ e1)), F.relu(lin(a2 @ e2))
+            s = self.correspondence(e1, e2, i)
+            if i == 0:
+                e1, e2 = (
+                    self.cross(torch.cat([e1, s @ e2], -1)),
+                    self.cross(torch.cat([e2, s.transpose(1, 2) @ e1], -1)),
+                )
+        return s, v1 + s @ v2, v2 + s.transpose(1, 2) @ v1
+
+
+class Verifier(nn.Module):
+    """Same-person logit of two aligned graphs ``(N, K, C)`` each (see the module docstring)."""
+
+    def __init__(self, channels: int, scale: float = 10.0) -> None:
+        super().__init__()
+        self.scale = scale
+        self.bn = nn.BatchNorm1d(K * channels)
+        self.fc = nn.Linear(K * channels, 1)
+
+    def forward(self, g1: Tensor, g2: Tensor) -> Tensor:
+        x = self.scale * F.normalize(g1, dim=2) * F.normalize(g2, dim=2)
+        return self.fc(self.bn(x.flatten(1))).squeeze(1)
+
+
+def confidence_weighted_ce(logits: Tensor, targets: Tensor, confidence: Tensor, label_smoothing: float = 0.1) -> Tensor:
+    """Mean over nodes of ``sum_n c_nk CE(logits_nk, y_n) / sum_n c_nk``: ``logits (N, K, classes)``,
+    ``confidence (N, K)`` (1 for the global node). A node invisible in the whole batch adds nothing."""
+    n, k, m = logits.shape
+    ce = F.cross_entropy(logits.reshape(n * k, m), targets.repeat_interleave(k), reduction="none",
+                         label_smoothing=label_smoothing).reshape(n, k)  # fmt: skip
+    w = confidence.to(ce.dtype)
+    per_node = (ce * w).sum(0) / w.sum(0).clamp_min(1e-6)
+    return per_node[w.sum(0) > 0].mean()
+
+
+def stage1_embedding(nodes: Tensor, confidence: Tensor) -> Tensor:
+    """``(N, K * C)``: each node L2-normalised and scaled by ``sqrt(confidence)``, concatenated (its
+    cosine is the confidence-weighted mean of the per-node cosines when confidences sum alike)."""
+    return (F.normalize(nodes, dim=2) * confidence.clamp_min(0).sqrt()[..., None]).flatten(1)
+
+
+def hard_pairs(global_feat: Tensor, pids: Tensor) -> tuple[Tensor, Tensor]:
+    """For each row: the index of its hardest positive (farthest same-id, not itself when it has
+    another) and hardest negative (closest other-id), by cosine distance of ``global_feat``."""
+    f = F.normalize(global_feat.detach(), dim=1)
+    dist = 1 - f @ f.T
+    same = pids[:, None] == pids[None, :]
+    eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
+    pos_d = dist.masked_fill(~same | (eye & (same.sum(1, keepdim=True) > 1)), -1.0)
+    neg_d = dist.masked_fill(same, float("inf"))
+    return pos_d.argmax(1), neg_d.argmin(1)
+
+
+def verification_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:
+    """Binary cross-entropy: positive pairs towards 1, negative pairs towards 0."""
+    return 0.5 * (
+        F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
+        + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+    )

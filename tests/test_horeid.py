@@ -1,0 +1,153 @@
+"""HOReID's modules against hand computations and straightforward references on tiny tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reidkit.models.horeid import (
+    AdaptiveDirectionGCN,
+    GraphMatching,
+    K,
+    SemanticNodes,
+    Verifier,
+    _ADGCLayer,
+    confidence_weighted_ce,
+    hard_pairs,
+    sinkhorn,
+    skeleton_mask,
+    stage1_embedding,
+    verification_loss,
+)
+from reidkit.pose.skeleton import EDGES, GLOBAL, NUM_LOCAL
+
+
+def test_semantic_nodes_by_hand() -> None:
+    fmap = torch.arange(2 * 2 * 3, dtype=torch.float32).reshape(1, 2, 2, 3)  # C=2, h=2, w=3
+    heat = torch.zeros(1, NUM_LOCAL, 2, 3)
+    heat[0, 0, 1, 2] = 1.0  # node 0 sits on cell (1, 2)
+    heat[0, 1] = 1.0 / 6  # node 1 spread evenly
+    v = SemanticNodes()(fmap, heat)
+    assert v.shape == (1, K, 2)
+    torch.testing.assert_close(v[0, 0], fmap[0, :, 1, 2])
+    torch.testing.assert_close(v[0, 1], fmap[0].mean((1, 2)))
+    torch.testing.assert_close(v[0, GLOBAL], fmap[0].mean((1, 2)) + fmap[0].amax((1, 2)))
+    with pytest.raises(ValueError, match=r"want \(N, 13, h, w\)"):
+        SemanticNodes()(fmap, torch.zeros(1, 13, 4, 3))
+
+
+def _reference_adjacency(layer: _ADGCLayer, v: torch.Tensor) -> torch.Tensor:
+    """The adjacency written out edge by edge (as the paper describes it)."""
+    n, k, _ = v.shape
+    d = (v - v[:, GLOBAL : GLOBAL + 1]).abs()
+    mask = skeleton_mask()
+    adj = torch.ones(n, k, k)
+    pairs = sorted((min(i, j), max(i, j)) for i, j in EDGES)
+    gaps = torch.stack([15.0 * (d[:, i] - d[:, j]) for i, j in pairs], 1)  # (N, E, C)
+    bn = layer.bn
+    normed = (gaps - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    a = torch.sigmoid(layer.scale * (normed @ layer.direction.weight[0]))
+    for e, (i, j) in enumerate(pairs):
+        adj[:, i, j] = 2 * a[:, e]
+        adj[:, j, i] = 2 * (1 - a[:, e])
+    adj = adj * mask
+    return adj / adj.sum(2, keepdim=True)
+
+
+def test_learned_adjacency_shape_normalisation_reference_and_gradient() -> None:
+    torch.manual_seed(0)
+    layer = _ADGCLayer(8, 8, scale=2.0).eval()
+    with torch.no_grad():
+        layer.bn.running_mean.uniform_(-0.1, 0.1)
+        layer.bn.running_var.uniform_(0.5, 2.0)
+    v = torch.randn(3, K, 8)
+    adj = layer.adjacency(v)
+    assert adj.shape == (3, K, K)
+    torch.testing.assert_close(adj.sum(2), torch.ones(3, K))  # row-normalised
+    assert (adj[:, skeleton_mask() == 0] == 0).all()  # only skeleton edges, self loops, global -> body
+    torch.testing.assert_close(adj[:, GLOBAL], F.one_hot(torch.tensor(GLOBAL), K).float().expand(3, K))
+    assert (adj[:, :GLOBAL, GLOBAL] > 0).all()  # every body node hears the global node
+    torch.testing.assert_close(adj, _reference_adjacency(layer, v))
+    # the direction of an edge flips with the sign of the difference: i gets more when it differs more
+    layer.train()
+    gcn = AdaptiveDirectionGCN(8, scale=2.0)
+    x = torch.randn(4, K, 8, requires_grad=True)
+    out = gcn(x)
+    assert out.shape == (4, K, 8)
+    out.square().mean().backward()
+    for name, p in gcn.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_sinkhorn_is_doubly_stochastic() -> None:
+    s = sinkhorn(torch.rand(2, 5, 5) + 0.1, iterations=50)
+    torch.testing.assert_close(s.sum(1), torch.ones(2, 5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(s.sum(2), torch.ones(2, 5), atol=1e-4, rtol=0)
+
+
+def test_graph_matching_shapes_and_node_order_invariance() -> None:
+    torch.manual_seed(1)
+    gm = GraphMatching(16, hidden=12, alpha=5.0)
+    v1, v2 = torch.randn(2, K, 16), torch.randn(2, K, 16, requires_grad=True)
+    s, o1, o2 = gm(v1, v2)
+    assert s.shape == (2, K, K) and o1.shape == o2.shape == (2, K, 16)
+    torch.testing.assert_close(s.sum(1), torch.ones(2, K), atol=1e-3, rtol=0)
+    perm = torch.randperm(K)
+    adj = gm.adj.float()
+    s_p, o1_p, o2_p = gm(v1, v2[:, perm], adj, adj[perm][:, perm])
+    torch.testing.assert_close(o1_p, o1, atol=1e-5, rtol=1e-5)  # graph 1's output ignores graph 2's order
+    torch.testing.assert_close(o2_p, o2[:, perm], atol=1e-5, rtol=1e-5)  # graph 2's output follows it
+    torch.testing.assert_close(s_p, s[:, :, perm], atol=1e-5, rtol=1e-5)
+    (o1.sum() + o2.sum()).backward()
+    assert all(p.grad is not None for p in gm.parameters())
+
+
+def test_verifier_and_verification_loss() -> None:
+    ver = Verifier(6)
+    g = torch.randn(5, K, 6)
+    logit = ver(g, g)
+    assert logit.shape == (5,)
+    zero = torch.zeros(3)
+    assert verification_loss(zero, zero).item() == pytest.approx(math.log(2))
+    big = torch.full((3,), 20.0)
+    assert verification_loss(big, -big).item() < 1e-6
+    assert verification_loss(-big, big).item() == pytest.approx(20.0, abs=1e-3)
+    (verification_loss(ver(g, g.flip(0)), ver(g, g))).backward()
+    assert ver.fc.weight.grad is not None and ver.fc.weight.grad.abs().sum() > 0
+
+
+def test_confidence_weighted_ce_by_hand() -> None:
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]], [[0.5, 0.5], [3.0, 0.0]]])  # (N=2, K=2, classes=2)
+    y = torch.tensor([0, 1])
+    conf = torch.tensor([[1.0, 0.5], [0.0, 1.0]])
+    got = confidence_weighted_ce(logits, y, conf, label_smoothing=0.0)
+
+    def ce(z: list[float], t: int) -> float:
+        return -(z[t] - math.log(sum(math.exp(v) for v in z)))
+
+    node0 = (1.0 * ce([2, 0], 0) + 0.0 * ce([0.5, 0.5], 1)) / 1.0
+    node1 = (0.5 * ce([0, 1], 0) + 1.0 * ce([3, 0], 1)) / 1.5
+    assert got.item() == pytest.approx((node0 + node1) / 2, rel=1e-5)
+    only = confidence_weighted_ce(logits, y, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), label_smoothing=0.0)
+    assert only.item() == pytest.approx((ce([2, 0], 0) + ce([0.5, 0.5], 1)) / 2, rel=1e-5)  # node 1 unseen
+
+
+def test_stage1_embedding_is_confidence_weighted_cosine() -> None:
+    a, b = torch.randn(1, K, 4), torch.randn(1, K, 4)
+    ca, cb = torch.rand(1, K), torch.rand(1, K)
+    dot = (stage1_embedding(a, ca) * stage1_embedding(b, cb)).sum()
+    cos = F.cosine_similarity(a[0], b[0], dim=1)
+    assert dot.item() == pytest.approx(float((torch.sqrt(ca[0] * cb[0]) * cos).sum()), rel=1e-5)
+
+
+def test_hard_pairs_by_hand() -> None:
+    f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.6], [0.1, 0.9]])
+    pids = torch.tensor([0, 0, 1, 1, 2])
+    pos, neg = hard_pairs(f, pids)
+    assert pos.tolist()[:4] == [1, 0, 3, 2] and pos[4] == 4  # the only other same-id row; itself if none
+    # hardest negative = the closest row of another id
+    assert neg.tolist() == [3, 3, 4, 1, 2]
