@@ -374,10 +374,10 @@ def timeline_svg(result: SearchResult, width: int = 960, lane: int = 30) -> str:
     return "".join(parts)
 
 
-def _img_tag(uri: str, alt: str, lazy: bool = False) -> str:
+def _img_tag(uri: str, alt: str) -> str:
     if not uri:
         return f'<span class="none">{html.escape(alt)}</span>'
-    return f'<img src="{html.escape(uri)}" alt="{html.escape(alt)}"{" loading=lazy" if lazy else ""}>'
+    return f'<img src="{html.escape(uri)}" alt="{html.escape(alt)}">'
 
 
 class EmbeddedImages:
@@ -479,24 +479,25 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
     The one rendering behind both the static report (:func:`render_html`, ``image_url`` an
     :class:`EmbeddedImages`) and the search service's page (URLs of the service's ``/crops/{id}``
     and ``/frames/{id}``). ``interactive`` (the page): frames are not shown inline but named by a
-    ``data-frame`` attribute for the page to open, cards carry ``data-detection`` / ``data-track``
-    and a "search from this" button, and pictures load lazily.
+    ``data-frame`` attribute for the page to open, and cards carry ``data-detection`` / ``data-track``
+    and a "search from this" button.
     """
     esc = html.escape
 
     def card(a: Appearance, anchor: str, matched: bool = True) -> str:
         """One appearance: best crop, info and (static report) the frame with its box."""
         b = a.best
-        crop_tag = _img_tag(image_url(b, "crop") or "", "no crop", lazy=interactive)
+        crop_tag = _img_tag(image_url(b, "crop") or "", "no crop")
         frame = image_url(b, "frame")
         frame_tag, attrs, actions = "", "", ""
         if interactive:
             attrs = f' data-detection="{b.id}"' + ("" if a.track is None else f' data-track="{a.track}"')
+            open_frame = ""
             if frame:
                 attrs += f' data-frame="{esc(frame)}"'
-            open_frame = f'<button type="button" class="open-frame" data-frame="{esc(frame)}">frame</button>'
+                open_frame = f'<button type="button" class="open-frame" data-frame="{esc(frame)}">frame</button>'
             actions = (
-                f'<div class="actions">{open_frame if frame else ""}'
+                f'<div class="actions">{open_frame}'
                 f'<button type="button" class="search-from" data-detection="{b.id}">search from this</button></div>'
             )
         elif frame:

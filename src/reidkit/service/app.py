@@ -69,6 +69,7 @@ MAX_ID = 2**63 - 1  # SQLite's largest integer
 RECENT = 24
 STATIC = ("index.html", "app.js", "app.css")
 JPEG_QUALITY = 85
+FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF"
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def decode_picture(data: bytes, name: str, max_pixels: int = MAX_PIXELS, size: t
     ``(width, height)``: resize right away, exactly as the Embedder's PIL path would (bilinear), so
     a large photo is not kept in memory at full size.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise BadPicture(f"{name}: empty file, not a picture")
@@ -240,9 +241,16 @@ def decode_picture(data: bytes, name: str, max_pixels: int = MAX_PIXELS, size: t
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadPicture(f"{name}: refused as a decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise BadPicture(
+            f"{name}: not a decodable picture (not an image format the service reads: {FORMATS})"
+        ) from None
     except Exception as exc:  # PIL raises many kinds (OSError, SyntaxError, ValueError, ...) for bad files
-        kind = "truncated or corrupt picture" if isinstance(exc, OSError) and "truncated" in str(exc) else None
-        raise BadPicture(f"{name}: {kind or 'not a decodable picture'} ({type(exc).__name__}: {exc})") from None
+        why = str(exc).split(" <_io.")[0] or type(exc).__name__  # not the address of the in-memory file
+        kind = (
+            "truncated or corrupt picture" if "truncated" in why or isinstance(exc, EOFError) else "unreadable picture"
+        )
+        raise BadPicture(f"{name}: {kind} ({why})") from None
     if size is not None and rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
     return rgb
@@ -406,6 +414,23 @@ def _crop_file(g: Gallery, crop: str | None) -> Path | None:
         return None
     p = Path(crop)
     return p if p.is_absolute() else g.root / p
+
+
+def _has_frame(gallery_root: str | Path, r: Record) -> bool:
+    """Whether a frame can exist for the record (the page offers to open it): a frame number in a video
+    file, or in a photo folder whose ledger names the picture. A folder of crops has none."""
+    if r.frame is None or r.frame < 0 or "://" in r.source:
+        return False
+    src = Path(r.source)
+    if src.is_file():
+        return True
+    if not src.is_dir():
+        return False
+    try:
+        from reidkit.search.photos import lookup_photo
+    except ImportError:  # pragma: no cover
+        return False
+    return lookup_photo(gallery_root, r.source, r.frame) is not None
 
 
 def _base(request: Request) -> str:
@@ -628,7 +653,7 @@ def create_app(
         def url(hit: Hit, kind: str) -> str | None:
             if kind == "crop":
                 return f"{base}/crops/{hit.id}"
-            return None if hit.frame is None else f"{base}/frames/{hit.id}"
+            return f"{base}/frames/{hit.id}" if _has_frame(result.gallery, hit) else None
 
         def render() -> str:
             q = result.query

@@ -117,7 +117,7 @@ async function loadOverview() {
     updateSearchButton(false);
     return;
   }
-  $("#gallery-name").textContent = "gallery " + g.gallery + (g.model ? " · model " + g.model : "");
+  $("#gallery-name").textContent = "gallery “" + g.gallery + "”" + (g.model ? " · model " + g.model : "");
   if (g.totals.sightings === 0) {
     body.replaceChildren(el("p", { class: "none", text: "The gallery is empty: add footage or photos with reidkit ingest; new sightings show up here." }));
     updateSearchButton(false);
@@ -174,7 +174,9 @@ function setFiles(files) {
   box.replaceChildren();
   for (const f of state.files) {
     const u = URL.createObjectURL(f);
-    box.append(el("figure", {}, el("img", { src: u, alt: "query picture " + f.name }), el("figcaption", { text: f.name })));
+    const img = el("img", { src: u, alt: "query picture " + f.name });
+    img.addEventListener("error", () => img.replaceWith(el("span", { class: "bad", text: "not a picture" })));
+    box.append(el("figure", {}, img, el("figcaption", { text: f.name })));
   }
   updateSearchButton();
 }
@@ -199,8 +201,9 @@ async function runSearch(form, what) {
     const r = await api("search/html", { method: "POST", body: form });
     showResults(await r.text(), what);
   } catch (err) {
-    const hint = err.status === 400 ? " (check the picture: it must be a JPEG, PNG or other common image)" : "";
-    setStatus("error", "Search failed: " + err.message + hint);
+    setStatus("error", "Search failed: " + err.message);
+    releaseBlobs();
+    $("#results").replaceChildren(el("p", { class: "none", text: err.status === 401 ? "Enter the token above, then search again." : "No results: fix the query and search again." }));
   } finally {
     state.busy = false;
     updateSearchButton();
@@ -277,7 +280,7 @@ function openViewer(card) {
     hydrate(body);
   };
   if (!frameUrl) {
-    fallback("No frame is recorded for this sighting; its crop is shown.");
+    fallback("No full frame for this sighting (its source holds the crop only); the crop is shown.");
     return;
   }
   api(frameUrl)
