@@ -11,7 +11,7 @@ export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test demo bench lint peer vtest
+.PHONY: install test demo bench lint peer vtest chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -26,12 +26,19 @@ vtest:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc >/dev/null) || \
 	  echo "note: $(VTEST) not installed (needs apt-get as root); footage tests will skip"; }
 
+# Headless Chromium for the search page's browser test (Playwright drives Debian's build; it downloads nothing).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "note: $(CHROMIUM) not installed (needs apt-get as root); the browser test will skip"; }
+
 install: $(STAMP) vtest
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts
 
-test: lint
+test: lint chromium
 	$(PY) -m pytest
 
 demo: install
