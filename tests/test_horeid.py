@@ -151,3 +151,85 @@ def test_hard_pairs_by_hand() -> None:
     assert pos.tolist()[:4] == [1, 0, 3, 2] and pos[4] == 4  # the only other same-id row; itself if none
     # hardest negative = the closest row of another id
     assert neg.tolist() == [3, 3, 4, 1, 2]
+
+
+# --- the model --------------------------------------------------------------------------------------
+
+
+def _tiny_input(n: int = 4, h: int = 64, w: int = 32) -> torch.Tensor:
+    import numpy as np
+
+    from reidkit.pose.skeleton import render_nodes
+
+    rng = np.random.default_rng(0)
+    rgb = torch.randn(n, 3, h, w)
+    maps = []
+    for _ in range(n):
+        nodes = np.c_[rng.uniform(0, w, 13), rng.uniform(0, h, 13), rng.uniform(0.2, 1, 13)].astype(np.float32)
+        maps.append(torch.from_numpy(render_nodes(nodes, (h, w), (h, w), sigma=2.0)))
+    return torch.cat([rgb, torch.stack(maps)], 1)
+
+
+def _model(num_classes: int = 5, **kw):
+    from reidkit.models import build_model
+
+    return build_model("resnet18", num_classes, head="horeid", gm_hidden=32, **kw)
+
+
+def test_horeid_head_train_and_eval_outputs_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = _model()
+    x = _tiny_input()
+    out = model.train()(x)
+    c = model.channels
+    assert out["features"].shape == (4, K, c) and out["logits"].shape == (4, K, 5)
+    assert out["relation_logits"].shape == (4, K, 5) and out["confidence"].shape == (4, K)
+    assert (out["confidence"][:, GLOBAL] == 1).all() and (out["confidence"][:, :GLOBAL] <= 1).all()
+    pos, neg = hard_pairs(out["features"][:, GLOBAL], torch.tensor([0, 0, 1, 1]))
+    ver = out["pairs"](torch.arange(4), pos), out["pairs"](torch.arange(4), neg)
+    y = torch.tensor([0, 0, 1, 1])
+    loss = (
+        confidence_weighted_ce(out["logits"], y, out["confidence"])
+        + confidence_weighted_ce(out["relation_logits"], y, out["confidence"])
+        + verification_loss(*ver)
+    )
+    loss.backward()
+    for name in ("backbone", "relation", "topology", "verifier", "classifier"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(name) and p.requires_grad]
+        assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), name
+    emb = model.eval()(x)
+    assert emb.shape == (4, model.feat_dim) and model.feat_dim == K * c
+    with pytest.raises(ValueError, match="16 input channels"):
+        model(torch.randn(1, 3, 64, 32))
+    s_only = _model(relation=False, topology=False).train()(x)
+    assert "relation_logits" not in s_only and "pairs" not in s_only
+
+
+def test_horeid_bad_options() -> None:
+    from reidkit.models import build_model
+
+    with pytest.raises(ValueError, match="only apply to head='baseline'"):
+        build_model("resnet18", head="horeid", pooling="max")
+    with pytest.raises(ValueError, match="HOReID takes"):
+        build_model("resnet18", head="horeid", parts=[6])
+
+
+def test_horeid_stage1_onnx_parity_and_model_file(tmp_path) -> None:
+    from reidkit.export import export_onnx, onnx_features, parity
+    from reidkit.models.zoo import ModelInfo, load_model, save_model_file
+
+    torch.manual_seed(0)
+    model = _model(num_classes=0).eval()
+    x = _tiny_input(3)
+    report = export_onnx(model, tmp_path / "horeid.onnx", height=64, width=32)
+    assert report.min_cosine > 0.9999
+    with torch.no_grad():
+        ref = model(x).numpy()
+    cos, _ = parity(ref, onnx_features(tmp_path / "horeid.onnx", x.numpy()))
+    assert cos > 0.9999
+    info = ModelInfo("resnet18", 64, 32, model.feat_dim, build={"head": "horeid", "gm_hidden": 32})
+    save_model_file(tmp_path / "horeid.pth", model, info)
+    again, got = load_model(None, tmp_path / "horeid.pth")
+    assert got.feat_dim == model.feat_dim
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))

@@ -166,3 +166,21 @@ def test_cli_keypoints(tmp_path: Path, data_root: Path, monkeypatch: pytest.Monk
     assert again.exit_code == 0 and "0 computed" in again.output and "12 from the cache" in again.output
     bad = CliRunner().invoke(app, [*args, "--split", "val"])
     assert bad.exit_code == 2 and "--split must be one of" in bad.output
+
+
+def test_render_nodes_and_flip_permutation() -> None:
+    from reidkit.pose.skeleton import FLIP_NODES, render_nodes
+
+    nodes = np.zeros((13, 3), np.float32)
+    nodes[:, :2] = (10.0, 20.0)
+    nodes[:, 2] = np.linspace(0, 1, 13)
+    nodes[3] = (31.0, 63.0, 0.8)
+    maps = render_nodes(nodes, (128, 64), (256, 128), sigma=2.0)  # drawn at twice the size
+    assert maps.shape == (13, 256, 128) and maps.dtype == np.float32
+    assert np.unravel_index(maps[3].argmax(), maps[3].shape) == (126, 62)  # (63 + 0.5) * 2 - 0.5 = 126.5
+    assert maps[3].max() == pytest.approx(0.8, rel=0.1) and maps[0].max() == 0.0
+    assert [NODES[i] for i in FLIP_NODES[1:3]] == ["right_shoulder", "left_shoulder"]
+    assert [FLIP_NODES[i] for i in FLIP_NODES] == list(range(13)) and FLIP_NODES[0] == 0
+    for i, j in enumerate(FLIP_NODES):
+        if i:
+            assert NODES[i].replace("left", "X").replace("right", "left").replace("X", "right") == NODES[j]

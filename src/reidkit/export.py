@@ -225,11 +225,14 @@ def export_onnx(
         device = param.device
     except StopIteration:
         device = torch.device("cpu")
+    channels = int(getattr(model, "in_channels", 3))  # HOReID: RGB + 13 keypoint maps
+    if check_images is not None and channels != 3:
+        raise ExportError(f"{type(model).__name__} takes {channels} input channels: export it with random checks")
     if check_images is not None:
         check = preprocess_images(check_images, height, width)
     else:
         rng = np.random.default_rng(0)
-        check = rng.standard_normal((max(check_batch, 2), 3, height, width), dtype=np.float32)
+        check = rng.standard_normal((max(check_batch, 2), channels, height, width), dtype=np.float32)
     if dynamic_batch and len(check) == 1:
         check = np.concatenate([check, check])
     # Dynamic batch: export with a batch of 2 (torch.export specialises a batch of 1).

@@ -30,6 +30,7 @@ from reidkit.models.backbones.mobilenetv2_torchreid import MOBILENETV2_WIDTHS, t
 from reidkit.models.backbones.osnet import OSNET_IMAGENET_FILES, osnet
 from reidkit.models.backbones.registry import IMAGENET_DIR, Pretrained, build_backbone
 from reidkit.models.baseline import ReIDBaseline
+from reidkit.models.horeid import HOReIDNet
 from reidkit.models.rrid import RelationNet
 from reidkit.models.weights import load_torchreid_checkpoint, resolve_weights_file
 
@@ -89,10 +90,31 @@ def _build_rrid(
     return RelationNet(backbone, num_classes, **rrid_kw)
 
 
+HOREID_OPTIONS = ("relation", "topology", "gm_hidden")
+
+
+def _build_horeid(
+    name: str, num_classes: int, pretrained: Pretrained, head_kw: dict[str, Any], **kwargs: Any
+) -> nn.Module:
+    changed = {k: v for k, v in head_kw.items() if v != _BASELINE_DEFAULTS[k]}
+    if changed:
+        raise ValueError(f"{sorted(changed)} only apply to head='baseline' (HOReID pools by keypoint heatmaps)")
+    horeid_kw = {k: kwargs.pop(k) for k in HOREID_OPTIONS if k in kwargs}
+    try:
+        backbone = build_backbone(name, pretrained, **kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"head='horeid' on {name!r}: unknown option(s) {sorted(kwargs)}; HOReID takes {list(HOREID_OPTIONS)}, "
+            f"the rest goes to the backbone ({err})"
+        ) from None
+    return HOReIDNet(backbone, num_classes, **horeid_kw)
+
+
 HEADS: dict[str, Callable[..., nn.Module]] = {
     "baseline": _build_baseline,
     "torchreid": _build_torchreid,
     "rrid": _build_rrid,
+    "horeid": _build_horeid,
 }
 
 

@@ -42,6 +42,7 @@ K = NUM_LOCAL + 1
 __all__ = [
     "AdaptiveDirectionGCN",
     "GraphMatching",
+    "HOReIDNet",
     "SemanticNodes",
     "Verifier",
     "confidence_weighted_ce",
@@ -212,3 +213,116 @@ def verification_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:
         F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
         + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
     )
+
+
+class _NodeLinear(nn.Module):
+    """``K`` independent linear maps ``(N, K, C) -> (N, K, out)`` as one batched product."""
+
+    def __init__(self, nodes: int, c_in: int, c_out: int, bias: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nodes, c_out, c_in) * 0.001)
+        self.bias = nn.Parameter(torch.zeros(nodes, c_out)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.einsum("nkc,koc->nko", x, self.weight)
+        return y if self.bias is None else y + self.bias
+
+
+class HOReIDNet(nn.Module):
+    """HOReID around a backbone returning ``(N, C, h, w)`` maps.
+
+    Input: ``(N, 3 + 13, H, W)``: the normalised RGB image and the 13 keypoint channels of
+    :func:`reidkit.pose.skeleton.render_nodes` (so keypoints follow every resize, flip and crop, and
+    the exported ONNX model is one tensor in, one out). Heatmaps are the keypoint channels
+    average-pooled to the map and normalised to sum 1; confidences are their maxima.
+
+    Eval mode returns the stage-1 embedding (:func:`stage1_embedding` of the relation-module nodes
+    after their BNNeck, or of the semantic nodes with ``relation=False``): ``K * C`` wide. Train mode returns
+    ``features`` ``(N, K, C)`` (semantic nodes, before their BNNeck), ``logits`` ``(N, K, classes)``,
+    ``confidence`` ``(N, K)``, the same for the relation module (``relation_*``) and ``pairs``: a
+    function of two index tensors giving the verifier's logits for those pairs of the batch (the
+    topology module on the stage-1 nodes, used by the loss once it is switched on).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int = 0,
+        *,
+        relation: bool = True,
+        topology: bool = True,
+        gm_hidden: int = 512,
+    ) -> None:
+        super().__init__()
+        c = int(backbone.out_features)  # type: ignore[arg-type]
+        self.backbone = backbone
+        self.channels = c
+        self.in_channels = 3 + NUM_LOCAL
+        self.nodes = SemanticNodes()
+        self.bn = nn.BatchNorm1d(K * c)
+        self.bn.bias.requires_grad_(False)
+        self.relation = AdaptiveDirectionGCN(c) if relation else None
+        self.relation_bn = nn.BatchNorm1d(K * c) if relation else None
+        if self.relation_bn is not None:
+            self.relation_bn.bias.requires_grad_(False)
+        self.topology = GraphMatching(c, gm_hidden) if topology else None
+        self.verifier = Verifier(c) if topology else None
+        self.feat_dim = K * c
+        self.num_classes = 0
+        self.classifier: nn.ModuleDict | None = None
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Per-node identity classifiers for the semantic (and relation) nodes (0 removes them)."""
+        self.num_classes = num_classes
+        self.classifier = None
+        if num_classes > 0:
+            heads = {"semantic": _NodeLinear(K, self.channels, num_classes)}
+            if self.relation is not None:
+                heads["relation"] = _NodeLinear(K, self.channels, num_classes)
+            self.classifier = nn.ModuleDict(heads)
+
+    def graph(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(N, K, C)`` semantic nodes and ``(N, K)`` confidences of a ``(N, 16, H, W)`` batch."""
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"a HOReID model takes {self.in_channels} input channels (RGB + 13 keypoint maps), got {x.shape[1]}: "
+                "embed with its keypoint source (reidkit computes the keypoints when it embeds)"
+            )
+        fmap = self.backbone(x[:, :3])
+        kp = x[:, 3:]
+        heat = F.adaptive_avg_pool2d(kp, fmap.shape[-2:]).clamp_min(0)
+        heat = heat / heat.sum((2, 3), keepdim=True).clamp_min(1e-12)
+        conf = torch.cat([kp.amax((2, 3)).clamp(0, 1), kp.new_ones(kp.shape[0], 1)], 1)
+        return self.nodes(fmap, heat), conf
+
+    def _bn(self, bn: nn.BatchNorm1d, v: Tensor) -> Tensor:
+        return bn(v.flatten(1)).view_as(v)
+
+    def forward(self, x: Tensor) -> Tensor | dict[str, object]:
+        v, conf = self.graph(x)
+        bn_v = self._bn(self.bn, v)
+        r = self.relation(v) if self.relation is not None else None
+        bn_r = self._bn(self.relation_bn, r) if r is not None and self.relation_bn is not None else None
+        final = stage1_embedding(bn_v if bn_r is None else bn_r, conf)
+        if not self.training:
+            return final
+        out: dict[str, object] = {"features": v, "confidence": conf}
+        if self.classifier is not None:
+            out["logits"] = self.classifier["semantic"](bn_v)
+        if r is not None and bn_r is not None:
+            out["relation_features"] = r
+            if self.classifier is not None:
+                out["relation_logits"] = self.classifier["relation"](bn_r)
+        if self.topology is not None and self.verifier is not None:
+            z = final.view(final.shape[0], K, -1)  # the stage-1 nodes, as stage 2 sees gallery entries
+            out["pairs"] = lambda a, b: self.verify(z[a], z[b])
+        return out
+
+    def verify(self, g1: Tensor, g2: Tensor) -> Tensor:
+        """Same-person logits of graph pairs ``(M, K, C)`` x 2, given as stage-1 nodes (an embedding
+        reshaped to ``(K, C)``), so stage 2 runs on stored gallery features: align, then verify."""
+        if self.topology is None or self.verifier is None:
+            raise ValueError("this HOReID model was built with topology=False: it has no verifier")
+        _, o1, o2 = self.topology(g1, g2)
+        return self.verifier(o1, o2)

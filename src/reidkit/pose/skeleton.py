@@ -75,3 +75,23 @@ def heatmaps(
     dx = (xs[None, None, :] - cx[..., None]) ** 2  # (N, K, w)
     g = torch.exp(-(dy[..., :, None] + dx[..., None, :]) / (2 * sigma**2))
     return g / g.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+# a horizontally flipped person: left and right nodes swap (the head stays)
+FLIP_NODES = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11)
+
+
+def render_nodes(nodes: np.ndarray, image_size: tuple[int, int], out_size: tuple[int, int], sigma: float) -> np.ndarray:
+    """``(13, H, W)`` float32 maps for HOReID nodes ``(13, 3)`` (``x, y, score`` in pixels of an
+    ``image_size = (h, w)`` image) drawn at ``out_size = (H, W)``: a Gaussian of ``sigma`` output
+    pixels per node whose peak is the node's score. These are the keypoint channels a HOReID model
+    reads beside the RGB channels (its heatmaps are them pooled to the feature map, its confidences
+    their maxima), so keypoints travel through resizing, flips, crops and ONNX as image channels do."""
+    h, w = image_size
+    big_h, big_w = out_size
+    x = (nodes[:, 0] + 0.5) * (big_w / w) - 0.5
+    y = (nodes[:, 1] + 0.5) * (big_h / h) - 0.5
+    ys = np.arange(big_h, dtype=np.float32)[None, :, None]
+    xs = np.arange(big_w, dtype=np.float32)[None, None, :]
+    g = np.exp(-((ys - y[:, None, None]) ** 2 + (xs - x[:, None, None]) ** 2) / (2 * sigma**2))
+    return (g * np.clip(nodes[:, 2], 0, 1)[:, None, None]).astype(np.float32)
