@@ -233,3 +233,30 @@ def test_horeid_stage1_onnx_parity_and_model_file(tmp_path) -> None:
     assert got.feat_dim == model.feat_dim
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x))
+
+
+def test_horeid_model_file_embeds_paths_and_arrays_with_keypoints(tmp_path, data_root) -> None:
+    import numpy as np
+
+    from reidkit.embed import to_rgb_array
+    from reidkit.extract import make_embedder
+    from reidkit.models.zoo import ModelInfo, save_model_file
+
+    torch.manual_seed(0)
+    model = _model(num_classes=0).eval()
+    info = ModelInfo("resnet18", 64, 32, model.feat_dim, build={"head": "horeid", "gm_hidden": 32})
+    weights = tmp_path / "horeid_random.pth"
+    save_model_file(weights, model, info)
+    paths = [str(p) for p in sorted((data_root / "market1501" / "query").glob("*.jpg"))[:6]]
+    emb, got = make_embedder(None, weights, "torch", batch_size=4, threads=1)
+    assert emb.keypoints is not None and got.feat_dim == K * model.channels
+    f = emb.embed(paths)
+    assert f.shape == (6, model.feat_dim) and np.isfinite(f).all()
+    assert len(emb.keypoints.cache) >= 6  # computed once, kept by content
+    arrays = emb.embed([to_rgb_array(p) for p in paths])  # in-memory crops: computed, same keypoints
+    np.testing.assert_allclose(arrays, f, atol=1e-5)
+    onnx, _ = make_embedder(None, weights, "onnx", batch_size=4, threads=1)
+    np.testing.assert_allclose(onnx.embed(paths), f, atol=1e-4)
+    flip, _ = make_embedder(None, weights, "torch", batch_size=4, threads=1, flip=True)
+    ff = flip.embed(paths)
+    assert ff.shape == f.shape and not np.allclose(ff, f)

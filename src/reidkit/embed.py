@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -249,6 +249,7 @@ class Embedder:
         workers: int = 2,
         normalize: bool = True,
         resize: Resize = "pil",
+        keypoints: Any = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -259,6 +260,7 @@ class Embedder:
         self.flip = flip
         self.workers = max(1, workers)
         self.normalize = normalize
+        self.keypoints = keypoints  # a reidkit.pose.KeypointSource for models that read keypoint maps (HOReID)
 
     @classmethod
     def from_model(
@@ -270,36 +272,51 @@ class Embedder:
     def from_onnx(cls, path: str | os.PathLike[str], *, threads: int | None = None, **kw: object) -> Embedder:
         return cls(OnnxBackend(path, threads=threads), **kw)  # type: ignore[arg-type]
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _maps(self, images: Sequence[ImageInput], bgr: bool) -> np.ndarray | None:
+        return None if self.keypoints is None else self.keypoints.maps(images, bgr, self.preprocess.size)
+
+    def _run(self, batch: np.ndarray, maps: np.ndarray | None = None) -> np.ndarray:
         x = self.preprocess.normalize_batch(batch, getattr(self.backend, "channels_last", True))
+        if maps is not None:  # keypoint channels after RGB (HOReID)
+            x = torch.cat([x, torch.from_numpy(maps)], 1)
         feats = self.backend(x)
         if self.flip:
-            feats = feats + self.backend(torch.flip(x, dims=[3]))
+            xf = torch.flip(x, dims=[3])
+            if maps is not None:  # a mirrored person's left is its right
+                from reidkit.pose.skeleton import FLIP_NODES
+
+                xf = torch.cat([xf[:, :3], xf[:, 3:][:, list(FLIP_NODES)]], 1)
+            feats = feats + self.backend(xf)
         feats = np.asarray(feats, dtype=np.float32)
         if not self.normalize:
             return feats
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
 
-    def _prepared_batches(self, images: Sequence[ImageInput], bgr: bool) -> Iterator[np.ndarray]:
-        """Batches of resized uint8 images (N, H, W, 3), decoded by worker threads two batches ahead."""
+    def _prepared_batches(
+        self, images: Sequence[ImageInput], bgr: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Batches of resized uint8 images (N, H, W, 3) (and keypoint maps, for HOReID), decoded by
+        worker threads two batches ahead."""
         size = self.batch_size
         with ThreadPoolExecutor(self.workers, thread_name_prefix="reidkit-decode") as pool:
 
-            def submit(start: int) -> list[Future[np.ndarray]]:
-                return [pool.submit(self.preprocess.resize, im, bgr) for im in images[start : start + size]]
+            def submit(start: int) -> tuple[list[Future[np.ndarray]], Future[np.ndarray | None]]:
+                chunk = images[start : start + size]
+                resized = [pool.submit(self.preprocess.resize, im, bgr) for im in chunk]
+                return resized, pool.submit(self._maps, chunk, bgr)
 
-            for futures in _ahead(range(0, len(images), size), submit, 2):
-                yield np.stack([f.result() for f in futures])
+            for futures, maps in _ahead(range(0, len(images), size), submit, 2):
+                yield np.stack([f.result() for f in futures]), maps.result()
 
     def _prepare_and_run(self, chunk: Sequence[ImageInput], bgr: bool) -> np.ndarray:
-        return self._run(np.stack([self.preprocess.resize(im, bgr) for im in chunk]))
+        return self._run(np.stack([self.preprocess.resize(im, bgr) for im in chunk]), self._maps(chunk, bgr))
 
     def _feature_batches(self, images: Sequence[ImageInput], bgr: bool) -> Iterator[np.ndarray]:
         """Features batch by batch, in input order (scheduling: see the module docstring)."""
         n_par = int(getattr(self.backend, "concurrency", 1))
         if n_par <= 1:
-            for batch in self._prepared_batches(images, bgr):
-                yield self._run(batch)
+            for batch, maps in self._prepared_batches(images, bgr):
+                yield self._run(batch, maps)
             return
         size = min(self.batch_size, PARALLEL_BATCH)
         with ThreadPoolExecutor(n_par, thread_name_prefix="reidkit-embed") as pool:

@@ -59,6 +59,10 @@ def make_embedder(
         "normalize": normalize,
         "resize": resize,
     }
+    if getattr(net, "in_channels", 3) != 3:  # HOReID: keypoint maps beside RGB, computed (and cached) as it embeds
+        from reidkit.pose.source import KeypointSource
+
+        kw["keypoints"] = KeypointSource()
     if backend == "torch":
         return Embedder.from_model(net, threads=threads, **kw), info  # type: ignore[arg-type]
     from reidkit.export import export_onnx, quantize_int8
