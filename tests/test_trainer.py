@@ -351,3 +351,25 @@ def test_train_cli_then_eval_cli(tmp_path: Path, data_root: Path) -> None:
     assert res.exit_code == 0, res.output
     final = tmp_path / "cli" / "model_final.pth"
     assert final.is_file() and "reidkit eval --weights" in res.output
+
+
+def test_horeid_trains_with_keypoints_evaluates_and_loads(tmp_path: Path, data_root: Path) -> None:
+    cfg = load_config(
+        config_file(tmp_path, data_root, model="osnet_x0_25"),
+        ["model.head=horeid", "model.kwargs={gm_hidden: 16}", "data.height=96", "data.width=32",
+         "solver.max_epochs=2", "engine.eval_every=2", "loss.center.weight=0", "loss.verification.start_epoch=2"],
+    )  # fmt: skip
+    trainer = Trainer(cfg)
+    assert all("keypoints" in s.extra for s in trainer.dataset.train)
+    x, *_ = trainer.loader.dataset[(0, 7)]
+    assert x.shape == (16, 96, 32) and 0 < float(x[3:].amax()) <= 1.0  # RGB + 13 keypoint maps
+    final = trainer.fit()
+    rows = [json.loads(line) for line in (final.parent / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["type"] == "train"]
+    assert all("verification" not in r for r in train_rows if r["epoch"] == 1)  # switched on at epoch 2
+    assert any("verification" in r for r in train_rows if r["epoch"] == 2)
+    assert trainer.last_eval is not None and 0 <= trainer.last_eval["mAP"] <= 100
+    from reidkit.models.zoo import load_model
+
+    model, info = load_model(None, final)
+    assert info.build["head"] == "horeid" and model.in_channels == 16

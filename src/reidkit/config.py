@@ -47,7 +47,7 @@ class ModelConfig(_Section):
 
     name: str = "resnet50"
     pretrained: bool | str | None = True  # True: ImageNet weights; a path; False/None: random init
-    head: Literal["baseline", "torchreid", "rrid"] = "baseline"
+    head: Literal["baseline", "torchreid", "rrid", "horeid"] = "baseline"
     last_stride: Literal[1, 2] | None = None  # ResNet (default 1) and MobileNetV2 (default 2) backbones
     pooling: Literal["avg", "max", "gem"] = "avg"
     neck: Literal["bnneck", "none"] = "bnneck"
@@ -59,13 +59,12 @@ class ModelConfig(_Section):
     def _check_feat_dim(self) -> ModelConfig:
         if self.feat_dim is not None and self.head != "torchreid":
             raise ValueError("feat_dim only applies to head=torchreid (the baseline uses the backbone's width)")
-        if self.head == "rrid":
+        if self.head in ("rrid", "horeid"):
             defaults = {"pooling": "avg", "neck": "bnneck", "feat_after_bn": True}
             changed = [f"model.{k}" for k, v in defaults.items() if getattr(self, k) != v]
+            why = "RRID max-pools its parts and has no BNNeck" if self.head == "rrid" else "HOReID pools by keypoints"
             if changed:
-                raise ValueError(
-                    f"{', '.join(changed)} applies only to head=baseline (RRID max-pools its parts and has no BNNeck)"
-                )
+                raise ValueError(f"{', '.join(changed)} applies only to head=baseline ({why})")
         return self
 
 
@@ -143,10 +142,18 @@ class CenterLossConfig(_Section):
     lr: float = Field(default=0.5, gt=0)  # the centers' own SGD
 
 
+class VerificationLossConfig(_Section):
+    """HOReID's graph matching + verification loss on hard pairs, switched on at ``start_epoch``."""
+
+    weight: float = Field(default=1.0, ge=0)
+    start_epoch: int = Field(default=1, ge=1)
+
+
 class LossConfig(_Section):
     ce: CELossConfig = Field(default_factory=CELossConfig)
     triplet: TripletLossConfig = Field(default_factory=TripletLossConfig)
     center: CenterLossConfig = Field(default_factory=CenterLossConfig)
+    verification: VerificationLossConfig = Field(default_factory=VerificationLossConfig)  # HOReID only
 
     @model_validator(mode="after")
     def _check_weights(self) -> LossConfig:

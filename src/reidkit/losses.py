@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -163,8 +163,13 @@ class ReIDLoss(nn.Module):
         metric: DistanceMetric = "euclidean",
         normalize: bool = False,
         center_weight: float = 0.0,
+        verification_weight: float = 1.0,
+        verification_start: int = 1,
     ) -> None:
         super().__init__()
+        self.label_smoothing = label_smoothing
+        self.verification_weight, self.verification_start = verification_weight, verification_start
+        self.epoch = 1  # set by the trainer each epoch (HOReID's verification starts at verification_start)
         if min(ce_weight, triplet_weight, center_weight) < 0:
             raise ValueError("loss weights must be >= 0")
         if ce_weight == triplet_weight == center_weight == 0:
@@ -191,6 +196,8 @@ class ReIDLoss(nn.Module):
             metric=cfg.triplet.metric,
             normalize=cfg.triplet.normalize,
             center_weight=cfg.center.weight,
+            verification_weight=cfg.verification.weight,
+            verification_start=cfg.verification.start_epoch,
         )
 
     def forward(self, outputs: dict[str, Tensor] | Tensor, targets: Tensor) -> dict[str, Tensor]:
@@ -204,6 +211,8 @@ class ReIDLoss(nn.Module):
             terms[name] = value
             total = weight * value if total is None else total + weight * value
 
+        if "confidence" in outputs:  # HOReID's graph outputs
+            return self._graph_terms(outputs, targets)
         feats = outputs["features"]
         if self.ce_weight > 0:
             if "logits" not in outputs:
@@ -225,5 +234,33 @@ class ReIDLoss(nn.Module):
                 raise ValueError("the center loss needs (N, D) features; this model returns one feature per branch")
             add("center", self.center(feats, targets), self.center_weight)
         assert total is not None
+        terms["total"] = total
+        return terms
+
+    def _graph_terms(self, out: dict[str, Any], targets: Tensor) -> dict[str, Tensor]:
+        """HOReID: per-node CE weighted by keypoint confidence and a triplet loss on the concatenated
+        nodes, for the semantic and (if present) relation nodes, averaged over the two; then the
+        verification loss on hard pairs (mined by the global node) from ``verification_start`` on."""
+        from reidkit.models.horeid import GLOBAL, confidence_weighted_ce, hard_pairs, verification_loss
+
+        conf = out["confidence"]
+        stages = [("features", "logits")]
+        if "relation_features" in out:
+            stages.append(("relation_features", "relation_logits"))
+        terms: dict[str, Tensor] = {}
+        total = conf.new_zeros(())
+        if self.ce_weight > 0:
+            ce = torch.stack([confidence_weighted_ce(out[lg], targets, conf, self.label_smoothing) for _, lg in stages])
+            terms["ce"] = ce.mean()
+            total = total + self.ce_weight * terms["ce"]
+        if self.triplet_weight > 0:
+            tri = torch.stack([self.triplet(out[f].flatten(1), targets) for f, _ in stages])
+            terms["triplet"] = tri.mean()
+            total = total + self.triplet_weight * terms["triplet"]
+        if self.verification_weight > 0 and "pairs" in out and self.epoch >= self.verification_start:
+            pos, neg = hard_pairs(out["features"][:, GLOBAL], targets)
+            idx = torch.arange(len(targets), device=targets.device)
+            terms["verification"] = verification_loss(out["pairs"](idx, pos), out["pairs"](idx, neg))
+            total = total + self.verification_weight * terms["verification"]
         terms["total"] = total
         return terms

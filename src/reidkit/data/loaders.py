@@ -27,7 +27,8 @@ Item = tuple[torch.Tensor, int, int, int]
 
 
 class ImageDataset(Dataset[Item]):
-    """Samples -> ``(image, pid, camid, index)``: the image decoded as RGB and transformed.
+    """Samples -> ``(image, pid, camid, index)``: the image decoded as RGB and transformed (a
+    transform with ``wants_keypoints`` also gets the sample's ``extra["keypoints"]``).
 
     Indexing with ``(index, seed)`` runs the transform with the torch RNG seeded by ``seed`` (the
     caller's RNG state is restored afterwards).
@@ -44,12 +45,13 @@ class ImageDataset(Dataset[Item]):
         index, seed = key if isinstance(key, tuple) else (key, None)
         s = self.samples[index]
         image = to_pil(s.path)
+        args = (image, s.extra["keypoints"]) if getattr(self.transform, "wants_keypoints", False) else (image,)
         if seed is None:
-            x = self.transform(image)
+            x = self.transform(*args)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                x = self.transform(image)
+                x = self.transform(*args)
         return x, s.pid, s.camid, index
 
 

@@ -191,7 +191,12 @@ def evaluate_model(
     ``Embedder.from_model`` does, but keeps the model's memory format unless ``channels_last``.
     """
     backend = TorchBackend(model, device=device, channels_last=channels_last)
-    embedder = Embedder(backend, height, width, batch_size=batch_size, flip=flip, workers=workers)
+    keypoints = None
+    if getattr(model, "in_channels", 3) != 3:  # HOReID: keypoint maps beside RGB
+        from reidkit.pose.source import KeypointSource
+
+        keypoints = KeypointSource()
+    embedder = Embedder(backend, height, width, batch_size=batch_size, flip=flip, workers=workers, keypoints=keypoints)
     feats = embedder.embed([s.path for s in (*query, *gallery)])
     qf, gf = feats[: len(query)], feats[len(query) :]
     dist = pairwise_distance(qf, gf, metric)  # type: ignore[arg-type]
@@ -341,6 +346,9 @@ class Trainer:
         self.scheduler = WarmupLR(self.optimizer, cfg.solver)
 
         d = cfg.data
+        transform = None
+        if getattr(self.model, "in_channels", 3) != 3:  # HOReID: keypoints of every train image, moved with it
+            transform = self._keypoint_transform(dataset.train)
         self.loader, self.sampler = build_train_loader(
             dataset.train,
             height=d.height,
@@ -353,6 +361,7 @@ class Trainer:
             seed=eng.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            transform=transform,
             transform_kwargs=d.transforms.model_dump(),
         )
         if len(self.sampler) == 0:
@@ -390,6 +399,22 @@ class Trainer:
     def frozen(self, epoch: int) -> bool:
         """Whether ``freeze.modules`` are frozen during (1-based) ``epoch``."""
         return bool(self.cfg.freeze.modules) and epoch <= self.cfg.freeze.epochs
+
+    def _keypoint_transform(self, samples: Sequence[Sample]) -> Any:
+        """Keypoints of the train images (from the cache, computed once when missing) put in each
+        sample's ``extra``, and the train transform that moves them with the image."""
+        from reidkit.data.transforms import KeypointTrainTransform
+        from reidkit.pose import KeypointCache, MoveNet, default_cache_path, keypoints_for
+
+        pose = MoveNet()
+        t0 = time.perf_counter()
+        with KeypointCache(default_cache_path(pose.id), pose.id) as cache:
+            kp, _ = keypoints_for([s.path for s in samples], pose, cache, workers=2)
+        for s, k in zip(samples, kp, strict=True):
+            s.extra["keypoints"] = k
+        self.console.print(f"keypoints of {len(samples):,} train images ready in {time.perf_counter() - t0:.0f} s")
+        d = self.cfg.data
+        return KeypointTrainTransform(d.height, d.width, **d.transforms.model_dump())
 
     def _prepare_model(self, epoch: int) -> nn.Module:
         """Train mode, freezing applied, DDP-wrapped when distributed (re-wrapped if freezing changed)."""
@@ -492,7 +517,7 @@ class Trainer:
             out = model(images)
         if not isinstance(out, dict):
             out = {"features": out}
-        out = {k: v.float() for k, v in out.items()}
+        out = {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
         losses = self.criterion(out, pids)
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -518,6 +543,7 @@ class Trainer:
         """One pass of the P x K loader (``epoch`` is 1-based). Returns the epoch's mean losses."""
         cfg, eng = self.cfg, self.cfg.engine
         self.sampler.set_epoch(epoch)
+        self.criterion.epoch = epoch
         model = self._prepare_model(epoch)
         n = len(self.loader)
         if cfg.solver.step_per == "epoch":
