@@ -260,3 +260,19 @@ def test_horeid_model_file_embeds_paths_and_arrays_with_keypoints(tmp_path, data
     flip, _ = make_embedder(None, weights, "torch", batch_size=4, threads=1, flip=True)
     ff = flip.embed(paths)
     assert ff.shape == f.shape and not np.allclose(ff, f)
+
+
+@pytest.mark.parametrize("name", ["cpu_horeid_mobilenetv2.yaml", "horeid_resnet50.yaml"])
+def test_horeid_configs_load_and_build(name: str) -> None:
+    from pathlib import Path
+
+    from reidkit.config import ConfigError, load_config
+    from reidkit.models.build import build_model
+
+    path = Path(__file__).parents[1] / "configs" / "market1501" / name
+    cfg = load_config(path, ["model.pretrained=false"])
+    assert cfg.model.head == "horeid" and cfg.loss.verification.start_epoch > 1
+    model = build_model(cfg.model.name, 10, None, head="horeid", last_stride=cfg.model.last_stride, **cfg.model.kwargs)
+    assert model.in_channels == 16
+    with pytest.raises(ConfigError, match="applies only to head=baseline"):
+        load_config(path, ["model.pooling=max"])
