@@ -276,3 +276,60 @@ def test_horeid_configs_load_and_build(name: str) -> None:
     assert model.in_channels == 16
     with pytest.raises(ConfigError, match="applies only to head=baseline"):
         load_config(path, ["model.pooling=max"])
+
+
+def test_rescore_top_k_by_hand() -> None:
+    import numpy as np
+
+    from reidkit.evaluation.verify import rescore_top_k
+
+    dist = np.array([[0.1, 0.2, 0.3, 0.9], [0.5, 0.4, 0.1, 0.2]])
+    qf, gf = np.zeros((2, 1)), np.arange(4, dtype=np.float64)[:, None]
+    probs = {0: 0.0, 1: 0.9, 2: 0.0, 3: 1.0}  # the verifier trusts gallery 1 and 3
+
+    def verify(a, b):
+        return np.array([probs[int(g)] for g in b[:, 0]])
+
+    out = rescore_top_k(dist, qf, gf, verify, k=2, sign=1.0)
+    # query 0: top 2 are g0 (sim 0.9 + 0) and g1 (0.8 + 0.9): g1 moves first, taking distance 0.1
+    np.testing.assert_allclose(out[0], [0.2, 0.1, 0.3, 0.9])
+    # query 1: top 2 are g2 (0.9 + 0) and g3 (0.8 + 1.0): swapped; the others untouched
+    np.testing.assert_allclose(out[1], [0.5, 0.4, 0.2, 0.1])
+    np.testing.assert_allclose(rescore_top_k(dist, qf, gf, verify, k=2, sign=-1.0), dist)  # -prob keeps them
+    with pytest.raises(ValueError, match="k must be"):
+        rescore_top_k(dist, qf, gf, verify, k=0)
+
+
+def test_cli_eval_stage2(tmp_path, data_root, monkeypatch) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import reidkit.cli
+    from reidkit.cli import app
+    from reidkit.models.zoo import ModelInfo, save_model_file
+
+    torch.manual_seed(0)
+    model = _model(num_classes=0).eval()
+    weights = tmp_path / "h.pth"
+    info = ModelInfo("resnet18", 64, 32, model.feat_dim, build={"head": "horeid", "gm_hidden": 32})
+    save_model_file(weights, model, info)
+    src = sorted((data_root / "market1501" / "bounding_box_test").glob("000[12]_*.jpg"))[:10]
+    src += sorted((data_root / "market1501" / "query").glob("000[12]_*.jpg"))[:4]
+    root = tmp_path / "mini"
+    for p in src:
+        split = "query" if p.parent.name == "query" else "gallery"
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / split / p.name).write_bytes(p.read_bytes())
+    monkeypatch.setattr(reidkit.cli, "console", Console(width=200))
+    args = ["eval", "--weights", str(weights), "--dataset", "folder", "--root", str(root), "--backend", "torch"]
+    res = CliRunner().invoke(app, [*args, "--stage2", "4"])
+    assert res.exit_code == 0, res.output
+    assert "stage 2 (+prob, top 4)" in res.output and "stage 2 (-prob, top 4)" in res.output
+    other = tmp_path / "base.pth"
+    from reidkit.models import build_model
+
+    base = build_model("resnet18", 0).eval()
+    save_model_file(other, base, ModelInfo("resnet18", 64, 32, 512, build={}))
+    bad = CliRunner().invoke(app, ["eval", "--weights", str(other), "--dataset", "folder", "--root", str(root),
+                                   "--backend", "torch", "--stage2", "4"])  # fmt: skip
+    assert bad.exit_code == 2 and "not a HOReID model" in bad.output

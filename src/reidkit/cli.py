@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -118,6 +118,13 @@ def eval_cmd(
     k1: Annotated[int, typer.Option(help="Re-ranking k1.")] = 20,
     k2: Annotated[int, typer.Option(help="Re-ranking k2.")] = 6,
     lambda_value: Annotated[float, typer.Option("--lambda", help="Re-ranking lambda.")] = 0.3,
+    stage2: Annotated[
+        int, typer.Option(help="HOReID: re-order each query's top K by the model's verifier (0: off).")
+    ] = 0,
+    stage2_sign: Annotated[
+        Literal["plus", "minus", "both"],
+        typer.Option(help="Stage 2 adds +prob (same person -> 1), -prob (the official code's 1 - prob), or both."),
+    ] = "both",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the CMC curve to this image (e.g. cmc.png).")] = None,
 ) -> None:
@@ -144,6 +151,8 @@ def eval_cmd(
         t0 = time.perf_counter()
         results[name] = evaluate_features(fs, metric, rr, ap, k1, k2, lambda_value)
         seconds[name] = time.perf_counter() - t0
+    if stage2:
+        results.update(_stage2(fs, model, weights, metric, ap, stage2, stage2_sign, seconds))
     title = f"{label}: {len(fs.qf)} queries x {len(fs.gf)} gallery"
     console.print(result_table(results, title=title))
     for name, s in seconds.items():
@@ -153,6 +162,33 @@ def eval_cmd(
         write_json(json_out, {"features": str(features or weights), "ap": ap, "results": figures})
     if plot:
         plot_cmc(results, plot)
+
+
+def _stage2(
+    fs: Any, model: str | None, weights: Path | None, metric: str, ap: str, k: int, sign: str, seconds: dict
+) -> dict[str, Any]:
+    """HOReID stage 2: the top ``k`` of each query re-ordered by the model's verifier (+prob / -prob)."""
+    from reidkit.evaluation import evaluate, pairwise_distance
+    from reidkit.evaluation.verify import model_verifier, rescore_top_k
+    from reidkit.models.horeid import K
+    from reidkit.models.zoo import load_model
+
+    if weights is None:
+        _fail("--stage2 needs the HOReID model: --weights FILE")
+    net, _ = load_model(model, weights)
+    if not hasattr(net, "verify") or getattr(net, "topology", None) is None:
+        _fail(f"--stage2: {weights} is not a HOReID model with a verifier (head=horeid, topology on)")
+    verify = model_verifier(net, K)
+    dist = pairwise_distance(fs.qf, fs.gf, metric)
+    out = {}
+    for name, s in (("plus", 1.0), ("minus", -1.0)):
+        if sign in (name, "both"):
+            t0 = time.perf_counter()
+            d2 = rescore_top_k(dist, fs.qf, fs.gf, verify, k=k, sign=s)
+            label = f"{metric} + stage 2 ({'+' if s > 0 else '-'}prob, top {k})"
+            out[label] = evaluate(d2, fs.q_pids, fs.g_pids, fs.q_camids, fs.g_camids, ap=ap)
+            seconds[label] = time.perf_counter() - t0
+    return out
 
 
 def _extract(
