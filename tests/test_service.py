@@ -32,11 +32,8 @@ pytestmark = pytest.mark.data
 
 @pytest.fixture(scope="module")
 def model():
-    import faiss
-
     from reidkit.extract import make_embedder
 
-    faiss.omp_set_num_threads(1)
     return make_embedder(None, None)  # what `reidkit search` uses: the shipped model, torch backend
 
 

@@ -35,11 +35,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, data_root):
-    import faiss
-
     from reidkit.extract import make_embedder
 
-    faiss.omp_set_num_threads(1)
     emb, info = make_embedder(None, None)
     w = _service_world.build(tmp_path_factory.mktemp("e2e"), data_root, emb)
     w.emb, w.info = emb, info

@@ -62,7 +62,6 @@ def serve_cmd(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve searches over HTTP, with a web page at / (drop a picture, see every appearance)."""
-    import faiss
     import uvicorn
 
     from reidkit.embed import ImageError
@@ -88,7 +87,6 @@ def serve_cmd(
             style="yellow",
             highlight=False,
         )
-    faiss.omp_set_num_threads(1)  # one query per search thread: FAISS parallelises over queries, not within one
     try:
         app = create_app(
             gallery,

@@ -457,8 +457,10 @@ def create_app(
 
     The query model: ``embedder`` and ``model_info`` as given, else loaded here once from ``model`` /
     ``weights`` (default: the shipped model), on ``backend`` (torch, as ``reidkit search``, or onnx).
-    ``workers``: search threads (default: the CPU count). ``refresh_s``: how often to look for rows
-    written by another process. The gallery folder need not hold a gallery yet (503 until it does).
+    ``workers``: search threads (default: the CPU count); torch and FAISS keep their default thread
+    counts, as in ``reidkit search``, so the answers are bit-identical to the command's (FAISS's thread
+    count changes its float rounding). ``refresh_s``: how often to look for rows written by another process.
+    The gallery folder need not hold a gallery yet (503 until it does).
     """
     from reidkit.search.report import RESULTS_CSS
 
