@@ -362,6 +362,32 @@ def test_no_cors_unless_asked(client, world, model):
         assert "access-control-allow-origin" not in r.headers
 
 
+def test_no_gallery_then_an_empty_one_then_sightings(tmp_path, world, model):
+    folder = tmp_path / "later"
+    app = create_app(folder, embedder=model[0], model_info=model[1], refresh_s=0)
+    with TestClient(app) as c:
+        assert c.get("/health").json()["gallery"] is False
+        for r in (c.get("/gallery"), c.post("/search", data={"track": "1"}), c.get("/crops/1")):
+            assert (
+                r.status_code == 503
+                and "no gallery at" in r.json()["detail"]
+                and "reidkit ingest" in r.json()["detail"]
+            )
+        Gallery.open(folder, dim=1280).close()  # an ingest has created it, nothing added yet
+        g = c.get("/gallery").json()
+        assert g["totals"] == {"sightings": 0, "tracks": 0, "sources": 0, "cameras": 0} and g["recent"] == []
+        r = c.post("/search", files=upload(world.query))
+        assert r.status_code == 409 and "empty" in r.json()["detail"]
+        shutil.rmtree(folder)
+        shutil.copytree(world.gallery, folder)  # a new database under the same name: followed too
+        deadline = time.monotonic() + 20  # the request that notices it still gets the old one; the new one follows
+        while c.get("/gallery").json()["searchable"] != world.n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/gallery").json()["totals"]["sightings"] == world.n
+        assert c.post("/search", files=upload(world.query)).status_code == 200
+        assert c.get("/health").json()["gallery"] is True
+
+
 # -- concurrency and a writer in another process ------------------------------------------------------------
 def test_concurrent_searches_over_http(app, world):
     with _service_world.Server(app) as url, httpx.Client(base_url=url, timeout=60) as http:

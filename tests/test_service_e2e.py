@@ -154,3 +154,14 @@ def test_page_asks_for_the_token(browser, world):
         loaded(page, ".results img")
         assert errors == []
         page.close()
+
+
+def test_page_without_a_gallery(browser, world, tmp_path):
+    app = create_app(tmp_path / "none-yet", embedder=world.emb, model_info=world.info)
+    with _service_world.Server(app) as url:
+        page, errors = _page(browser, url)
+        until(page, "document.querySelector('#overview-body').innerText.includes('no gallery at')")
+        assert "reidkit ingest" in page.inner_text("#overview-body")
+        assert page.is_disabled("#search-btn") and page.is_hidden("#token-form")
+        assert errors == []
+        page.close()

@@ -3,11 +3,11 @@
 A read-only :class:`~reidkit.search.Gallery` searches the FAISS snapshot it reconciled when it was
 opened; rows committed later are in ``gallery.db`` but not in its index. :class:`LiveGallery` keeps
 one open gallery and, at most every ``refresh_s`` seconds, asks SQLite whether anything was
-committed since (``PRAGMA data_version`` on a connection of its own, plus the index file's
-modification time). When something was, a background thread opens a fresh read-only gallery and
-swaps it in atomically. Requests hold a *lease* on the gallery object they started with, so a
-search never mixes two snapshots (no torn reads); a replaced gallery is closed when its last lease
-ends. Nothing here writes to the gallery.
+committed since (``PRAGMA data_version`` on a connection of its own, plus the size and modification
+time of ``gallery.db``, its WAL file and the index file). When something was, a background thread
+opens a fresh read-only gallery and swaps it in atomically. Requests hold a *lease* on the gallery
+object they started with, so a search never mixes two snapshots (no torn reads); a replaced gallery
+is closed when its last lease ends. Nothing here writes to the gallery.
 """
 
 from __future__ import annotations
@@ -74,11 +74,16 @@ class LiveGallery:
             self._probe = connect(str(db), read_only=True)
             self._probe_ino = ino
         version = self._probe.execute("PRAGMA data_version").fetchone()[0]
-        try:
-            mtime = (self.root / INDEX_NAME).stat().st_mtime_ns
-        except FileNotFoundError:
-            mtime = None
-        return (ino, version, mtime)
+        # File stats as well: a database deleted and created again may reuse the inode number, and the probe
+        # would then watch the deleted file; every WAL commit changes the -wal file (or, checkpointed, the db).
+        files = []
+        for name in (DB_NAME, DB_NAME + "-wal", INDEX_NAME):
+            try:
+                st = (self.root / name).stat()
+                files.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                files.append(None)
+        return (ino, version, *files)
 
     def refresh(self) -> bool:
         """Check now and, if the gallery changed (or is not open yet), reopen it in this thread.
