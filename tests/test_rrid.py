@@ -222,3 +222,17 @@ def test_model_file_round_trip_and_embedder(tmp_path: Path) -> None:
     feats = Embedder.from_model(loaded, height=96, width=32).embed([torch.rand(3, 96, 32) for _ in range(2)])
     assert feats.shape == (2, 480)
     assert abs(float((feats**2).sum(1).mean()) - 1.0) < 1e-4
+
+
+def test_shipped_rrid_model_loads_with_its_calibration() -> None:
+    from reidkit.models.zoo import load_model
+    from reidkit.search.calibrate import thresholds_for
+
+    pretrained = Path(__file__).parents[1] / "src" / "reidkit" / "models" / "pretrained"
+    path = pretrained / "mobilenet_v2_rrid_market1501_cpu.pth"
+    assert path.stat().st_size < 32 * 2**20
+    model, info = load_model(None, path)
+    assert info.build["head"] == "rrid" and info.feat_dim == 3840
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, 256, 128)).shape == (1, 3840)
+    assert thresholds_for(info).source.startswith("calibrated")
