@@ -71,7 +71,15 @@ _SUBSEC_ORIGINAL, _OFFSET_ORIGINAL = 37521, 36881
 
 
 class PhotoError(ValueError):
-    """A picture cannot be decoded (the message names the file and why)."""
+    """A picture cannot be decoded (the message names the file and why).
+
+    ``kind`` says which check failed (``empty``, ``format``, ``too_large``, ``bomb``, ``truncated``,
+    ``unreadable``), ``detail`` what the decoder said and ``size`` the declared ``(w, h)`` if known,
+    so a caller (the search service) can word its own answer."""
+
+    def __init__(self, message: str, kind: str = "unreadable", detail: str = "", size: tuple[int, int] | None = None):
+        super().__init__(message)
+        self.kind, self.detail, self.size = kind, detail, size
 
 
 # --- layout ------------------------------------------------------------------------------------------
@@ -150,26 +158,47 @@ def _exif_time(exif: Any) -> float | None:
     return t.timestamp()  # naive: local time
 
 
-def decode_photo(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> Photo:
-    """Decode a picture's bytes (PhotoError naming ``name`` when it is not a whole, decodable image
-    of at most ``max_pixels``); EXIF orientation is applied, so boxes are in upright coordinates."""
-    from PIL import Image, ImageOps
+def open_picture(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Any, Any]:
+    """A picture's bytes as a fully decoded PIL image and its EXIF block, after the checks every
+    untrusted picture gets: not empty, a known format, at most ``max_pixels`` (checked from the
+    header, before any pixel is decoded; PIL's decompression-bomb limit also applies) and whole (a
+    truncated file fails, PIL does not pad it with grey as OpenCV does). PhotoError otherwise."""
+    from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise PhotoError(f"{name}: not a readable image (empty file)", "empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
-                raise PhotoError(f"{name}: {w}x{h} pixels is more than the {max_pixels:,} allowed")
+                msg = f"{name}: {w}x{h} pixels is more than the {max_pixels:,} allowed"
+                raise PhotoError(msg, "too_large", size=(w, h))
+            if w < 1 or h < 1:
+                raise PhotoError(f"{name}: not a readable image ({w}x{h} pixels)", "unreadable", size=(w, h))
             exif = img.getexif()
-            img.load()  # a truncated file fails here (PIL does not pad it with grey, as OpenCV does)
+            img.load()
     except PhotoError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PhotoError(f"{name}: not a readable image ({exc})") from None
-    img = ImageOps.exif_transpose(img)
-    rgb = np.asarray(img.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PhotoError(f"{name}: not a readable image ({exc})", "bomb", str(exc)) from None
+    except UnidentifiedImageError as exc:
+        raise PhotoError(f"{name}: not a readable image ({exc})", "format", str(exc)) from None
+    except Exception as exc:  # PIL raises many kinds (OSError, SyntaxError, ValueError, EOFError) for bad files
+        why = str(exc).split(" <_io.")[0] or type(exc).__name__  # not the address of the in-memory file
+        kind = "truncated" if "truncated" in why or isinstance(exc, EOFError) else "unreadable"
+        raise PhotoError(f"{name}: not a readable image ({why})", kind, why) from None
+    return img, exif
+
+
+def decode_photo(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> Photo:
+    """Decode a picture's bytes (:func:`open_picture`'s checks); EXIF orientation is applied, so
+    boxes are in upright coordinates."""
+    from PIL import ImageOps
+
+    img, exif = open_picture(data, name, max_pixels)
+    rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
     return Photo(np.ascontiguousarray(rgb[:, :, ::-1]), _exif_time(exif))
 
 

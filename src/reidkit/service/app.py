@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
-import io
 import logging
 import math
 import os
 import secrets
 import threading
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -214,43 +212,29 @@ class BadPicture(ValueError):
 def decode_picture(data: bytes, name: str, max_pixels: int = MAX_PIXELS, size: tuple[int, int] | None = None) -> Any:
     """An uploaded file as an RGB PIL image, or :class:`BadPicture`.
 
-    The pixel count is checked from the header, before any pixel is decoded (PIL's own
-    decompression-bomb limit is also in force); truncated files fail while decoding. ``size``
-    ``(width, height)``: resize right away, exactly as the Embedder's PIL path would (bilinear), so
-    a large photo is not kept in memory at full size.
+    The checks are :func:`reidkit.search.photos.open_picture`'s (every untrusted picture gets the
+    same ones); this only words the answer. ``size`` ``(width, height)``: resize right away, exactly
+    as the Embedder's PIL path would (bilinear), so a large photo is not kept in memory at full size.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    if not data:
-        raise BadPicture(f"{name}: empty file, not a picture")
+    from reidkit.search.photos import PhotoError, open_picture
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise BadPicture(
-                        f"{name}: {w} x {h} pixels is more than the limit of {max_pixels:,} pixels per picture "
-                        "(refused before decoding)"
-                    )
-                if w < 1 or h < 1:
-                    raise BadPicture(f"{name}: a picture of {w} x {h} pixels")
-                im.load()
-                rgb = im.convert("RGB")
-    except BadPicture:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadPicture(f"{name}: refused as a decompression bomb ({exc})") from None
-    except UnidentifiedImageError:
+        img, _ = open_picture(data, name, max_pixels)
+    except PhotoError as exc:
+        w, h = exc.size or (0, 0)
         raise BadPicture(
-            f"{name}: not a decodable picture (not an image format the service reads: {FORMATS})"
+            {
+                "empty": f"{name}: empty file, not a picture",
+                "format": f"{name}: not a decodable picture (not an image format the service reads: {FORMATS})",
+                "too_large": f"{name}: {w} x {h} pixels is more than the limit of {max_pixels:,} pixels per picture "
+                "(refused before decoding)",
+                "bomb": f"{name}: refused as a decompression bomb ({exc.detail})",
+                "truncated": f"{name}: truncated or corrupt picture ({exc.detail})",
+            }.get(exc.kind, f"{name}: unreadable picture ({exc.detail or exc})")
         ) from None
-    except Exception as exc:  # PIL raises many kinds (OSError, SyntaxError, ValueError, ...) for bad files
-        why = str(exc).split(" <_io.")[0] or type(exc).__name__  # not the address of the in-memory file
-        kind = (
-            "truncated or corrupt picture" if "truncated" in why or isinstance(exc, EOFError) else "unreadable picture"
-        )
-        raise BadPicture(f"{name}: {kind} ({why})") from None
+    rgb = img.convert("RGB")
     if size is not None and rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
     return rgb
