@@ -71,43 +71,35 @@ def _build_torchreid(
 
 
 RRID_OPTIONS = ("parts", "dim", "relation", "gcp", "embedding")
-
-
-def _build_rrid(
-    name: str, num_classes: int, pretrained: Pretrained, head_kw: dict[str, Any], **kwargs: Any
-) -> nn.Module:
-    changed = {k: v for k, v in head_kw.items() if v != _BASELINE_DEFAULTS[k]}
-    if changed:
-        raise ValueError(f"{sorted(changed)} only apply to head='baseline' (RRID max-pools its parts, no BNNeck)")
-    rrid_kw = {k: kwargs.pop(k) for k in RRID_OPTIONS if k in kwargs}
-    try:
-        backbone = build_backbone(name, pretrained, **kwargs)
-    except TypeError as err:
-        raise ValueError(
-            f"head='rrid' on {name!r}: unknown option(s) {sorted(kwargs)}; RRID takes {list(RRID_OPTIONS)}, "
-            f"the rest goes to the backbone ({err})"
-        ) from None
-    return RelationNet(backbone, num_classes, **rrid_kw)
-
-
 HOREID_OPTIONS = ("relation", "topology", "gm_hidden")
 
 
-def _build_horeid(
-    name: str, num_classes: int, pretrained: Pretrained, head_kw: dict[str, Any], **kwargs: Any
-) -> nn.Module:
-    changed = {k: v for k, v in head_kw.items() if v != _BASELINE_DEFAULTS[k]}
-    if changed:
-        raise ValueError(f"{sorted(changed)} only apply to head='baseline' (HOReID pools by keypoint heatmaps)")
-    horeid_kw = {k: kwargs.pop(k) for k in HOREID_OPTIONS if k in kwargs}
-    try:
-        backbone = build_backbone(name, pretrained, **kwargs)
-    except TypeError as err:
-        raise ValueError(
-            f"head='horeid' on {name!r}: unknown option(s) {sorted(kwargs)}; HOReID takes {list(HOREID_OPTIONS)}, "
-            f"the rest goes to the backbone ({err})"
-        ) from None
-    return HOReIDNet(backbone, num_classes, **horeid_kw)
+def _head_on_backbone(
+    head: str, cls: Callable[..., nn.Module], options: tuple[str, ...], why: str
+) -> Callable[..., nn.Module]:
+    """A builder for a head class wrapping a registry backbone: ``options`` go to the head, the
+    other keyword arguments to the backbone; the baseline's pooling / neck settings are refused."""
+
+    def build(name: str, num_classes: int, pretrained: Pretrained, head_kw: dict[str, Any], **kwargs: Any) -> nn.Module:
+        changed = {k: v for k, v in head_kw.items() if v != _BASELINE_DEFAULTS[k]}
+        if changed:
+            raise ValueError(f"{sorted(changed)} only apply to head='baseline' ({why})")
+        head_opts = {k: kwargs.pop(k) for k in options if k in kwargs}
+        try:
+            backbone = build_backbone(name, pretrained, **kwargs)
+        except TypeError as err:
+            label = {"rrid": "RRID", "horeid": "HOReID"}.get(head, head)
+            raise ValueError(
+                f"head={head!r} on {name!r}: unknown option(s) {sorted(kwargs)}; {label} takes {list(options)}, "
+                f"the rest goes to the backbone ({err})"
+            ) from None
+        return cls(backbone, num_classes, **head_opts)
+
+    return build
+
+
+_build_rrid = _head_on_backbone("rrid", RelationNet, RRID_OPTIONS, "RRID max-pools its parts, no BNNeck")
+_build_horeid = _head_on_backbone("horeid", HOReIDNet, HOREID_OPTIONS, "HOReID pools by keypoint heatmaps")
 
 
 HEADS: dict[str, Callable[..., nn.Module]] = {
