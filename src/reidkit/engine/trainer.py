@@ -404,12 +404,14 @@ class Trainer:
         """Keypoints of the train images (from the cache, computed once when missing) put in each
         sample's ``extra``, and the train transform that moves them with the image."""
         from reidkit.data.transforms import KeypointTrainTransform
-        from reidkit.pose import KeypointCache, MoveNet, default_cache_path, keypoints_for
+        from reidkit.pose import keypoints_for
+        from reidkit.pose.source import KeypointSource
 
-        pose = MoveNet()
         t0 = time.perf_counter()
-        with KeypointCache(default_cache_path(pose.id), pose.id) as cache:
-            kp, _ = keypoints_for([s.path for s in samples], pose, cache, workers=2)
+        src = KeypointSource()  # the pose model and the default cache, as the Embedder uses them
+        kp, _ = keypoints_for([s.path for s in samples], src.pose, src.cache, workers=2)
+        if src.cache is not None:
+            src.cache.close()
         for s, k in zip(samples, kp, strict=True):
             s.extra["keypoints"] = k
         self.console.print(f"keypoints of {len(samples):,} train images ready in {time.perf_counter() - t0:.0f} s")
