@@ -504,15 +504,22 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
             frame_tag = f'<div class="frame">{_img_tag(frame, "frame")}</div>'
         which = "matched" if matched else "among the candidates"
         track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
-        frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
+        photo = a.source in result.time_from  # a photo folder: name the picture, not its ledger number
+        if photo:
+            from reidkit.search.photos import lookup_photo
+
+            pic = lookup_photo(result.gallery, a.source, b.frame)
+            frame_no = "" if pic is None else f"<br><b>picture</b> {esc(pic.name)}"
+        else:
+            frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
         return (
             f'<div class="appearance{"" if matched else " near"}" id="{anchor}"{attrs}>'
             f'<div class="crop">{crop_tag}</div>'
             '<div class="info">'
             + ("" if matched else f"<b>camera</b> {esc(a.camera)}<br>")
             + f"<b>time</b> {esc(format_span(a))}<br>"
-            f"<b>duration</b> {a.duration:.1f} s<br>"
-            f'<b>similarity</b> <span class="score">{a.score:.3f}</span>'
+            + ("" if photo else f"<b>duration</b> {a.duration:.1f} s<br>")
+            + f'<b>similarity</b> <span class="score">{a.score:.3f}</span>'
             + ("" if a.z is None else f" (z {a.z:.1f})")
             + "<br>"
             f"<b>track</b> {esc(track)}<br>"
