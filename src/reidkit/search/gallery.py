@@ -905,18 +905,10 @@ class Gallery:
 
     def photo_path(self, source: SourceRef, frame: int | None) -> Path | None:
         """The picture a photo-folder sighting was detected in (by its source and frame), else None."""
-        if frame is None:
-            return None
-        with self._lock:
-            sid = self._source_id(source)
-            if sid is None or not self._has_photos():
-                return None
-            row = self.db.execute(
-                "SELECT s.uri, p.name FROM photos p JOIN sources s ON s.id = p.source_id "
-                "WHERE p.source_id = ? AND p.frame = ?",
-                (sid, int(frame)),
-            ).fetchone()
-        return None if row is None else Path(row[0]) / row[1]
+        from reidkit.search.photos import lookup_photo
+
+        rec = self.source_status(source)
+        return None if rec is None else lookup_photo(self.root, rec.uri, frame)
 
     def time_bases(self) -> dict[int, str]:
         """Where each photo source's times came from, by source id: ``"exif"``, ``"sidecar"``,
