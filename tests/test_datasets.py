@@ -314,3 +314,19 @@ def test_real_market1501(data_root: Path) -> None:
     assert {s.pid for s in ds.query} <= {s.pid for s in gallery}
     assert validate(ds) == []  # every query has a cross-camera match
     assert elapsed < 10, f"parsing file names took {elapsed:.1f}s"
+
+
+def test_holdout_split_and_query_gallery() -> None:
+    from reidkit.datasets.base import DatasetError, Sample, holdout_query_gallery, holdout_split
+
+    train = [Sample(f"{p}_{c}_{i}.jpg", p, c) for p in (3, 1, 7, 5) for c in (0, 1) for i in range(2)]
+    kept, held = holdout_split(train, 2)
+    assert {s.pid for s in held} == {5, 7} and {s.pid for s in kept} == {1, 3}  # the largest pids
+    assert len(kept) + len(held) == len(train)
+    assert holdout_split(train, 0) == (train, [])
+    query, gallery = holdout_query_gallery(held)
+    # per (pid, camera) the first image by path is the query
+    assert [s.path for s in query] == ["5_0_0.jpg", "5_1_0.jpg", "7_0_0.jpg", "7_1_0.jpg"]
+    assert sorted(s.path for s in gallery) == ["5_0_1.jpg", "5_1_1.jpg", "7_0_1.jpg", "7_1_1.jpg"]
+    with pytest.raises(DatasetError, match="cannot hold out 4 of 4"):
+        holdout_split(train, 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -233,6 +234,14 @@ def test_horeid_stage1_onnx_parity_and_model_file(tmp_path) -> None:
     assert got.feat_dim == model.feat_dim
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x))
+    # embedded without its keypoint source: one sentence naming the file, torch and ONNX alike
+    from reidkit.embed import Embedder
+
+    image = np.zeros((64, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"horeid\.pth takes 16 input channels .* keypoint source"):
+        Embedder.from_model(again, height=64, width=32).embed([image])
+    with pytest.raises(ValueError, match=r"horeid\.onnx: this model takes 16 input channels .* keypoint source"):
+        Embedder.from_onnx(tmp_path / "horeid.onnx", height=64, width=32).embed([image])
 
 
 def test_horeid_model_file_embeds_paths_and_arrays_with_keypoints(tmp_path, data_root) -> None:
@@ -325,6 +334,12 @@ def test_cli_eval_stage2(tmp_path, data_root, monkeypatch) -> None:
     res = CliRunner().invoke(app, [*args, "--stage2", "4"])
     assert res.exit_code == 0, res.output
     assert "stage 2 (+prob, top 4)" in res.output and "stage 2 (-prob, top 4)" in res.output
+    feats = tmp_path / "f.npz"  # saved features + the weights for the verifier: the same figures
+    assert CliRunner().invoke(app, ["extract", "--out", str(feats), *args[1:]]).exit_code == 0
+    again = CliRunner().invoke(app, ["eval", "--features", str(feats), "--weights", str(weights), "--stage2", "4"])
+    assert again.exit_code == 0, again.output
+    rows = [line for line in res.output.splitlines() if line.startswith("│")]
+    assert len(rows) == 3 and rows == [line for line in again.output.splitlines() if line.startswith("│")]
     other = tmp_path / "base.pth"
     from reidkit.models import build_model
 

@@ -373,3 +373,16 @@ def test_horeid_trains_with_keypoints_evaluates_and_loads(tmp_path: Path, data_r
 
     model, info = load_model(None, final)
     assert info.build["head"] == "horeid" and model.in_channels == 16
+
+
+def test_holdout_ids_are_kept_out_of_training(tmp_path: Path, data_root: Path) -> None:
+    from reidkit.datasets import get_dataset
+    from reidkit.datasets.base import holdout_split
+
+    cfg = load_config(config_file(tmp_path, data_root), ["data.holdout_ids=2", "data.ids_per_batch=2"])
+    trainer = Trainer(cfg)
+    full = get_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options).train
+    kept, held = holdout_split(full, 2)
+    assert trainer.num_classes == len({s.pid for s in full}) - 2
+    assert {s.path for s in trainer.dataset.train} == {s.path for s in kept}
+    assert not {s.path for s in trainer.dataset.train} & {s.path for s in held}

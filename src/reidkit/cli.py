@@ -118,6 +118,10 @@ def eval_cmd(
     k1: Annotated[int, typer.Option(help="Re-ranking k1.")] = 20,
     k2: Annotated[int, typer.Option(help="Re-ranking k2.")] = 6,
     lambda_value: Annotated[float, typer.Option("--lambda", help="Re-ranking lambda.")] = 0.3,
+    holdout: Annotated[
+        int,
+        typer.Option(help="Evaluate on the last N training identities instead (a config's data.holdout_ids)."),
+    ] = 0,
     stage2: Annotated[
         int, typer.Option(help="HOReID: re-order each query's top K by the model's verifier (0: off).")
     ] = 0,
@@ -133,7 +137,7 @@ def eval_cmd(
     from reidkit.evaluation.report import plot_cmc, result_json, result_table
     from reidkit.io import FeatureFileError, load_features, write_json
 
-    if features is not None and (weights is not None or model is not None):
+    if features is not None and (weights is not None or model is not None) and not stage2:
         _fail("give either --features FILE.npz or a model (--weights CHECKPOINT, --model NAME), not both")
     if features is not None:
         try:
@@ -143,8 +147,9 @@ def eval_cmd(
             return
         label = features.name
     else:
-        fs = _extract(model, weights, dataset, root, backend, flip, batch_size, None, raw, resize)  # type: ignore[arg-type]
-        label = f"{model or (Path(str(weights)).name if weights else 'default model')} on {dataset}"
+        fs = _extract(model, weights, dataset, root, backend, flip, batch_size, None, raw, resize, holdout)  # type: ignore[arg-type]
+        held = f" (held-out {holdout} training ids)" if holdout else ""
+        label = f"{model or (Path(str(weights)).name if weights else 'default model')} on {dataset}{held}"
     results, seconds = {}, {}
     variants = {metric: False, f"{metric} + re-ranking": True} if rerank else {metric: False}
     for name, rr in variants.items():
@@ -202,10 +207,11 @@ def _extract(
     threads: int | None,
     raw: bool = False,
     resize: Literal["pil", "cv2"] = "pil",
+    holdout: int = 0,
 ):
-    """Load a checkpoint, embed a dataset's query and gallery, report the rate."""
+    """Load a checkpoint, embed a dataset's query and gallery (or its held-out training ids), report the rate."""
     from reidkit.datasets import get_dataset
-    from reidkit.datasets.base import DatasetError
+    from reidkit.datasets.base import DatasetError, holdout_query_gallery, holdout_split
     from reidkit.embed import ImageError
     from reidkit.export import ExportError
     from reidkit.extract import extract_dataset, make_embedder
@@ -213,6 +219,8 @@ def _extract(
 
     try:
         ds = get_dataset(dataset, root)
+        if holdout:
+            ds.query, ds.gallery = holdout_query_gallery(holdout_split(ds.train, holdout)[1])
         calib = [s.path for s in ds.train[:: max(1, len(ds.train) // 256)]] if backend == "onnx-int8" else None
         embedder, info = make_embedder(
             model,
@@ -259,11 +267,15 @@ def extract_cmd(
     raw: Annotated[
         bool, typer.Option("--raw", help="Keep raw model outputs (torchreid's protocol: with --metric euclidean).")
     ] = False,
+    holdout: Annotated[
+        int,
+        typer.Option(help="Embed the last N training identities instead (a config's data.holdout_ids)."),
+    ] = 0,
 ) -> None:
     """Embed a dataset's query and gallery into a features file for `reidkit eval --features`."""
     from reidkit.io import save_features
 
-    fs = _extract(model, weights, dataset, root, backend, flip, batch_size, threads, raw, resize)
+    fs = _extract(model, weights, dataset, root, backend, flip, batch_size, threads, raw, resize, holdout)
     save_features(out, fs)
     console.print(f"wrote {out} ({len(fs.qf):,} query + {len(fs.gf):,} gallery features, {fs.qf.shape[1]}-d)")
 

@@ -90,6 +90,9 @@ class DataConfig(_Section):
     persistent_workers: bool = True
     pin_memory: bool | None = None  # None: on CUDA only
     test_batch_size: int = Field(default=128, ge=1)
+    # identities (the largest pids) kept out of training, for decisions on unseen people
+    # (`reidkit eval --holdout N`, see reidkit.datasets.base.holdout_split)
+    holdout_ids: int = Field(default=0, ge=0)
     transforms: TransformConfig = Field(default_factory=TransformConfig)
 
     @property

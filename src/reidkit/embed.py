@@ -208,6 +208,9 @@ class OnnxBackend:
         self.concurrency = threads if parallel else 1
         self.session = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.path = p
+        shape = self.session.get_inputs()[0].shape
+        self.in_channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else 3
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch.contiguous().numpy()})[0]
@@ -279,6 +282,11 @@ class Embedder:
         x = self.preprocess.normalize_batch(batch, getattr(self.backend, "channels_last", True))
         if maps is not None:  # keypoint channels after RGB (HOReID)
             x = torch.cat([x, torch.from_numpy(maps)], 1)
+        elif getattr(self.backend, "in_channels", 3) != 3:
+            raise ValueError(
+                f"{self.backend.path}: this model takes {self.backend.in_channels} input channels (RGB + keypoint "
+                "maps); give the Embedder its keypoint source (keypoints=reidkit.pose.KeypointSource())"
+            )
         feats = self.backend(x)
         if self.flip:
             xf = torch.flip(x, dims=[3])

@@ -70,6 +70,30 @@ def relabel(samples: Sequence[Sample]) -> list[Sample]:
     return [Sample(s.path, mapping[s.pid], s.camid, s.extra) for s in samples]
 
 
+def holdout_split(train: Sequence[Sample], ids: int) -> tuple[list[Sample], list[Sample]]:
+    """Split a training list into (kept, held out): the ``ids`` identities with the largest pids are
+    held out (deterministic, so training with ``data.holdout_ids`` and ``reidkit eval --holdout``
+    agree on the same people). Raises :class:`DatasetError` when fewer than ``ids + 1`` ids exist."""
+    pids = sorted({s.pid for s in train if s.pid >= 0})
+    if ids < 0 or ids >= len(pids):
+        raise DatasetError(f"cannot hold out {ids} of {len(pids)} training identities: keep at least one")
+    held = set(pids[len(pids) - ids :]) if ids else set()
+    return [s for s in train if s.pid not in held], [s for s in train if s.pid in held]
+
+
+def holdout_query_gallery(held: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Held-out identities as a re-id test: per identity and camera the first image (by path) is a
+    query, every other image is gallery (the evaluator skips same-camera matches, as on Market)."""
+    query: list[Sample] = []
+    gallery: list[Sample] = []
+    seen: set[tuple[int, int]] = set()
+    for s in sorted(held, key=lambda s: (s.pid, s.camid, s.path)):
+        key = (s.pid, s.camid)
+        (gallery if key in seen else query).append(s)
+        seen.add(key)
+    return query, gallery
+
+
 def require_dir(path: Path, what: str, layout: str, env_hint: str = "REIDKIT_DATA") -> Path:
     """Return ``path`` if it is a directory, else raise a one-sentence :class:`DatasetError`."""
     if not path.is_dir():

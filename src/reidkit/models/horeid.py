@@ -258,6 +258,7 @@ class HOReIDNet(nn.Module):
         self.backbone = backbone
         self.channels = c
         self.in_channels = 3 + NUM_LOCAL
+        self.source: str | None = None  # the model file, once loaded from one (named by errors)
         self.nodes = SemanticNodes()
         self.bn = nn.BatchNorm1d(K * c)
         self.bn.bias.requires_grad_(False)
@@ -286,8 +287,9 @@ class HOReIDNet(nn.Module):
         """``(N, K, C)`` semantic nodes and ``(N, K)`` confidences of a ``(N, 16, H, W)`` batch."""
         if x.shape[1] != self.in_channels:
             raise ValueError(
-                f"a HOReID model takes {self.in_channels} input channels (RGB + 13 keypoint maps), got {x.shape[1]}: "
-                "embed with its keypoint source (reidkit computes the keypoints when it embeds)"
+                f"{self.source or 'this HOReID model'} takes {self.in_channels} input channels (RGB + 13 keypoint "
+                f"maps), got {x.shape[1]}: embed it with its keypoint source (reidkit.pose.KeypointSource; "
+                "reidkit.extract.make_embedder attaches one)"
             )
         fmap = self.backbone(x[:, :3])
         kp = x[:, 3:]

@@ -141,6 +141,8 @@ def load_model(name: str | None = DEFAULT_NAME, weights: PathLike | None = None)
             "other architectures load from reidkit model files (reidkit train writes them)"
         )
     model.eval()
+    if getattr(model, "in_channels", 3) != 3:
+        model.source = str(path)  # named by its errors (a HOReID model embedded without its keypoint source)
     if not info.feat_dim:
         info.feat_dim = int(getattr(model, "feat_dim", 0))
     return model, info
