@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=50)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--latency", type=int, default=30)
+    ap.add_argument("--save", type=Path, default=None, help="Also save HOReID's (S+R) features per query set here.")
     ap.add_argument("--limit", type=int, default=0, help="Smoke test: first N gallery / query images only.")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -92,8 +93,9 @@ def main() -> None:
             raise SystemExit(f"{d}: its gallery is not Market-1501's")
         queries[d.name] = occ.query
     if args.limit:
-        gallery = gallery[: args.limit]
         queries = {k: v[: args.limit] for k, v in queries.items()}
+        wanted = {s.pid for s in market.query[: args.limit]}
+        gallery = [s for s in gallery if s.pid in wanted] + gallery[: args.limit]
     held_q, held_g = holdout_query_gallery(holdout_split(market.train, args.holdout)[1]) if args.holdout else ([], [])
 
     net, info = load_model(None, weights)
@@ -130,6 +132,11 @@ def main() -> None:
             d2 = rescore_top_k(dist, q_sr, g_sr, verify, k=args.k, sign=sign)
             row[label] = _fig(evaluate(d2, qp, gp, qc, gc))
         results[name] = row
+        if args.save:
+            from reidkit.io import FeatureSet, save_features
+
+            args.save.mkdir(parents=True, exist_ok=True)
+            save_features(args.save / f"horeid_{name}.npz", FeatureSet(q_sr, g_sr, qp, gp, qc, gc))
         print(name, {k: f"{v['rank1']:.2f}/{v['mAP']:.2f}/{v['mINP']:.2f}" for k, v in row.items()}, flush=True)
 
     held: dict[str, dict[str, float]] = {}

@@ -29,7 +29,7 @@ def curve(run: Path) -> str:
         r = json.loads(line)
         if r["type"] == "eval":
             rows.append(f"| {r['epoch']} | {r['rank1']:.2f} | {r['mAP']:.2f} | {r['mINP']:.2f} |")
-    return "\n".join(rows)
+    return "\n".join(rows) if len(rows) > 2 else "(not evaluated during training: `engine.eval_every: 0`)"
 
 
 def main() -> None:
@@ -51,14 +51,14 @@ def main() -> None:
         print(f"wrote {DEST / args.file} ({(DEST / args.file).stat().st_size / 2**20:.1f} MB); no card without --eval")
         return
     results = json.loads(args.eval.read_text())["results"]
-    plain, rr = results["cosine"], results["cosine + re-ranking"]
+    plain, rr = results["cosine"], results.get("cosine + re-ranking")
     meta = {
         **info.meta,
         "train_time_s": round(args.train_time_s),
         "command": args.command,
         "market1501": {
             "cosine": {k: plain[k] for k in ("rank1", "mAP", "mINP")},
-            "cosine+rerank": {k: rr[k] for k in ("rank1", "mAP", "mINP")},
+            **({"cosine+rerank": {k: rr[k] for k in ("rank1", "mAP", "mINP")}} if rr else {}),
         },
     }
     DEST.mkdir(parents=True, exist_ok=True)
@@ -130,6 +130,12 @@ def main() -> None:
             f"{info.meta.get('epochs')} epochs"
         )
         compare = "For comparison: torchreid's GPU-trained `mobilenetv2_x1_0` (softmax only) lists rank-1 85.6 / mAP 67.3."
+    rr_row = (
+        f"| k-reciprocal re-ranking | {rr['rank1']:.2f} | {rr['rank5']:.2f} | {rr['rank10']:.2f} | {rr['mAP']:.2f} "
+        f"| {rr['mINP']:.2f} |"
+        if rr
+        else "| k-reciprocal re-ranking | not measured | | | | |"
+    )
     card = f"""# reidkit model: {title}
 
 {intro}
@@ -150,7 +156,7 @@ def main() -> None:
 | | rank-1 | rank-5 | rank-10 | mAP | mINP |
 |---|---|---|---|---|---|
 | without re-ranking | {plain["rank1"]:.2f} | {plain["rank5"]:.2f} | {plain["rank10"]:.2f} | {plain["mAP"]:.2f} | {plain["mINP"]:.2f} |
-| k-reciprocal re-ranking | {rr["rank1"]:.2f} | {rr["rank5"]:.2f} | {rr["rank10"]:.2f} | {rr["mAP"]:.2f} | {rr["mINP"]:.2f} |
+{rr_row}
 
 {compare}
 
