@@ -112,8 +112,8 @@ def main() -> None:
             "label-smoothed CE per node weighted by keypoint confidence + batch-hard triplet (margin 0.3) on the "
             "semantic and on the relation nodes; graph-matching verification loss on hard pairs from epoch "
             f"{run_cfg['loss']['verification']['start_epoch']}; random erasing, P x K = 16 x 4, Adam 3.5e-4, 2 warm-up "
-            f"epochs + cosine, stem and first 3 blocks frozen; {info.meta.get('epochs')} epochs; the 50 largest "
-            "training ids held out (stage-2 sign chosen on them)"
+            f"epochs + cosine, stem and first 3 blocks frozen; {info.meta.get('epochs')} epochs; the {held} largest "
+            "training ids held out (the stage-2 sign is tested on them)"
         )
         compare = (
             "For comparison: the shipped default model (strong baseline, same trunk and input, 30 epochs) gives "

@@ -77,7 +77,7 @@ def holdout_split(train: Sequence[Sample], ids: int) -> tuple[list[Sample], list
     pids = sorted({s.pid for s in train if s.pid >= 0})
     if ids < 0 or ids >= len(pids):
         raise DatasetError(f"cannot hold out {ids} of {len(pids)} training identities: keep at least one")
-    held = set(pids[len(pids) - ids :]) if ids else set()
+    held = set(pids[len(pids) - ids :])
     return [s for s in train if s.pid not in held], [s for s in train if s.pid in held]
 
 
