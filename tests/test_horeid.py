@@ -18,6 +18,7 @@ from reidkit.models.horeid import (
     _ADGCLayer,
     confidence_weighted_ce,
     hard_pairs,
+    log_sinkhorn,
     sinkhorn,
     skeleton_mask,
     stage1_embedding,
@@ -88,6 +89,11 @@ def test_sinkhorn_is_doubly_stochastic() -> None:
     s = sinkhorn(torch.rand(2, 5, 5) + 0.1, iterations=50)
     torch.testing.assert_close(s.sum(1), torch.ones(2, 5), atol=1e-4, rtol=0)
     torch.testing.assert_close(s.sum(2), torch.ones(2, 5), atol=1e-4, rtol=0)
+    x = torch.randn(2, 5, 5)
+    torch.testing.assert_close(log_sinkhorn(x, 50), sinkhorn(torch.softmax(x, 2), 50), atol=1e-5, rtol=0)
+    sharp = (200 * torch.randn(2, 5, 5)).requires_grad_()  # HOReID's alpha: linear space underflows
+    log_sinkhorn(sharp).sum().backward()
+    assert sharp.grad is not None and torch.isfinite(sharp.grad).all()
 
 
 def test_graph_matching_shapes_and_node_order_invariance() -> None:
@@ -119,6 +125,37 @@ def test_verifier_and_verification_loss() -> None:
     assert verification_loss(-big, big).item() == pytest.approx(20.0, abs=1e-3)
     (verification_loss(ver(g, g.flip(0)), ver(g, g))).backward()
     assert ver.fc.weight.grad is not None and ver.fc.weight.grad.abs().sum() > 0
+
+
+def test_verifier_learns_hard_pairs_through_the_loss() -> None:
+    """The loss must show the verifier positives and negatives in one batch: its BatchNorm,
+    normalising each set on its own, erased their difference (the loss sat at ln 2)."""
+    from reidkit.losses import ReIDLoss
+
+    torch.manual_seed(0)
+    ids, per, c = 8, 4, 16
+    pids = torch.arange(ids).repeat_interleave(per)
+    protos = torch.randn(ids, K, c)
+    gm, ver = GraphMatching(c, 16), Verifier(c)
+    opt = torch.optim.Adam([*gm.parameters(), *ver.parameters()], lr=1e-2)
+    loss_fn = ReIDLoss(ids, triplet_weight=0.0, verification_start=1)
+    losses = []
+    for _ in range(60):
+        nodes = protos[pids] + 0.8 * torch.randn(len(pids), K, c)
+        z = F.normalize(nodes, dim=2)
+        out = {
+            "features": nodes,
+            "confidence": torch.ones(len(pids), K),
+            "logits": torch.zeros(len(pids), K, ids),
+            "pairs": lambda a, b, z=z: ver(*gm(z[a], z[b])[1:]),
+        }
+        loss = loss_fn(out, pids)["verification"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 0.6  # the old code: 0.734 -> 0.695 (ln 2) after 60 steps; now -> 0.001
+    assert sum(losses[-10:]) / 10 < 0.2
 
 
 def test_confidence_weighted_ce_by_hand() -> None:
@@ -348,3 +385,18 @@ def test_cli_eval_stage2(tmp_path, data_root, monkeypatch) -> None:
     bad = CliRunner().invoke(app, ["eval", "--weights", str(other), "--dataset", "folder", "--root", str(root),
                                    "--backend", "torch", "--stage2", "4"])  # fmt: skip
     assert bad.exit_code == 2 and "not a HOReID model" in bad.output
+
+
+def test_horeid_starts_from_a_trained_baseline_trunk() -> None:
+    """``model.pretrained: <a reidkit model file>`` initialises the trunk from its ``backbone.`` part."""
+    from reidkit.models import build_model
+    from reidkit.models.weights import load_state_dict_file
+    from reidkit.models.zoo import default_model_path
+
+    path = default_model_path()
+    model = build_model("mobilenet_v2", 5, str(path), head="horeid", last_stride=1)
+    sd = load_state_dict_file(path)
+    own = model.backbone.state_dict()
+    assert {k.removeprefix("backbone.") for k in sd if k.startswith("backbone.")} == set(own)
+    for k, v in own.items():
+        torch.testing.assert_close(v, sd["backbone." + k].to(v.dtype))

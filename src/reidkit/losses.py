@@ -260,7 +260,10 @@ class ReIDLoss(nn.Module):
         if self.verification_weight > 0 and "pairs" in out and self.epoch >= self.verification_start:
             pos, neg = hard_pairs(out["features"][:, GLOBAL], targets)
             idx = torch.arange(len(targets), device=targets.device)
-            terms["verification"] = verification_loss(out["pairs"](idx, pos), out["pairs"](idx, neg))
+            # one verifier pass over positives and negatives together: its BatchNorm normalising each
+            # set on its own would erase the very difference it has to learn (loss stuck at ln 2)
+            logits = out["pairs"](torch.cat([idx, idx]), torch.cat([pos, neg]))
+            terms["verification"] = verification_loss(logits[: len(idx)], logits[len(idx) :])
             total = total + self.verification_weight * terms["verification"]
         terms["total"] = total
         return terms

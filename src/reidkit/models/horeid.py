@@ -47,6 +47,7 @@ __all__ = [
     "Verifier",
     "confidence_weighted_ce",
     "hard_pairs",
+    "log_sinkhorn",
     "sinkhorn",
     "stage1_embedding",
     "verification_loss",
@@ -117,6 +118,16 @@ class AdaptiveDirectionGCN(nn.Module):
         return v
 
 
+def log_sinkhorn(log_s: Tensor, iterations: int = 20) -> Tensor:
+    """:func:`sinkhorn` of ``exp(log_s)``, computed on logarithms: with HOReID's sharp voting
+    (``alpha = 200``) most entries underflow to 0 in linear space, and the division's gradient by a
+    vanishing row sum turned the training loss to NaN."""
+    for _ in range(iterations):
+        log_s = log_s - torch.logsumexp(log_s, 2, keepdim=True)
+        log_s = log_s - torch.logsumexp(log_s, 1, keepdim=True)
+    return log_s.exp()
+
+
 def sinkhorn(s: Tensor, iterations: int = 20, eps: float = 1e-10) -> Tensor:
     """Alternately normalise the rows and columns of the positive ``(N, K, K)`` ``s`` (doubly stochastic)."""
     for _ in range(iterations):
@@ -143,8 +154,8 @@ class GraphMatching(nn.Module):
 
     def correspondence(self, e1: Tensor, e2: Tensor, layer: int) -> Tensor:
         s = e1 @ self.affinity[layer] @ e2.transpose(1, 2) / e1.shape[-1] ** 0.5
-        return sinkhorn(torch.softmax(self.alpha * s / (s.abs().amax((1, 2), keepdim=True) + 1e-6), dim=2),
-                        self.iterations)  # fmt: skip
+        # softmax voting over each row, then Sinkhorn: one log-domain Sinkhorn of alpha * s
+        return log_sinkhorn(self.alpha * s / (s.abs().amax((1, 2), keepdim=True) + 1e-6), self.iterations)
 
     def forward(
         self, v1: Tensor, v2: Tensor, adj1: Tensor | None = None, adj2: Tensor | None = None

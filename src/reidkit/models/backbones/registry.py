@@ -21,7 +21,7 @@ from reidkit.models.backbones.efficientnet_lite import efficientnet_lite0
 from reidkit.models.backbones.mobilenet import mobilenet_v2
 from reidkit.models.backbones.osnet import OSNET_IMAGENET_FILES, osnet_backbone
 from reidkit.models.backbones.resnet import resnet18, resnet50
-from reidkit.models.weights import LoadReport, load_weights, resolve_weights_file
+from reidkit.models.weights import LoadReport, load_state_dict_file, load_weights, resolve_weights_file
 from reidkit.paths import WEIGHTS_ENV, weights_root
 
 __all__ = [
@@ -129,11 +129,20 @@ def load_backbone_weights(backbone: nn.Module, name: str, pretrained: Pretrained
     if pretrained is True:
         source, label = _imagenet_source(name)
     elif isinstance(pretrained, str | os.PathLike):
-        source = Path(pretrained).expanduser()
-        label = str(source)
+        label = str(Path(pretrained).expanduser())
+        source = _backbone_part(load_state_dict_file(pretrained), backbone)
     else:
         raise TypeError(f"pretrained must be a path, True, False or None, got {pretrained!r}")
     return load_weights(backbone, source, ignore_prefixes=ignore, source=label)
+
+
+def _backbone_part(sd: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """A whole reidkit model's state dict (a trained baseline, say) reduced to its ``backbone.``
+    tensors, so a new head can start from a trained trunk; a bare backbone's dict as it is."""
+    own = backbone.state_dict()
+    if any(k in own for k in sd) or not any(k.startswith("backbone.") for k in sd):
+        return sd
+    return {k.removeprefix("backbone."): v for k, v in sd.items() if k.startswith("backbone.")}
 
 
 def build_backbone(name: str, pretrained: Pretrained = None, **kwargs: object) -> nn.Module:
