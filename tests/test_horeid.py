@@ -368,12 +368,17 @@ def test_cli_eval_stage2(tmp_path, data_root, monkeypatch) -> None:
         (root / split / p.name).write_bytes(p.read_bytes())
     monkeypatch.setattr(reidkit.cli, "console", Console(width=200))
     args = ["eval", "--weights", str(weights), "--dataset", "folder", "--root", str(root), "--backend", "torch"]
-    res = CliRunner().invoke(app, [*args, "--stage2", "4"])
+    plus_only = CliRunner().invoke(app, [*args, "--stage2", "4"])  # the default sign: +prob
+    assert plus_only.exit_code == 0, plus_only.output
+    assert "stage 2 (+prob, top 4)" in plus_only.output and "-prob" not in plus_only.output
+    res = CliRunner().invoke(app, [*args, "--stage2", "4", "--stage2-sign", "both"])
     assert res.exit_code == 0, res.output
     assert "stage 2 (+prob, top 4)" in res.output and "stage 2 (-prob, top 4)" in res.output
     feats = tmp_path / "f.npz"  # saved features + the weights for the verifier: the same figures
     assert CliRunner().invoke(app, ["extract", "--out", str(feats), *args[1:]]).exit_code == 0
-    again = CliRunner().invoke(app, ["eval", "--features", str(feats), "--weights", str(weights), "--stage2", "4"])
+    again = CliRunner().invoke(
+        app, ["eval", "--features", str(feats), "--weights", str(weights), "--stage2", "4", "--stage2-sign", "both"]
+    )
     assert again.exit_code == 0, again.output
     rows = [line for line in res.output.splitlines() if line.startswith("│")]
     assert len(rows) == 3 and rows == [line for line in again.output.splitlines() if line.startswith("│")]

@@ -127,8 +127,11 @@ def eval_cmd(
     ] = 0,
     stage2_sign: Annotated[
         Literal["plus", "minus", "both"],
-        typer.Option(help="Stage 2 adds +prob (same person -> 1), -prob (the official code's 1 - prob), or both."),
-    ] = "both",
+        typer.Option(
+            help="Stage 2 adds +prob (same person -> 1; the default, chosen on held-out ids, see "
+            "MODEL_CARD_horeid.md), -prob (the official code's 1 - prob), or both."
+        ),
+    ] = "plus",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the CMC curve to this image (e.g. cmc.png).")] = None,
 ) -> None:
