@@ -48,7 +48,6 @@ __all__ = [
     "confidence_weighted_ce",
     "hard_pairs",
     "log_sinkhorn",
-    "sinkhorn",
     "stage1_embedding",
     "verification_loss",
 ]
@@ -119,21 +118,14 @@ class AdaptiveDirectionGCN(nn.Module):
 
 
 def log_sinkhorn(log_s: Tensor, iterations: int = 20) -> Tensor:
-    """:func:`sinkhorn` of ``exp(log_s)``, computed on logarithms: with HOReID's sharp voting
+    """Sinkhorn normalisation of ``exp(log_s)`` ``(N, K, K)``: rows, then columns, alternately
+    normalised to sum 1 (doubly stochastic), computed on logarithms: with HOReID's sharp voting
     (``alpha = 200``) most entries underflow to 0 in linear space, and the division's gradient by a
     vanishing row sum turned the training loss to NaN."""
     for _ in range(iterations):
         log_s = log_s - torch.logsumexp(log_s, 2, keepdim=True)
         log_s = log_s - torch.logsumexp(log_s, 1, keepdim=True)
     return log_s.exp()
-
-
-def sinkhorn(s: Tensor, iterations: int = 20, eps: float = 1e-10) -> Tensor:
-    """Alternately normalise the rows and columns of the positive ``(N, K, K)`` ``s`` (doubly stochastic)."""
-    for _ in range(iterations):
-        s = s / (s.sum(2, keepdim=True) + eps)
-        s = s / (s.sum(1, keepdim=True) + eps)
-    return s
 
 
 def _norm_adj(adj: Tensor) -> Tensor:
