@@ -3,8 +3,8 @@
     .venv/bin/python bench/horeid_occluded.py --occluded runs/occ_seed0 --occluded runs/occ_seed1 \
         --occluded runs/occ_rect [--weights FILE] [--holdout 50] [--k 8] [--no-write]
 
-``--occluded`` folders come from ``reidkit datasets make-occluded market1501 --out DIR`` or, for a
-construction of another kind (solid, noise and blur rectangles), ``bench/occlude_rectangles.py --out DIR``
+``--occluded`` folders come from ``reidkit datasets make-occluded market1501 --out DIR`` (add
+``--style synthetic`` for a construction of another kind: solid, noise and blurred rectangles)
 (each a CSV dataset: occluded copies of Market's 3,368 queries, Market's own gallery). One run embeds Market's
 gallery, its plain queries and every occluded query set once per model (torch, same threads), then:
 

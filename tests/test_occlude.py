@@ -11,7 +11,7 @@ import pytest
 
 from reidkit.datasets import get_dataset
 from reidkit.datasets.base import ReIDDataset, Sample
-from reidkit.datasets.occlude import KINDS, _rng, make_occluded, occlude
+from reidkit.datasets.occlude import KINDS, SYNTHETIC_KINDS, _rng, make_occluded, occlude, occlude_synthetic
 
 
 def _tiny(data_root: Path, n_query: int = 24) -> ReIDDataset:
@@ -43,6 +43,31 @@ def test_occluders_cover_the_asked_share_with_other_peoples_pixels(data_root: Pa
         assert changed >= 0.5 * what["fraction"], (what, changed)  # the pixels really changed there
         seen.add(what["kind"])
     assert len(seen) >= 3
+
+
+def test_synthetic_occluders_are_one_rectangle_of_the_asked_share(data_root: Path, tmp_path: Path) -> None:
+    ds = _tiny(data_root)
+    seen = set()
+    for s in ds.query:
+        img = cv2.imread(s.path)
+        out, what = occlude_synthetic(img, _rng(0, Path(s.path).name), 0.2, 0.5)
+        assert out.shape == img.shape and what["kind"] in SYNTHETIC_KINDS and what["donor"] == ""
+        assert 0.18 <= what["fraction"] <= 0.52, what
+        ys, xs = np.nonzero(np.abs(out.astype(int) - img.astype(int)).max(2) > 0)
+        box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) / (img.shape[0] * img.shape[1])
+        assert box <= what["fraction"] + 1e-4, (what, box)  # every changed pixel lies inside the rectangle
+        if what["kind"] == "solid":
+            assert len(np.unique(out[ys, xs], axis=0)) == 1
+        seen.add(what["kind"])
+    assert seen == set(SYNTHETIC_KINDS)
+    a = make_occluded(ds, tmp_path / "a", seed=7, style="synthetic", sheet=8)
+    no_train = ReIDDataset(ds.name, ds.root, [], ds.query, ds.gallery)
+    b = make_occluded(no_train, tmp_path / "b", seed=7, style="synthetic")
+    assert set(a.kinds) <= set(SYNTHETIC_KINDS) and a.queries == b.queries == len(ds.query)  # no train split needed
+    name = Path(ds.query[0].path).name
+    assert (tmp_path / "a" / "query" / name).read_bytes() == (tmp_path / "b" / "query" / name).read_bytes()
+    with pytest.raises(ValueError, match="style"):
+        make_occluded(ds, tmp_path / "c", style="paint")
 
 
 def test_make_occluded_is_deterministic_and_reads_as_a_dataset(data_root: Path, tmp_path: Path) -> None:

@@ -66,15 +66,19 @@ def datasets_make_occluded(
     seed: Annotated[int, typer.Option(help="Seed (the result is the same for the same seed).")] = 0,
     min_fraction: Annotated[float, typer.Option(help="Smallest share of the crop an occluder covers.")] = 0.2,
     max_fraction: Annotated[float, typer.Option(help="Largest share of the crop an occluder covers.")] = 0.5,
+    style: Annotated[
+        Literal["real", "synthetic"],
+        typer.Option(help="real: pieces of other people and images; synthetic: solid, noise or blurred rectangles."),
+    ] = "real",
 ) -> None:
-    """Write an occluded copy of a dataset's queries (real occluders, gallery unchanged) as a CSV dataset."""
+    """Write an occluded copy of a dataset's queries (gallery unchanged) as a CSV dataset."""
     from reidkit.datasets import get_dataset
     from reidkit.datasets.base import DatasetError
     from reidkit.datasets.occlude import make_occluded
 
     try:
         ds = get_dataset(name, root)
-        rep = make_occluded(ds, out, seed=seed, fraction=(min_fraction, max_fraction))
+        rep = make_occluded(ds, out, seed=seed, fraction=(min_fraction, max_fraction), style=style)
     except (DatasetError, KeyError, ValueError) as exc:
         _fail(str(exc).strip("'\""))
         return

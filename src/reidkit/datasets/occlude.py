@@ -24,6 +24,11 @@ are disjoint from the test identities):
 
 Edges are feathered over 2 px so no occluder has an artificially sharp outline. Nothing here looks
 at the re-id model, so the occluders are not tuned to any model's weaknesses.
+
+``style="synthetic"`` (:func:`occlude_synthetic`) is a construction of another kind, to check that a
+gain on the real occluders is not tied to them: one sharp rectangle of area ``f`` (aspect 0.3-3.3,
+anywhere inside) filled with a solid random colour, uniform noise, or a heavy blur of what it covers,
+a third each; no pixels of other images, nothing person-shaped.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from reidkit.datasets.base import DatasetError, ReIDDataset
 
 KINDS = ("person", "bottom", "side", "block")
 KIND_P = (0.40, 0.25, 0.15, 0.20)
+SYNTHETIC_KINDS = ("solid", "noise", "blur")
+STYLES = ("real", "synthetic")
 
 
 @dataclass
@@ -157,6 +164,26 @@ def occlude(
     return out, {"kind": kind, "donor": Path(donor).name, "fraction": round(float(covered), 4)}
 
 
+def occlude_synthetic(img: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> tuple[np.ndarray, dict]:
+    """One copy of ``img`` (BGR) with a solid, noise or blurred rectangle (``style="synthetic"``)."""
+    out = img.copy()
+    h, w = img.shape[:2]
+    area = float(rng.uniform(lo, hi)) * w * h
+    aspect = float(np.exp(rng.uniform(np.log(0.3), np.log(3.3))))  # height / width
+    bw = int(np.clip(round(np.sqrt(area / aspect)), 1, w))
+    bh = int(np.clip(round(area / bw), 1, h))
+    x, y = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
+    kind = SYNTHETIC_KINDS[int(rng.integers(len(SYNTHETIC_KINDS)))]
+    region = out[y : y + bh, x : x + bw]
+    if kind == "solid":
+        region[:] = rng.integers(0, 256, 3, dtype=np.uint8)
+    elif kind == "noise":
+        region[:] = rng.integers(0, 256, region.shape, dtype=np.uint8)
+    else:
+        region[:] = cv2.GaussianBlur(region, (0, 0), sigmaX=max(bh, bw) / 4, borderType=cv2.BORDER_REFLECT)
+    return out, {"kind": kind, "donor": "", "fraction": round(bw * bh / (w * h), 4)}
+
+
 def make_occluded(
     ds: ReIDDataset,
     out: str | os.PathLike[str],
@@ -164,13 +191,17 @@ def make_occluded(
     seed: int = 0,
     fraction: tuple[float, float] = (0.2, 0.5),
     sheet: int = 40,
+    style: str = "real",
 ) -> OccludedReport:
-    """Write the occluded copy of ``ds``'s queries to ``out`` (see the module docstring); ``ds`` needs
-    a train split (the occluders' source; its pids are written as loaded, e.g. relabelled)."""
+    """Write the occluded copy of ``ds``'s queries to ``out`` (see the module docstring); with
+    ``style="real"`` ``ds`` needs a train split (the occluders' source; its pids are written as
+    loaded, e.g. relabelled)."""
     lo, hi = fraction
     if not 0.0 < lo <= hi < 1.0:
         raise ValueError(f"fraction must satisfy 0 < lo <= hi < 1, got {fraction}")
-    if not ds.train:
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if style == "real" and not ds.train:
         raise DatasetError(f"{ds.name}: no train split to take occluders from")
     if not ds.query:
         raise DatasetError(f"{ds.name}: no query split to occlude")
@@ -187,7 +218,8 @@ def make_occluded(
             raise DatasetError(f"{ds.name}: two queries are named {name}; cannot write them side by side")
         names.add(name)
         img = _read(str(s.path))
-        occluded, what = occlude(img, donors, _rng(seed, name), lo, hi)
+        rng = _rng(seed, name)
+        occluded, what = occlude(img, donors, rng, lo, hi) if style == "real" else occlude_synthetic(img, rng, lo, hi)
         target = qdir / (Path(name).stem + ".jpg")
         tmp = target.with_name(f".{target.name}.tmp.jpg")
         if not cv2.imwrite(str(tmp), occluded, [cv2.IMWRITE_JPEG_QUALITY, 95]):

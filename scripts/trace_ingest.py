@@ -1,0 +1,91 @@
+"""Count how often following one source through ``reidkit ingest`` crosses between reidkit's files.
+
+    .venv/bin/python scripts/trace_ingest.py [VIDEO] [--frames 30]
+
+Runs ``reidkit ingest VIDEO --gallery <tmp> --max-frames N`` in this process under ``sys.setprofile``
+and records every call from one of the operator half's files (``search/``, the CLI, ``imaging``) into
+another (other frames are skipped: a call is attributed to the nearest such frame below it). It prints:
+
+* ``call sites``: distinct (caller file:function -> callee file:function) pairs that cross files;
+* ``crossings``: distinct (caller file -> callee file) pairs;
+* ``back into a file already left``: distinct crossings whose callee file is already on the call
+  stack below the caller (the pipeline asking a helper, which asks back into the pipeline's file).
+
+Distinct pairs, not call counts, so the figure measures the code's shape, not the frame count.
+The default video is a 30-frame cut of vtest.avi made with ``scripts/make_test_clip.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+# The operator half's files (before and after the layout change); the model code below ``embed`` is the
+# same either way and is left out.
+OPERATOR = ("search", "cli", "imaging", "ingest")
+VTEST = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("video", nargs="?", default=VTEST)
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--detector", default="hog")
+    ap.add_argument("--list", action="store_true", help="print every crossing call site")
+    args = ap.parse_args()
+
+    import reidkit
+    from reidkit.cli import app
+
+    pkg = str(Path(reidkit.__file__).parent) + os.sep
+    sites: set[tuple[str, str]] = set()
+    back: set[tuple[str, str]] = set()
+
+    def short(code: object) -> str:
+        return code.co_filename[len(pkg) :]  # type: ignore[attr-defined]
+
+    def ours(code: object) -> bool:
+        name = code.co_filename  # type: ignore[attr-defined]
+        return name.startswith(pkg) and name[len(pkg) :].startswith(OPERATOR)
+
+    def prof(frame, event, _arg):  # noqa: ANN001
+        if event != "call" or not ours(frame.f_code):
+            return
+        callee = short(frame.f_code)
+        stack = []
+        f = frame.f_back
+        while f is not None:
+            if ours(f.f_code):
+                stack.append(f.f_code)
+            f = f.f_back
+        if not stack:
+            return
+        caller = short(stack[0])
+        if caller == callee:
+            return
+        sites.add((f"{caller}:{stack[0].co_name}", f"{callee}:{frame.f_code.co_name}"))
+        if callee in {short(c) for c in stack[1:]}:
+            back.add((caller, callee))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["ingest", args.video, "--gallery", f"{tmp}/g", "--max-frames", str(args.frames),
+                "--detector", args.detector]  # fmt: skip
+        sys.setprofile(prof)
+        try:
+            app(argv, standalone_mode=False)
+        finally:
+            sys.setprofile(None)
+    files = {(a.split(":")[0], b.split(":")[0]) for a, b in sites}
+    if args.list:
+        for a, b in sorted(sites):
+            print(f"  {a} -> {b}")
+    print(f"call sites crossing files: {len(sites)}")
+    print(f"crossings (file -> file): {len(files)}")
+    print(f"back into a file already left: {len(back)}")
+
+
+if __name__ == "__main__":
+    main()
