@@ -21,7 +21,7 @@ from _common import command_line, machine, write_section
 
 from reidkit.evaluation.rerank import rerank
 from reidkit.io import load_features
-from reidkit.search.cluster import (
+from reidkit.search.query.cluster import (
     EpsGraph,
     cosine_distances,
     cut_tree,

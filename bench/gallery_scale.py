@@ -3,7 +3,7 @@
 Measures, per index: build time, memory (RSS held by the index and peak RSS while building),
 single-query latency p50/p99 (1 thread and the default thread count) and recall@k against exact
 search, sweeping efSearch (HNSW) and nprobe (IVF). The indexes are reidkit's own
-(`reidkit.search.index.VectorIndex`, exactly what a `Gallery` searches). A final end-to-end part
+(`reidkit.search.storage.index.VectorIndex`, exactly what a `Gallery` searches). A final end-to-end part
 builds a real `Gallery` (SQLite metadata + HNSW) and times adds and filtered searches with metadata.
 
 Synthetic data: identities (~20 crops each) grouped into 256 look-alike groups in a 64-d latent
@@ -32,8 +32,8 @@ import faiss
 import numpy as np
 from _common import command_line, machine, write_section
 
-from reidkit.search import Gallery, IndexConfig, Sighting
-from reidkit.search.index import VectorIndex
+from reidkit.search.storage import Gallery, IndexConfig, Sighting
+from reidkit.search.storage.index import VectorIndex
 
 LATENT = 64
 GROUPS = 256

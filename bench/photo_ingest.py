@@ -48,9 +48,9 @@ def make_photos(root: Path, n: int) -> None:
 
 
 def run(root: Path, gallery: Path, sequence: bool, embedder, detector) -> dict:
-    from reidkit.search import Gallery
-    from reidkit.search.ingest import ingest
-    from reidkit.search.photos import camera_folders
+    from reidkit.search.ingest.photos import camera_folders
+    from reidkit.search.ingest.pipeline import ingest
+    from reidkit.search.storage import Gallery
 
     t0 = time.perf_counter()
     with Gallery.open(gallery) as g:
@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from reidkit.extract import make_embedder
-    from reidkit.search.detect import build_detector
+    from reidkit.search.ingest.detect import build_detector
 
     embedder, info = make_embedder(None, None, args.backend, batch_size=64)
     detector = build_detector("ssd")

@@ -29,7 +29,7 @@ from _common import ROOT, command_line, machine, write_section
 
 from reidkit.evaluation import evaluate, evaluate_features
 from reidkit.io import FeatureSet, load_features
-from reidkit.search import Gallery, Sighting
+from reidkit.search.storage import Gallery, Sighting
 
 TOLERANCE = 1e-4  # absolute, on rates in [0, 1] (0.01 percentage points)
 FRAME = re.compile(r"c\d+s(\d+)_(\d+)")
@@ -94,7 +94,7 @@ def candidate_rerank(
 ) -> tuple[np.ndarray, float]:
     """Rankings of `search_person` (top-k candidates re-ranked), the rest of the gallery after them
     in plain search order; and the seconds per query."""
-    from reidkit.search.query import search_person
+    from reidkit.search.query.search import search_person
 
     out = rank_d + k
     t = time.perf_counter()

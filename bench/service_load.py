@@ -42,7 +42,7 @@ def load() -> float:
 
 def ensure_gallery(gallery: Path) -> dict:
     """Ingest bounding_box_test once (what it took is kept beside the gallery); returns that record."""
-    from reidkit.search import Gallery
+    from reidkit.search.storage import Gallery
 
     test = DATA / "bounding_box_test"
     record = gallery.with_name(gallery.name + ".ingest.json")
@@ -76,8 +76,8 @@ def percentiles(lat: list[float]) -> tuple[float, float]:
 def direct(gallery: Path, queries: list[Path], threads: int, seconds: float) -> dict:
     """search_person from `threads` threads for `seconds`; also the answers to the first queries."""
     from reidkit.extract import make_embedder
-    from reidkit.search import Gallery
-    from reidkit.search.query import search_person
+    from reidkit.search.query.search import search_person
+    from reidkit.search.storage import Gallery
 
     emb, info = make_embedder(None, None)
     g = Gallery.open(gallery, create=False, read_only=True)

@@ -22,7 +22,7 @@ $rk ingest "$video" --gallery "$out/gallery" --camera entrance --stride 2 --repl
 echo "== 2. the query: the person followed longest"
 track=$(.venv/bin/python - "$out/gallery" <<'PY'
 import sys
-from reidkit.search import Gallery
+from reidkit.search.storage import Gallery
 with Gallery.open(sys.argv[1], read_only=True) as g:
     t = max(g.tracks(), key=lambda t: (t.last_time - t.first_time, t.n_crops))
     print(t.id)
@@ -38,8 +38,8 @@ echo "== 4. who does the gallery find more than once? (every track searched)"
 again=$(.venv/bin/python - "$out/gallery" <<'PY'
 import sys
 from reidkit.models.zoo import load_model
-from reidkit.search import Gallery
-from reidkit.search.query import search_person
+from reidkit.search.storage import Gallery
+from reidkit.search.query.search import search_person
 info = load_model()[1]
 with Gallery.open(sys.argv[1], read_only=True) as g:
     tracks = sorted(g.tracks(), key=lambda t: (t.last_time - t.first_time, t.n_crops), reverse=True)

@@ -6,7 +6,8 @@ Runs ``reidkit ingest VIDEO --gallery <tmp> --max-frames N`` in this process und
 and records every call from one of the operator half's files (``search/``, the CLI, ``imaging``) into
 another (other frames are skipped: a call is attributed to the nearest such frame below it). It prints:
 
-* ``call sites``: distinct (caller file:function -> callee file:function) pairs that cross files;
+* ``call sites``: distinct (caller file:function -> callee file:function) pairs that cross files
+  (module imports left out);
 * ``crossings``: distinct (caller file -> callee file) pairs;
 * ``back into a file already left``: distinct crossings whose callee file is already on the call
   stack below the caller (the pipeline asking a helper, which asks back into the pipeline's file).
@@ -51,7 +52,7 @@ def main() -> None:
         name = code.co_filename  # type: ignore[attr-defined]
         return name.startswith(pkg) and name[len(pkg) :].startswith(OPERATOR)
 
-    def prof(frame, event, _arg):  # noqa: ANN001
+    def prof(frame, event, _arg):
         if event != "call" or not ours(frame.f_code):
             return
         callee = short(frame.f_code)
@@ -64,7 +65,7 @@ def main() -> None:
         if not stack:
             return
         caller = short(stack[0])
-        if caller == callee:
+        if caller == callee or frame.f_code.co_name == "<module>":  # imports are not following the source
             return
         sites.add((f"{caller}:{stack[0].co_name}", f"{callee}:{frame.f_code.co_name}"))
         if callee in {short(c) for c in stack[1:]}:

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from reidkit.search import Gallery, Sighting
+from reidkit.search.storage import Gallery, Sighting
 
 N_IDS, PER_ID, N_DISTRACTORS = 14, 6, 24
 FPS = 5.0

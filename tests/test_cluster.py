@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from reidkit.evaluation.rerank import rerank
-from reidkit.search import Gallery, Sighting
-from reidkit.search import cluster as C
+from reidkit.search.storage import Gallery, Sighting
+from reidkit.search.query import cluster as C
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -301,7 +301,7 @@ def test_cluster_gallery_without_tracks_uses_sightings(tmp_path: Path) -> None:
 def _app():
     import typer
 
-    from reidkit.cli_cluster import register
+    from reidkit.cli.cluster import register
 
     app = typer.Typer()
 
@@ -317,7 +317,7 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from reidkit import cli_cluster
+    from reidkit.cli import cluster as cli_cluster
     from reidkit.io import FeatureSet, save_features
 
     monkeypatch.setattr(cli_cluster, "console", Console(width=200))

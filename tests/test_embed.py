@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from reidkit.embed import Embedder, ImageError, Preprocess
+from reidkit.embed import Embedder, Preprocess
+from reidkit.imaging import ImageError
 from reidkit.models import build_model
 
 

@@ -15,8 +15,8 @@ import faiss
 import numpy as np
 import pytest
 
-from reidkit.search import Gallery, GalleryError, IndexConfig, Sighting
-from reidkit.search import gallery as gallery_mod
+from reidkit.search.storage import Gallery, GalleryError, IndexConfig, Sighting
+from reidkit.search.storage import gallery as gallery_mod
 
 DIM = 32
 
@@ -263,7 +263,7 @@ def assert_consistent(g: Gallery) -> None:
 WRITER = """
 import sys, numpy as np, faiss
 faiss.omp_set_num_threads(1)
-from reidkit.search import Gallery, Sighting
+from reidkit.search.storage import Gallery, Sighting
 root, kind = sys.argv[1], sys.argv[2]
 rng = np.random.default_rng(0)
 with Gallery.open(root, index=kind, autosave=None) as g:
@@ -322,8 +322,8 @@ def test_kill9_while_adding_then_reopen_consistent(tmp_path, kind):
 
 CRASH_IN_SAVE = """
 import os, signal, sys, numpy as np
-from reidkit.search import Gallery, Sighting
-from reidkit.search import index as index_mod
+from reidkit.search.storage import Gallery, Sighting
+from reidkit.search.storage import index as index_mod
 root = sys.argv[1]
 with Gallery.open(root, autosave=None) as g:
     g.add(np.eye(32, dtype=np.float32)[:10], [Sighting("a", float(i), camera="c") for i in range(10)])

@@ -291,8 +291,8 @@ def test_horeid_stage1_onnx_parity_and_model_file(tmp_path) -> None:
 def test_horeid_model_file_embeds_paths_and_arrays_with_keypoints(tmp_path, data_root) -> None:
     import numpy as np
 
-    from reidkit.embed import to_rgb_array
     from reidkit.extract import make_embedder
+    from reidkit.imaging import to_rgb_array
     from reidkit.models.zoo import ModelInfo, save_model_file
 
     torch.manual_seed(0)

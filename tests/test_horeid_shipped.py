@@ -16,7 +16,7 @@ VTEST = Path(os.environ.get("REIDKIT_VTEST", "/usr/share/doc/opencv-doc/examples
 
 def test_shipped_horeid_model_file_and_calibration() -> None:
     from reidkit.models.zoo import load_model
-    from reidkit.search.calibrate import thresholds_for
+    from reidkit.search.query.calibrate import thresholds_for
 
     assert SHIPPED.stat().st_size < 32 * 2**20
     assert (PRETRAINED / "MODEL_CARD_horeid.md").is_file()
@@ -59,9 +59,9 @@ def test_shipped_horeid_ingests_and_searches_photos(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from reidkit.cli_ingest import register as reg_ingest
-    from reidkit.cli_search import register as reg_search
-    from reidkit.search import Gallery
+    from reidkit.cli.ingest import register as reg_ingest
+    from reidkit.cli.search import register as reg_search
+    from reidkit.search.storage import Gallery
 
     if not VTEST.is_file():
         if os.environ.get("REIDKIT_REQUIRE_DATA") == "1":

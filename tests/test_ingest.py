@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from reidkit.search import Gallery, GalleryError
-from reidkit.search.detect import Detection
-from reidkit.search.ingest import folder_items, ingest, ingest_reid_split
+from reidkit.search.ingest.detect import Detection
+from reidkit.search.ingest.pipeline import folder_items, ingest, ingest_reid_split
+from reidkit.search.storage import Gallery, GalleryError
 
 VTEST = Path(os.environ.get("REIDKIT_VTEST", "/usr/share/doc/opencv-doc/examples/data/vtest.avi"))
 W, H, FPS = 320, 240, 10.0
@@ -142,8 +142,8 @@ KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_ingest import TRACKER, ColourDetector, FakeEmbedder
-from reidkit.search import Gallery
-from reidkit.search.ingest import ingest
+from reidkit.search.storage import Gallery
+from reidkit.search.ingest.pipeline import ingest
 
 class KillingDetector(ColourDetector):
     calls = 0
@@ -197,7 +197,7 @@ def test_killed_ingest_resumes_without_duplicates(tmp_path: Path) -> None:
 def test_vtest_smoke_with_osnet(tmp_path: Path) -> None:
     from reidkit.embed import Embedder
     from reidkit.models.build import build_model
-    from reidkit.search.ingest import default_detector
+    from reidkit.search.ingest.pipeline import default_detector
 
     embedder = Embedder.from_model(build_model("osnet_x0_25", num_classes=0, pretrained=None), workers=1)
     with Gallery.open(tmp_path / "g") as g:
@@ -286,7 +286,7 @@ def test_reid_split_gallery_matches_direct_evaluation(tmp_path: Path, data_root:
 def _cli():
     import typer
 
-    from reidkit.cli_ingest import register
+    from reidkit.cli.ingest import register
 
     app = typer.Typer()
 
@@ -302,9 +302,9 @@ def test_cli_ingest(tmp_path: Path, weights_root: Path, monkeypatch: pytest.Monk
     from rich.console import Console
     from typer.testing import CliRunner
 
-    import reidkit.cli_ingest
+    import reidkit.cli.ingest
 
-    monkeypatch.setattr(reidkit.cli_ingest, "console", Console(width=200))
+    monkeypatch.setattr(reidkit.cli.ingest, "console", Console(width=200))
     runner = CliRunner()
     app = _cli()
     w = weights_root / "reid" / "osnet_x0_25_market1501.pth"
@@ -351,9 +351,9 @@ def test_snapshot_unpickler_refuses_foreign_objects() -> None:
     import pickle
     import zlib
 
-    from reidkit.search.crops import TrackCropper
-    from reidkit.search.ingest import _CameraState
-    from reidkit.search.track import Tracker
+    from reidkit.search.ingest.crops import TrackCropper
+    from reidkit.search.ingest.pipeline import _CameraState
+    from reidkit.search.ingest.track import Tracker
 
     evil = zlib.compress(pickle.dumps(("x", {"f": os.system})))
     with pytest.raises(pickle.UnpicklingError, match=r"posix\.system|os\.system"):

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from reidkit.search.crops import CropQuality, TrackCropper, clip_box, iter_track_crops
-from reidkit.search.detect import (
+from reidkit.search.ingest.crops import CropQuality, TrackCropper, clip_box, iter_track_crops
+from reidkit.search.ingest.detect import (
     DETECTORS,
     BoxFilter,
     Detection,
@@ -20,7 +20,7 @@ from reidkit.search.detect import (
     build_detector,
     ultralytics_available,
 )
-from reidkit.search.sources import (
+from reidkit.search.ingest.sources import (
     ImageFolderSource,
     SourceError,
     VideoSource,
@@ -28,7 +28,7 @@ from reidkit.search.sources import (
     open_source,
     source_fingerprint,
 )
-from reidkit.search.track import Tracker
+from reidkit.search.ingest.track import Tracker
 
 VTEST = Path(os.environ.get("REIDKIT_VTEST", "/usr/share/doc/opencv-doc/examples/data/vtest.avi"))
 NEEDS_VTEST = pytest.mark.skipif(

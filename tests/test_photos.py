@@ -14,18 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reidkit.search import Gallery
-from reidkit.search.detect import build_detector
-from reidkit.search.ingest import ingest
-from reidkit.search.photos import (
-    PhotoClock,
-    PhotoError,
-    TimePattern,
-    camera_folders,
-    decode_photo,
-    list_photos,
-    read_photo,
-)
+from reidkit.imaging import PhotoError, decode_photo, read_photo
+from reidkit.search.ingest.detect import build_detector
+from reidkit.search.ingest.photos import PhotoClock, TimePattern, camera_folders, list_photos
+from reidkit.search.ingest.pipeline import ingest
+from reidkit.search.storage import Gallery
 
 VTEST = Path(os.environ.get("REIDKIT_VTEST", "/usr/share/doc/opencv-doc/examples/data/vtest.avi"))
 T0 = 1_700_000_000.0  # photo times: T0 + video second
@@ -222,8 +215,8 @@ def _centre(box) -> np.ndarray:
 
 
 def test_person_from_one_folder_found_in_the_other(photo_gallery, embedder) -> None:
-    from reidkit.search.query import search_person
-    from reidkit.search.report import _Frames
+    from reidkit.search.query.search import search_person
+    from reidkit.search.storage.media import FrameReader
 
     gdir, _ = photo_gallery
     with Gallery.open(gdir, read_only=True) as g:
@@ -240,7 +233,7 @@ def test_person_from_one_folder_found_in_the_other(photo_gallery, embedder) -> N
             assert np.linalg.norm(_centre(top.box) - WOMAN[frame]) < 25, (frame, top)
         at_frame = round((best.timestamp - T0) * 10)  # her best match overall: her, in some cam2 photo
         assert at_frame in (120, 160, 200) and np.linalg.norm(_centre(best.box) - WOMAN[at_frame]) < 25
-        frame = _Frames(str(gdir)).read(best.source, best.frame)  # the report's full picture
+        frame = FrameReader(str(gdir)).read(best.source, best.frame)  # the report's full picture
         assert frame is not None and frame.shape == (576, 768, 3)
 
 
@@ -301,7 +294,7 @@ def test_rerun_adds_only_new_pictures_and_resumes_after_a_kill(tmp_path: Path, p
 def test_camera_set_folder_is_refused_by_the_api(photo_root: Path, detector) -> None:
     from test_ingest import FakeEmbedder
 
-    from reidkit.search.sources import SourceError
+    from reidkit.search.ingest.sources import SourceError
 
     with Gallery.open(photo_root.parent / "refused") as g, pytest.raises(SourceError, match="camera folders"):
         ingest(g, photo_root, FakeEmbedder(), detector=detector, progress=False)
@@ -319,8 +312,8 @@ def test_camera_set_folder_is_refused_by_the_api(photo_root: Path, detector) -> 
 def _cli():
     import typer
 
-    from reidkit.cli_ingest import register as reg_ingest
-    from reidkit.cli_search import register as reg_search
+    from reidkit.cli.ingest import register as reg_ingest
+    from reidkit.cli.search import register as reg_search
 
     app = typer.Typer()
     reg_ingest(app)
@@ -334,11 +327,11 @@ def test_cli_photo_folder_truncated_video_and_positional_query(
     from rich.console import Console
     from typer.testing import CliRunner
 
-    import reidkit.cli_ingest
-    import reidkit.cli_search
+    import reidkit.cli.ingest
+    import reidkit.cli.search
 
-    monkeypatch.setattr(reidkit.cli_ingest, "console", Console(width=200))
-    monkeypatch.setattr(reidkit.cli_search, "console", Console(width=200))
+    monkeypatch.setattr(reidkit.cli.ingest, "console", Console(width=200))
+    monkeypatch.setattr(reidkit.cli.search, "console", Console(width=200))
     runner = CliRunner()
     app = _cli()
     truncated = tmp_path / "door.avi"
@@ -375,7 +368,7 @@ def test_cluster_photo_gallery_into_albums(tmp_path: Path, photo_gallery) -> Non
     import typer
     from typer.testing import CliRunner
 
-    from reidkit.cli_cluster import register
+    from reidkit.cli.cluster import register
 
     gdir, _ = photo_gallery
     app = typer.Typer()

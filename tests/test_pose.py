@@ -96,7 +96,7 @@ def test_movenet_on_real_crops(pose: MoveNet, data_root: Path) -> None:
 
 
 def test_bad_image_and_model_errors(pose: MoveNet, tmp_path: Path) -> None:
-    from reidkit.embed import ImageError
+    from reidkit.imaging import ImageError
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
@@ -144,10 +144,10 @@ def test_cli_keypoints(tmp_path: Path, data_root: Path, monkeypatch: pytest.Monk
     from rich.console import Console
     from typer.testing import CliRunner
 
-    import reidkit.cli_pose
-    from reidkit.cli_pose import register
+    import reidkit.cli.pose
+    from reidkit.cli.pose import register
 
-    monkeypatch.setattr(reidkit.cli_pose, "console", Console(width=200))
+    monkeypatch.setattr(reidkit.cli.pose, "console", Console(width=200))
     src = sorted((data_root / "market1501" / "query").glob("*.jpg"))[:12]
     root = tmp_path / "mine"  # a custom folder dataset: <split>/<pid>_c<cam>_*.jpg
     for split, chunk in (("query", src[:4]), ("gallery", src[4:])):

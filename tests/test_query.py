@@ -15,10 +15,7 @@ import faiss
 import numpy as np
 import pytest
 
-from reidkit.search import Gallery, Sighting
-from reidkit.search import calibrate as cal
-from reidkit.search.query import SearchResult, search_person
-from reidkit.search.report import (
+from reidkit.search.query.report import (
     REVIEW_TITLE,
     format_time,
     load_json,
@@ -28,6 +25,9 @@ from reidkit.search.report import (
     save_json,
     write_html,
 )
+from reidkit.search.query.search import SearchResult, search_person
+from reidkit.search.storage import Gallery, Sighting
+from reidkit.search.query import calibrate as cal
 
 DIM = 32
 
@@ -526,7 +526,7 @@ def test_cli_search(world, tmp_path: Path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    from reidkit import cli_search
+    from reidkit.cli import search as cli_search
 
     app = typer.Typer()
     cli_search.register(app)

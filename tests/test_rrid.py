@@ -226,7 +226,7 @@ def test_model_file_round_trip_and_embedder(tmp_path: Path) -> None:
 
 def test_shipped_rrid_model_loads_with_its_calibration() -> None:
     from reidkit.models.zoo import load_model
-    from reidkit.search.calibrate import thresholds_for
+    from reidkit.search.query.calibrate import thresholds_for
 
     pretrained = Path(__file__).parents[1] / "src" / "reidkit" / "models" / "pretrained"
     path = pretrained / "mobilenet_v2_rrid_market1501_cpu.pth"

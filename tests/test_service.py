@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from reidkit.search import Gallery
-from reidkit.search.query import search_person
+from reidkit.search.query.search import search_person
+from reidkit.search.storage import Gallery
 from reidkit.service.app import _has_frame, create_app
 from reidkit.service.models import GalleryModel, SearchResultModel, SightingModel, TrackDetailModel
 
@@ -155,8 +155,8 @@ def test_search_errors(client, world, form, files, status, message):
 
 
 def test_search_html_fragment_is_the_report_rendering(client, world):
-    from reidkit.search.query import SearchResult
-    from reidkit.search.report import render_results
+    from reidkit.search.query.report import render_results
+    from reidkit.search.query.search import SearchResult
 
     r = client.post("/search/html", files=upload(world.query))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
@@ -412,7 +412,7 @@ def test_concurrent_searches_over_http(app, world):
 WRITER = r"""
 import sys, time
 import numpy as np
-from reidkit.search import Gallery, Sighting
+from reidkit.search.storage import Gallery, Sighting
 gdir, query_id, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for i in range(n):  # like reidkit ingest: a writable gallery in its own process, one commit per batch
     with Gallery.open(gdir) as g:

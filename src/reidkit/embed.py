@@ -31,66 +31,14 @@ from typing import Any, Literal, Protocol, TypeVar
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from reidkit.imaging import ImageInput, to_pil, to_rgb_array
 from reidkit.runtime import tune_malloc
-
-ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Resize = Literal["cv2", "pil"]
-_IMREAD = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # as PIL: no EXIF rotation
-
-
-class ImageError(ValueError):
-    """An input image is missing, unreadable or of an unexpected shape (the message names it)."""
-
-
-def to_pil(image: ImageInput, bgr: bool = False) -> Image.Image:
-    """Any supported input as an RGB PIL image."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, str | os.PathLike):
-        try:
-            with Image.open(image) as im:
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise ImageError(f"{image}: no such image file") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ImageError(f"{image}: not a readable image ({exc})") from None
-    if isinstance(image, torch.Tensor):
-        t = image.detach().cpu()
-        if t.ndim != 3 or t.shape[0] != 3:
-            raise ImageError(f"tensor image must be 3 x H x W (RGB), got shape {tuple(t.shape)}")
-        if t.is_floating_point():
-            t = (t.clamp(0, 1) * 255).round()
-        return Image.fromarray(t.to(torch.uint8).permute(1, 2, 0).numpy())
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ImageError(f"array image must be H x W x 3 uint8, got {image.dtype} {image.shape}")
-        return Image.fromarray(image[:, :, ::-1] if bgr else image)
-    raise ImageError(f"unsupported image type {type(image).__name__}")
-
-
-def to_rgb_array(image: ImageInput, bgr: bool = False) -> np.ndarray:
-    """Any supported input as an H x W x 3 uint8 RGB array (files decoded by OpenCV, else PIL)."""
-    if isinstance(image, str | os.PathLike):
-        try:
-            data = np.fromfile(image, dtype=np.uint8)
-        except FileNotFoundError:
-            raise ImageError(f"{image}: no such image file") from None
-        except OSError as exc:
-            raise ImageError(f"{image}: not a readable image ({exc})") from None
-        im = cv2.imdecode(data, _IMREAD) if data.size else None
-        if im is not None:
-            return im[:, :, ::-1]
-        return np.asarray(to_pil(image))  # formats OpenCV lacks; PIL names the file if it fails too
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ImageError(f"array image must be H x W x 3 uint8, got {image.dtype} {image.shape}")
-        return image[:, :, ::-1] if bgr else image
-    return np.asarray(to_pil(image, bgr))
 
 
 class Preprocess:

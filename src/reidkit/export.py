@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from reidkit.embed import ImageInput, Preprocess
+from reidkit.embed import Preprocess
+from reidkit.imaging import ImageInput
 from reidkit.io import atomic_path
 
 __all__ = [

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from reidkit.data.samplers import PKBatchSampler
 from reidkit.data.transforms import build_train_transform
 from reidkit.datasets.base import Sample
-from reidkit.embed import to_pil
+from reidkit.imaging import to_pil
 
 __all__ = ["ImageDataset", "SeededBatches", "build_train_loader", "seed_worker"]
 

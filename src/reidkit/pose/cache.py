@@ -118,7 +118,7 @@ def keypoints_for(
     """``(N, 17, 3)`` keypoints (``x, y, score`` in image pixels) and ``(N, 2)`` image sizes
     ``(width, height)`` of image files: cached ones read, the rest computed (``workers`` threads, one
     interpreter each) and committed ``batch`` at a time; ``on_batch(done, computed)`` reports progress."""
-    from reidkit.embed import to_rgb_array
+    from reidkit.imaging import to_rgb_array
 
     if cache is not None and cache.pose_id != pose.id:
         raise KeypointCacheError(f"{cache.path}: cache of pose model {cache.pose_id}, not {pose.id}")

@@ -140,7 +140,7 @@ class MoveNet:
 
     def predict(self, images: Sequence[np.ndarray | str | os.PathLike[str]], bgr: bool = False) -> np.ndarray:
         """``(N, 17, 3)`` for a list of images (arrays, or paths read as RGB)."""
-        from reidkit.embed import to_rgb_array
+        from reidkit.imaging import to_rgb_array
 
         out = np.empty((len(images), 17, 3), np.float32)
         for i, im in enumerate(images):

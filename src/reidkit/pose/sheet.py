@@ -57,7 +57,7 @@ def keypoint_sheet(
     paths: Sequence[str | os.PathLike[str]], coco: np.ndarray, out: str | os.PathLike[str], columns: int = 10
 ) -> Path:
     """Write a contact sheet of crops with their keypoints drawn (JPEG or PNG by suffix)."""
-    from reidkit.embed import to_rgb_array
+    from reidkit.imaging import to_rgb_array
     from reidkit.io import atomic_path
 
     tiles = [

@@ -44,7 +44,7 @@ class KeypointSource:
 
     def keypoints(self, image: Any, bgr: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
         """COCO ``(17, 3)`` keypoints and the image's ``(h, w)``."""
-        from reidkit.embed import to_rgb_array
+        from reidkit.imaging import to_rgb_array
 
         if isinstance(image, str | os.PathLike) and self.cache is not None:
             digest = image_digest(image)

@@ -1,18 +1,7 @@
-"""Multi-camera person search: a gallery of crops (SQLite metadata + FAISS index) and its queries."""
+"""Multi-camera person search, laid out as its pipeline (see ARCHITECTURE.md):
 
-from reidkit.search.gallery import Gallery, save_crop
-from reidkit.search.index import IndexConfig
-from reidkit.search.store import GalleryError, Hit, Record, Sighting, Source, Track, TrackHit
-
-__all__ = [
-    "Gallery",
-    "GalleryError",
-    "Hit",
-    "IndexConfig",
-    "Record",
-    "Sighting",
-    "Source",
-    "Track",
-    "TrackHit",
-    "save_crop",
-]
+* :mod:`reidkit.search.storage`: the gallery (metadata + vector index behind one interface) and its media;
+* :mod:`reidkit.search.ingest`: sources -> detect -> track -> crops -> embed -> storage;
+* :mod:`reidkit.search.query`: person search, calibration, clustering, reports;
+* :mod:`reidkit.search.api`: the application API that the CLI and the HTTP service call.
+"""

@@ -5,7 +5,7 @@
 * ``POST /search`` (multipart: ``image`` pictures, or a ``track`` / ``sighting`` id, and the options
   of ``reidkit search``) answers exactly the JSON of ``reidkit search --json``;
   ``POST /search/html`` the same search as the HTML fragment the page shows (one rendering with
-  ``reidkit search --html``: :func:`reidkit.search.report.render_results`).
+  ``reidkit search --html``: :func:`reidkit.search.query.report.render_results`).
 * ``GET /gallery`` (overview), ``/tracks/{id}``, ``/sightings/{id}``, ``/crops/{id}`` and
   ``/frames/{id}`` (JPEGs, by id only: no client-given path reaches the file system), ``/health``,
   the page at ``/`` and the schema at ``/openapi.json``.
@@ -43,9 +43,10 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request,
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from reidkit.search.gallery import Gallery
-from reidkit.search.store import RECORD_SQL, TRACK_SQL, GalleryError, Hit, Record, Track, to_seconds
-from reidkit.service.live import LiveGallery, NoGallery
+from reidkit.search.storage.gallery import Gallery
+from reidkit.search.storage.live import LiveGallery, NoGallery
+from reidkit.search.storage.records import GalleryError, Hit, Record, Track, to_seconds
+from reidkit.search.storage.schema import RECORD_SQL, TRACK_SQL
 from reidkit.service.models import (
     ErrorModel,
     GalleryModel,
@@ -212,13 +213,13 @@ class BadPicture(ValueError):
 def decode_picture(data: bytes, name: str, max_pixels: int = MAX_PIXELS, size: tuple[int, int] | None = None) -> Any:
     """An uploaded file as an RGB PIL image, or :class:`BadPicture`.
 
-    The checks are :func:`reidkit.search.photos.open_picture`'s (every untrusted picture gets the
+    The checks are :func:`reidkit.search.ingest.photos.open_picture`'s (every untrusted picture gets the
     same ones); this only words the answer. ``size`` ``(width, height)``: resize right away, exactly
     as the Embedder's PIL path would (bilinear), so a large photo is not kept in memory at full size.
     """
     from PIL import Image
 
-    from reidkit.search.photos import PhotoError, open_picture
+    from reidkit.imaging import PhotoError, open_picture
 
     try:
         img, _ = open_picture(data, name, max_pixels)
@@ -354,7 +355,7 @@ def _track_ids(g: Gallery, records: Sequence[Record]) -> dict[tuple[int, int], i
 
 
 def _sighting(r: Record, track: int | None, base: str) -> dict[str, Any]:
-    from reidkit.search.report import format_time
+    from reidkit.search.query.report import format_time
 
     return {
         "id": r.id,
@@ -411,7 +412,7 @@ def _has_frame(gallery_root: str | Path, r: Record) -> bool:
     if not src.is_dir():
         return False
     try:
-        from reidkit.search.photos import lookup_photo
+        from reidkit.search.storage.media import lookup_photo
     except ImportError:  # pragma: no cover
         return False
     return lookup_photo(gallery_root, r.source, r.frame) is not None
@@ -446,7 +447,7 @@ def create_app(
     count changes its float rounding). ``refresh_s``: how often to look for rows written by another process.
     The gallery folder need not hold a gallery yet (503 until it does).
     """
-    from reidkit.search.report import RESULTS_CSS
+    from reidkit.search.query.report import RESULTS_CSS
 
     if embedder is None:
         from reidkit.extract import make_embedder
@@ -528,8 +529,8 @@ def create_app(
 
     # -- search ------------------------------------------------------------------------------------
     async def run_search(form: SearchForm) -> Any:
-        from reidkit.embed import ImageError
-        from reidkit.search.query import search_person
+        from reidkit.imaging import ImageError
+        from reidkit.search.query.search import search_person
 
         given = [bool(form.images), form.track is not None, form.sighting is not None]
         if sum(given) != 1:
@@ -631,7 +632,7 @@ def create_app(
     async def search_html(request: Request, form: Annotated[SearchForm, Depends(search_form)]) -> HTMLResponse:
         """The results rendered by the same code as `reidkit search --html` (per-camera summary, timeline,
         appearances by camera, review), with pictures as URLs of /crops/{id} and frames of /frames/{id}."""
-        from reidkit.search.report import render_results, result_meta
+        from reidkit.search.query.report import render_results, result_meta
 
         result = await run_search(form)
         base = _base(request)
@@ -665,7 +666,7 @@ def create_app(
         recent: Annotated[int, Query(ge=0, le=200, description="How many of the last sightings to list.")] = RECENT,
     ) -> Any:
         """Cameras, sources with their counts, totals, the time span and the sightings added last."""
-        from reidkit.search.report import format_time
+        from reidkit.search.query.report import format_time
 
         n_recent = int(recent)
         base = _base(request)
@@ -764,7 +765,7 @@ def create_app(
         """The stored crop file, or, without one, the box cut from the frame."""
         import cv2
 
-        from reidkit.search.report import _cut, _Frames
+        from reidkit.search.storage.media import FrameReader, cut_box
 
         def get(g: Gallery) -> bytes:
             rec = _record(g, sighting_id)
@@ -776,12 +777,12 @@ def create_app(
                 img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
                 if img is not None:
                     return _jpeg(img)
-            reader = _Frames(str(g.root))
+            reader = FrameReader(str(g.root))
             try:
                 frame = reader.read(rec.source, rec.frame)
             finally:
                 reader.close()
-            cut = None if frame is None else _cut(frame, rec.box)
+            cut = None if frame is None else cut_box(frame, rec.box)
             if cut is None:
                 raise _err(404, f"sighting {sighting_id} has no crop file and its frame cannot be read")
             return _jpeg(np.ascontiguousarray(cut))
@@ -797,18 +798,18 @@ def create_app(
     def frame(sighting_id: Id) -> Response:
         """The frame the person was seen in, the box drawn as in the HTML report; 404 when it cannot be
         read (no frame number, a missing or unreadable video, a crop-only source)."""
-        from reidkit.search.report import _draw_box, _Frames
+        from reidkit.search.storage.media import FrameReader, draw_box
 
         def get(g: Gallery) -> bytes:
             rec = _record(g, sighting_id)
-            reader = _Frames(str(g.root))
+            reader = FrameReader(str(g.root))
             try:
                 img = reader.read(rec.source, rec.frame)
             finally:
                 reader.close()
             if img is None:
                 raise _err(404, f"the frame of sighting {sighting_id} cannot be read (source {rec.source})")
-            return _jpeg(_draw_box(img, rec.box) if rec.box is not None else img)
+            return _jpeg(draw_box(img, rec.box) if rec.box is not None else img)
 
         return Response(leased(get), media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 

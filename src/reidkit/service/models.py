@@ -1,6 +1,6 @@
 """The service's response bodies as pydantic models, so the OpenAPI schema documents them.
 
-:class:`SearchResultModel` is the JSON of :meth:`reidkit.search.query.SearchResult.to_dict` (what
+:class:`SearchResultModel` is the JSON of :meth:`reidkit.search.query.search.SearchResult.to_dict` (what
 ``reidkit search --json`` writes), field for field; the service sends that dict as it is and the
 tests check it against this model (``extra="forbid"``), so the schema cannot drift from the data.
 """

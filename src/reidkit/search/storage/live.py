@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from reidkit.search.gallery import DB_NAME, INDEX_NAME, Gallery
-from reidkit.search.store import connect
+from reidkit.search.storage.gallery import DB_NAME, INDEX_NAME, Gallery
+from reidkit.search.storage.schema import connect
 
 log = logging.getLogger(__name__)
 

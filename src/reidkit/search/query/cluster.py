@@ -63,7 +63,7 @@ from scipy.sparse.csgraph import connected_components
 from reidkit.evaluation.rerank import _as_tensor, _expanded_sets, _jaccard_min_sum, _neighbours, _weights
 
 if TYPE_CHECKING:
-    from reidkit.search.gallery import Gallery
+    from reidkit.search.storage.gallery import Gallery
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.optimize import linear_sum_assignment
 
-from reidkit.search.detect import Box, Detection
+from reidkit.search.ingest.detect import Box, Detection
 
 
 @dataclass(frozen=True, slots=True)

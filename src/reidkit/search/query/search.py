@@ -15,13 +15,13 @@
    candidates only (O(k), not O(gallery)): a candidate whose own nearest neighbours include the
    query and the other good candidates moves up. It only *reorders*: whether a detection is a match
    is decided on its similarity, the quantity the thresholds are calibrated on.
-4. **Match rule** (:mod:`reidkit.search.calibrate`). A candidate matches when its cosine similarity
+4. **Match rule** (:mod:`reidkit.search.query.calibrate`). A candidate matches when its cosine similarity
    is ``>= threshold`` and, with ``adaptive`` (default), it stands out from the gallery's crowd: its
    similarity standardised by the query's similarities to a fixed random sample of the gallery
    (``z = (s - median) / spread``, spread = 1.4826 x MAD) is ``>= z_threshold``. The second test
    keeps footage where everybody looks alike to the model (higher similarities all round) from
    matching everybody. Both default to the model's calibrated values
-   (:func:`reidkit.search.calibrate.thresholds_for`); galleries under ``MIN_REFERENCE`` detections
+   (:func:`reidkit.search.query.calibrate.thresholds_for`); galleries under ``MIN_REFERENCE`` detections
    use the cosine test only.
 5. **Appearances.** Matches of the same track (same source and tracker id) merge into one
    :class:`Appearance` with the track's time span and its best-matching crop (highest similarity);
@@ -46,8 +46,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from reidkit.search.gallery import Gallery
-from reidkit.search.store import TRACK_SQL, GalleryError, Hit, Track, to_seconds
+from reidkit.search.storage.gallery import Gallery
+from reidkit.search.storage.records import GalleryError, Hit, Track, to_seconds
+from reidkit.search.storage.schema import TRACK_SQL
 
 DEFAULT_K = 200
 RERANK_K1 = 20
@@ -278,7 +279,7 @@ _REFERENCES: weakref.WeakKeyDictionary[Gallery, tuple[int, np.ndarray]] = weakre
 def gallery_reference(gallery: Gallery, size: int | None = None, seed: int = 0) -> np.ndarray:
     """Features of a fixed random sample of the gallery's detections (the crowd a match must stand
     out from), cached per gallery object until its size changes."""
-    from reidkit.search.calibrate import REFERENCE
+    from reidkit.search.query.calibrate import REFERENCE
 
     size = REFERENCE if size is None else size
     n = len(gallery)
@@ -378,11 +379,11 @@ def search_person(
     with ``bgr=True``) embedded by ``embedder``; ``track_id`` (a gallery track row id, see
     :meth:`Gallery.tracks`); or precomputed ``features`` (N, D). ``threshold`` (cosine) and
     ``z_threshold`` default to the calibrated ones of ``model_info`` (a
-    :class:`reidkit.models.zoo.ModelInfo`), else to the defaults of :mod:`reidkit.search.calibrate`;
+    :class:`reidkit.models.zoo.ModelInfo`), else to the defaults of :mod:`reidkit.search.query.calibrate`;
     ``adaptive=False`` drops the z test (cosine threshold only). ``review`` caps the closest
     non-matching appearances kept as ``near_misses`` (0: none).
     """
-    from reidkit.search.calibrate import MIN_REFERENCE, reference_stats, thresholds_for
+    from reidkit.search.query.calibrate import MIN_REFERENCE, reference_stats, thresholds_for
 
     given = sum(x is not None for x in (queries, track_id, features))
     if given != 1:

@@ -1,5 +1,5 @@
-"""``reidkit search`` and ``reidkit calibrate``: thin commands over :mod:`reidkit.search.query`,
-:mod:`reidkit.search.report` and :mod:`reidkit.search.calibrate`. Added to the main app by
+"""``reidkit search`` and ``reidkit calibrate``: thin commands over :mod:`reidkit.search.query.search`,
+:mod:`reidkit.search.query.report` and :mod:`reidkit.search.query.calibrate`. Added to the main app by
 :func:`register`."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _fail(msg: str) -> None:
 
 def _time(value: str) -> float:
     """Seconds from ``"12.5"`` or an ISO-8601 date-time (naive means UTC)."""
-    from reidkit.search.store import to_seconds
+    from reidkit.search.storage.records import to_seconds
 
     try:
         return float(value)
@@ -30,8 +30,8 @@ def _time(value: str) -> float:
 
 def _model(model: str | None, weights: Path | None, need: bool, **kw: Any) -> tuple[Any, Any]:
     """``(embedder, info)`` for the query pictures (``need``), else ``(None, info or None)``."""
-    from reidkit.embed import ImageError
     from reidkit.extract import make_embedder
+    from reidkit.imaging import ImageError
     from reidkit.models.weights import WeightsMismatchError
     from reidkit.models.zoo import load_model
 
@@ -88,10 +88,10 @@ def search_cmd(
     ] = 8,
 ) -> None:
     """Find a person in a gallery: appearances per camera in time order (table, JSON, HTML)."""
-    from reidkit.embed import ImageError
-    from reidkit.search import Gallery, GalleryError
-    from reidkit.search.query import search_person
-    from reidkit.search.report import photo_times, print_result, save_json, write_html
+    from reidkit.imaging import ImageError
+    from reidkit.search.query.report import photo_times, print_result, save_json, write_html
+    from reidkit.search.query.search import search_person
+    from reidkit.search.storage import Gallery, GalleryError
 
     images = list(pictures or []) + list(image or [])
     if bool(images) == (track is not None):
@@ -191,8 +191,8 @@ def calibrate_cmd(
     from rich.table import Table
 
     from reidkit.datasets.base import DatasetError
-    from reidkit.embed import ImageError
-    from reidkit.search.calibrate import calibrate, calibration_file_name, save_calibration
+    from reidkit.imaging import ImageError
+    from reidkit.search.query.calibrate import calibrate, calibration_file_name, save_calibration
 
     if ids < 0:
         _fail(f"--ids must be >= 0, got {ids}")

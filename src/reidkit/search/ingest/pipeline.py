@@ -67,11 +67,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from reidkit.search.crops import TrackCropper, TrackCrops
-from reidkit.search.detect import Detector, build_detector, find_ssd_model
-from reidkit.search.gallery import CROPS, Gallery
-from reidkit.search.photos import PhotoClock, camera_folders, ingest_photos, list_photos, photo_fingerprint
-from reidkit.search.sources import (
+from reidkit.search.ingest.crops import TrackCropper, TrackCrops
+from reidkit.search.ingest.detect import Detector, build_detector, find_ssd_model
+from reidkit.search.ingest.photos import PhotoClock, camera_folders, ingest_photos, list_photos, photo_fingerprint
+from reidkit.search.ingest.sources import (
     IMAGE_EXTENSIONS,
     Frame,
     ImageFolderSource,
@@ -82,8 +81,9 @@ from reidkit.search.sources import (
     parse_timestamp,
     source_fingerprint,
 )
-from reidkit.search.store import GalleryError, Sighting
-from reidkit.search.track import Tracker
+from reidkit.search.ingest.track import Tracker
+from reidkit.search.storage.gallery import CROPS, Gallery
+from reidkit.search.storage.records import GalleryError, Sighting
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class IngestReport:
 class _SnapshotUnpickler(pickle.Unpickler):
     """Unpickles only tracker / crop-selection objects and numpy arrays (never arbitrary callables)."""
 
-    MODULES = ("reidkit.search.track", "reidkit.search.crops")
+    MODULES = ("reidkit.search.ingest.track", "reidkit.search.ingest.crops")
     ALLOWED = frozenset(
         (mod, name)
         for mod in (
@@ -492,7 +492,7 @@ def ingest(
     detected in each picture is a sighting (no tracking); times from a ``sidecar`` (default: found in
     the folder or above it), EXIF, ``time_format`` (a strptime format in the file names) or the mtime.
     A re-run adds only pictures not yet in the gallery. A folder of camera subfolders is refused
-    here: ingest each of :func:`reidkit.search.photos.camera_folders` (``reidkit ingest`` does).
+    here: ingest each of :func:`reidkit.search.ingest.photos.camera_folders` (``reidkit ingest`` does).
     ``max_frames`` caps the pictures of this run. ``sequence=True`` tracks a folder as a frame
     sequence instead (``ImageFolderSource``: frames in time order, ``fps`` for name-ordered times).
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from reidkit.search.detect import Box, Detector
-from reidkit.search.sources import Frame
-from reidkit.search.track import Tracker
+from reidkit.search.ingest.detect import Box, Detector
+from reidkit.search.ingest.sources import Frame
+from reidkit.search.ingest.track import Tracker
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -57,8 +57,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from reidkit.search.index import IndexConfig, IndexFileError, VectorIndex, bitmap_selector
-from reidkit.search.store import (
+from reidkit.search.storage.index import IndexConfig, IndexFileError, VectorIndex, bitmap_selector
+from reidkit.search.storage.media import lookup_photo, save_crop
+from reidkit.search.storage.records import GalleryError, Hit, Record, Sighting, Source, Track, TrackHit, to_seconds
+from reidkit.search.storage.schema import (
     FORMAT,
     PHOTOS_DDL,
     RECORD_SQL,
@@ -67,15 +69,7 @@ from reidkit.search.store import (
     STATUSES,
     TRACK_SQL,
     VERSION,
-    GalleryError,
-    Hit,
-    Record,
-    Sighting,
-    Source,
-    Track,
-    TrackHit,
     connect,
-    to_seconds,
 )
 
 try:  # POSIX advisory lock; without it (Windows) the single-writer rule is not enforced
@@ -115,46 +109,6 @@ def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     vals = np.take_along_axis(scores, part, 1)
     order = np.argsort(-vals, axis=1, kind="stable")
     return np.take_along_axis(vals, order, 1), np.take_along_axis(part, order, 1)
-
-
-def save_crop(
-    image: Any,
-    path: str | os.PathLike[str],
-    *,
-    box: Sequence[int] | None = None,
-    bgr: bool = True,
-    jpeg_quality: int = 90,
-) -> Path:
-    """Write a person crop as a JPEG file, atomically.
-
-    ``image``: an H x W x 3 uint8 array (BGR, as OpenCV frames, unless ``bgr=False``) or a PIL image;
-    with ``box=(x1, y1, x2, y2)`` the crop is cut from it first (clipped to the frame).
-    """
-    import cv2  # imported here: only crop writing needs OpenCV
-
-    from reidkit.io import atomic_path
-
-    if hasattr(image, "convert"):  # PIL
-        image, bgr = np.asarray(image.convert("RGB")), False
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"crop image must be H x W x 3 uint8, got {arr.dtype} {arr.shape}")
-    if box is not None:
-        h, w = arr.shape[:2]
-        x1, y1, x2, y2 = (int(v) for v in box)
-        x1, x2, y1, y2 = max(0, x1), min(w, x2), max(0, y1), min(h, y2)
-        if x2 <= x1 or y2 <= y1:
-            raise ValueError(f"box {tuple(box)} is empty inside a {w}x{h} frame")
-        arr = arr[y1:y2, x1:x2]
-    if not bgr:
-        arr = arr[:, :, ::-1]
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(arr), [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-    if not ok:
-        raise ValueError(f"could not encode a JPEG of shape {arr.shape}")
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(buf.tobytes())
-    return target
 
 
 class _Columns:
@@ -905,8 +859,6 @@ class Gallery:
 
     def photo_path(self, source: SourceRef, frame: int | None) -> Path | None:
         """The picture a photo-folder sighting was detected in (by its source and frame), else None."""
-        from reidkit.search.photos import lookup_photo
-
         rec = self.source_status(source)
         return None if rec is None else lookup_photo(self.root, rec.uri, frame)
 

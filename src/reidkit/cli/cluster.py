@@ -1,4 +1,4 @@
-"""``reidkit cluster``: group a gallery (or a features file) into identities; see :mod:`reidkit.search.cluster`.
+"""``reidkit cluster``: group a gallery (or a features file) into identities; see :mod:`reidkit.search.query.cluster`.
 
 Wire it with ``register(app)`` on the main Typer app.
 """
@@ -31,7 +31,7 @@ def _features_mode(
 ) -> None:
     """Cluster the gallery (or query + gallery) of a features file and score it against its pids."""
     from reidkit.io import FeatureFileError, load_features, write_json
-    from reidkit.search.cluster import cluster_features, nmi, pairwise_f_score
+    from reidkit.search.query.cluster import cluster_features, nmi, pairwise_f_score
 
     try:
         fs = load_features(features)
@@ -101,8 +101,8 @@ def _features_mode(
 def _gallery_mode(gallery: Path, out: Path, tracks: bool, max_crops: int, options: dict) -> None:
     """Cluster a gallery's tracks or sightings; write contact sheets, index.html and clusters.json."""
     from reidkit.io import write_json
-    from reidkit.search import Gallery, GalleryError
-    from reidkit.search.cluster import cluster_gallery, contact_sheets
+    from reidkit.search.query.cluster import cluster_gallery, contact_sheets
+    from reidkit.search.storage import Gallery, GalleryError
 
     try:
         g = Gallery.open(gallery, create=False, read_only=True)
@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
         if (gallery is None) == (features is None):
             _fail("give exactly one of --gallery DIR or --features FILE.npz")
             return
-        from reidkit.search.cluster import DEFAULT_EPS
+        from reidkit.search.query.cluster import DEFAULT_EPS
 
         options = {
             "method": method,

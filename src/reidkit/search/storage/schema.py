@@ -24,8 +24,6 @@ under an id that now belongs to a different detection.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 FORMAT = "reidkit-gallery"
 VERSION = 1
@@ -94,116 +92,6 @@ TRACK_SQL = (
     "FROM tracks t JOIN sources s ON s.id = t.source_id"
 )
 SOURCE_SQL = "SELECT id, uri, camera, fps, fingerprint, status, progress, created, updated FROM sources"
-
-
-class GalleryError(ValueError):
-    """A gallery cannot be opened or used as asked (the message says why and what to do)."""
-
-
-@dataclass(frozen=True)
-class Sighting:
-    """One person crop to add: where and when it was seen.
-
-    ``source`` is a source uri (registered with :meth:`Gallery.add_source`, or registered on the fly
-    when ``camera`` is given); ``camera`` defaults to the source's. ``timestamp`` is seconds (e.g.
-    Unix time or seconds into the video) or an ISO-8601 string (naive means UTC). ``box`` is
-    ``(x1, y1, x2, y2)`` in frame pixels; ``track_id`` is the tracker's id, unique within the source;
-    ``crop`` is the crop file's path relative to the gallery folder (see :meth:`Gallery.save_crop`).
-    """
-
-    source: str
-    timestamp: float | str | datetime
-    camera: str | None = None
-    frame: int | None = None
-    box: tuple[int, int, int, int] | None = None
-    track_id: int | None = None
-    crop: str | None = None
-    quality: float | None = None
-
-
-@dataclass(frozen=True)
-class Record:
-    """A stored detection."""
-
-    id: int
-    source_id: int
-    source: str
-    camera: str
-    timestamp: float
-    frame: int | None
-    box: tuple[int, int, int, int] | None
-    track_id: int | None
-    crop: str | None
-    quality: float | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row | tuple, **extra: float) -> Record:
-        box = None if row[6] is None else (int(row[6]), int(row[7]), int(row[8]), int(row[9]))
-        return cls(row[0], row[1], row[2], row[3], row[4], row[5], box, row[10], row[11], row[12], **extra)
-
-
-@dataclass(frozen=True)
-class Hit(Record):
-    """A search result: a stored detection and its cosine similarity to the query."""
-
-    score: float
-
-
-@dataclass(frozen=True)
-class Track:
-    """A stored track: a tracker id within a source, with the span and number of its crops."""
-
-    id: int
-    source_id: int
-    source: str
-    track_id: int
-    camera: str
-    first_time: float
-    last_time: float
-    n_crops: int
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row | tuple, **extra: float) -> Track:
-        return cls(*row, **extra)
-
-
-@dataclass(frozen=True)
-class TrackHit(Track):
-    """A track-level search result."""
-
-    score: float
-
-
-@dataclass(frozen=True)
-class Source:
-    """An ingested source (video file, stream or image folder) and how far its ingest got."""
-
-    id: int
-    uri: str
-    camera: str
-    fps: float | None
-    fingerprint: str | None
-    status: str
-    progress: float | None
-    created: float
-    updated: float
-
-
-def to_seconds(value: float | int | str | datetime) -> float:
-    """Seconds from a number, a ``datetime`` or an ISO-8601 string (naive values are taken as UTC)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise GalleryError(f"timestamp {value!r} is neither seconds nor an ISO-8601 date-time") from None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise GalleryError(f"timestamp {value!r} is neither seconds nor an ISO-8601 date-time") from None
 
 
 def connect(path: str, read_only: bool = False) -> sqlite3.Connection:

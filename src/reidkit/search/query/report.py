@@ -1,4 +1,4 @@
-"""Reports of a :class:`~reidkit.search.query.SearchResult`: a self-contained HTML page, a terminal
+"""Reports of a :class:`~reidkit.search.query.search.SearchResult`: a self-contained HTML page, a terminal
 table and JSON.
 
 The HTML page is one file with every picture embedded as a base64 JPEG thumbnail, so it can be
@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from reidkit.search.query import Appearance, SearchResult
-from reidkit.search.store import Hit
+from reidkit.search.query.search import Appearance, SearchResult
+from reidkit.search.storage.media import FrameReader, cut_box, draw_box, imread, lookup_photo
+from reidkit.search.storage.records import Hit
 
 EPOCH_CUTOFF = 1e8  # timestamps above this are Unix times (after 1973), below: seconds into a video
 MAX_FRAMES = 60  # full frames embedded per report (the best-scoring appearances get them)
@@ -176,18 +177,10 @@ def print_result(result: SearchResult, console: Any = None, limit: int | None = 
 
 
 # -- pictures ---------------------------------------------------------------------------------------
-def _imread(path: str | os.PathLike[str] | None) -> np.ndarray | None:
-    import cv2
-
-    if path is None or not Path(path).is_file():
-        return None
-    return cv2.imread(str(path), cv2.IMREAD_COLOR)
-
-
 def _as_bgr(image: Any, bgr: bool) -> np.ndarray | None:
     """A query picture (path, PIL image, array) as a BGR array, or None."""
     if isinstance(image, str | os.PathLike):
-        return _imread(image)
+        return imread(image)
     if hasattr(image, "convert"):  # PIL
         return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
     if hasattr(image, "detach"):  # torch tensor, 3 x H x W RGB
@@ -220,79 +213,6 @@ def _data_uri(image: np.ndarray, height: int | None = None, width: int | None = 
     return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-class _Frames:
-    """Reads frames of video sources by index, keeping each video open, and the pictures of photo
-    sources (by their ledger frame number); None where it cannot."""
-
-    def __init__(self, gallery: str) -> None:
-        self.gallery = Path(gallery)
-        self.caps: dict[str, Any] = {}
-
-    def _open(self, source: str) -> Any:
-        import cv2
-
-        if source in self.caps:
-            return self.caps[source]
-        cap = None
-        if "://" not in source:
-            for p in (Path(source), self.gallery / source):
-                if p.is_file():
-                    c = cv2.VideoCapture(str(p))
-                    if c.isOpened():
-                        cap = c
-                        break
-                    c.release()
-        self.caps[source] = cap
-        return cap
-
-    def read(self, source: str, frame: int | None) -> np.ndarray | None:
-        import cv2
-
-        if frame is None or frame < 0:
-            return None
-        if "://" not in source and Path(source).is_dir():  # a photo folder: the picture the person was in
-            from reidkit.search.photos import PhotoError, lookup_photo, read_photo
-
-            path = lookup_photo(self.gallery, source, frame)
-            try:
-                return None if path is None else read_photo(path)
-            except PhotoError:
-                return None
-        cap = self._open(source)
-        if cap is None:
-            return None
-        try:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, int(frame))
-            ok, img = cap.read()
-        except cv2.error:
-            return None
-        return img if ok else None
-
-    def close(self) -> None:
-        for cap in self.caps.values():
-            if cap is not None:
-                cap.release()
-        self.caps.clear()
-
-
-def _draw_box(frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    import cv2
-
-    out = frame.copy()
-    thick = max(2, round(max(out.shape[:2]) / 300))
-    cv2.rectangle(out, (int(box[0]), int(box[1])), (int(box[2]), int(box[3])), (0, 220, 0), thick)
-    return out
-
-
-def _cut(frame: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray | None:
-    if box is None:
-        return None
-    h, w = frame.shape[:2]
-    x1, y1, x2, y2 = max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])
-    return frame[y1:y2, x1:x2] if x2 > x1 and y2 > y1 else None
-
-
-# -- HTML -------------------------------------------------------------------------------------------
 PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
 h1{margin:0 0 4px}h2{border-bottom:1px solid #d8dde6;padding-bottom:4px;margin-top:28px}
@@ -395,7 +315,7 @@ class EmbeddedImages:
         self.frames_for = set(frames_for)
         self.thumb_height = thumb_height
         self.frame_width = frame_width
-        self.reader = _Frames(result.gallery)
+        self.reader = FrameReader(result.gallery)
         self._full: dict[int, np.ndarray | None] = {}
 
     def _frame(self, hit: Hit) -> np.ndarray | None:
@@ -411,13 +331,13 @@ class EmbeddedImages:
             self._full.pop(hit.id, None)
             if full is None:
                 return None
-            return _data_uri(_draw_box(full, hit.box) if hit.box is not None else full, width=self.frame_width)
-        crop = _imread(self.result.crop_path(hit.crop))
+            return _data_uri(draw_box(full, hit.box) if hit.box is not None else full, width=self.frame_width)
+        crop = imread(self.result.crop_path(hit.crop))
         if crop is None and (not hit.crop or hit.id in self.frames_for):
             full = self._frame(hit)
             if hit.id not in self.frames_for:
                 self._full.pop(hit.id, None)
-            crop = None if full is None else _cut(full, hit.box)
+            crop = None if full is None else cut_box(full, hit.box)
         return _data_uri(crop, self.thumb_height) if crop is not None else None
 
     def close(self) -> None:
@@ -506,8 +426,6 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
         track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
         photo = a.source in result.time_from  # a photo folder: name the picture, not its ledger number
         if photo:
-            from reidkit.search.photos import lookup_photo
-
             pic = lookup_photo(result.gallery, a.source, b.frame)
             frame_no = "" if pic is None else f"<br><b>picture</b> {esc(pic.name)}"
         else:
@@ -585,10 +503,10 @@ def render_html(
             qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
     elif result.query.kind == "images":
         for label in result.query.labels:
-            arr = _imread(label)
+            arr = imread(label)
             qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
     for crop in result.query.crops:
-        arr = _imread(result.crop_path(crop))
+        arr = imread(result.crop_path(crop))
         qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", Path(crop).name))
 
     with_frame: set[int] = set()

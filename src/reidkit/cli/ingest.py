@@ -1,6 +1,6 @@
 """``reidkit ingest``: videos, streams, photo folders or crop folders into a searchable gallery.
 
-See :mod:`reidkit.search.ingest` and, for folders of full-scene pictures, :mod:`reidkit.search.photos`.
+See :mod:`reidkit.search.ingest.pipeline` and, for folders of full-scene pictures, :mod:`reidkit.search.ingest.photos`.
 """
 
 from __future__ import annotations
@@ -87,14 +87,14 @@ def ingest_cmd(
     sighting, and a re-run adds only new pictures. Its subfolders, if they hold pictures, are cameras.
     The command exits non-zero when a source could not be ingested (after the others are done).
     """
-    from reidkit.embed import ImageError
     from reidkit.extract import make_embedder
+    from reidkit.imaging import ImageError, PhotoError
     from reidkit.models.weights import WeightsMismatchError
-    from reidkit.search import Gallery, GalleryError
-    from reidkit.search.detect import DETECTORS, build_detector
-    from reidkit.search.ingest import IngestReport, default_detector, ingest
-    from reidkit.search.photos import PhotoError, TimePattern, camera_folders, find_sidecar
-    from reidkit.search.sources import SourceError, is_stream_uri, parse_timestamp
+    from reidkit.search.ingest.detect import DETECTORS, build_detector
+    from reidkit.search.ingest.photos import TimePattern, camera_folders, find_sidecar
+    from reidkit.search.ingest.pipeline import IngestReport, default_detector, ingest
+    from reidkit.search.ingest.sources import SourceError, is_stream_uri, parse_timestamp
+    from reidkit.search.storage import Gallery, GalleryError
 
     if backend not in ("torch", "onnx"):
         _fail(f"--backend must be torch or onnx, got {backend!r}")

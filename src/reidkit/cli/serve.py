@@ -64,9 +64,9 @@ def serve_cmd(
     """Serve searches over HTTP, with a web page at / (drop a picture, see every appearance)."""
     import uvicorn
 
-    from reidkit.embed import ImageError
+    from reidkit.imaging import ImageError
     from reidkit.models.weights import WeightsMismatchError
-    from reidkit.search import GalleryError
+    from reidkit.search.storage import GalleryError
     from reidkit.service.app import MB, create_app
 
     if backend not in ("torch", "onnx"):

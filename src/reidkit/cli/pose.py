@@ -37,7 +37,7 @@ def keypoints_cmd(
 
     from reidkit.datasets import get_dataset
     from reidkit.datasets.base import DatasetError
-    from reidkit.embed import ImageError
+    from reidkit.imaging import ImageError
     from reidkit.pose import KeypointCache, KeypointCacheError, MoveNet, PoseError, default_cache_path, keypoints_for
     from reidkit.pose.sheet import keypoint_sheet
 

@@ -40,46 +40,29 @@ in the report, and retried by the next run; nothing of it reaches the gallery.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import re
-import sqlite3
-import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reidkit.search.crops import CropQuality, clip_box
-from reidkit.search.sources import IMAGE_EXTENSIONS, SIDECAR_NAMES, SourceError, _natural_key, _read_sidecar
-from reidkit.search.store import Sighting
+from reidkit.imaging import PhotoError, decode_photo
+from reidkit.search.ingest.crops import CropQuality, clip_box
+from reidkit.search.ingest.sources import IMAGE_EXTENSIONS, SIDECAR_NAMES, SourceError, _natural_key, _read_sidecar
+from reidkit.search.storage.records import Sighting
 
 if TYPE_CHECKING:
-    from reidkit.search.detect import Detector
-    from reidkit.search.gallery import Gallery
-    from reidkit.search.ingest import FeatureExtractor, IngestReport
+    from reidkit.search.ingest.detect import Detector
+    from reidkit.search.ingest.pipeline import FeatureExtractor, IngestReport
+    from reidkit.search.storage.gallery import Gallery
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 120_000_000  # larger pictures are refused (decompression bombs); 120 MP covers real cameras
 CROP_PAD = 0.05  # as the tracking path's crops
 LEDGER_COLUMNS = "source_id, frame, name, digest, size, mtime_ns, timestamp, time_from, detections"
-_EXIF_IFD, _DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 0x8769, 36867, 36868
-_SUBSEC_ORIGINAL, _OFFSET_ORIGINAL = 37521, 36881
-
-
-class PhotoError(ValueError):
-    """A picture cannot be decoded (the message names the file and why).
-
-    ``kind`` says which check failed (``empty``, ``format``, ``too_large``, ``bomb``, ``truncated``,
-    ``unreadable``), ``detail`` what the decoder said and ``size`` the declared ``(w, h)`` if known,
-    so a caller (the search service) can word its own answer."""
-
-    def __init__(self, message: str, kind: str = "unreadable", detail: str = "", size: tuple[int, int] | None = None):
-        super().__init__(message)
-        self.kind, self.detail, self.size = kind, detail, size
 
 
 # --- layout ------------------------------------------------------------------------------------------
@@ -126,89 +109,6 @@ def find_sidecar(folder: str | Path) -> Path | None:
 
 
 # --- decoding ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Photo:
-    """A decoded picture (BGR, EXIF orientation applied) and its EXIF capture time, if any."""
-
-    image_bgr: np.ndarray
-    exif_time: float | None
-
-
-def _exif_time(exif: Any) -> float | None:
-    try:
-        sub = exif.get_ifd(_EXIF_IFD)
-    except Exception:  # a broken EXIF block just means no EXIF time
-        return None
-    raw = sub.get(_DATETIME_ORIGINAL) or sub.get(_DATETIME_DIGITIZED)
-    if not raw:
-        return None
-    try:
-        t = datetime.strptime(str(raw).strip().rstrip("\x00"), "%Y:%m:%d %H:%M:%S")
-    except ValueError:
-        return None
-    frac = str(sub.get(_SUBSEC_ORIGINAL) or "").strip().rstrip("\x00")
-    if frac.isdigit():
-        t += timedelta(seconds=float(f"0.{frac}"))
-    offset = str(sub.get(_OFFSET_ORIGINAL) or "").strip().rstrip("\x00")
-    if m := re.fullmatch(r"([+-])(\d\d):?(\d\d)", offset):
-        sign = 1 if m.group(1) == "+" else -1
-        t = t.replace(tzinfo=timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))))
-    return t.timestamp()  # naive: local time
-
-
-def open_picture(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Any, Any]:
-    """A picture's bytes as a fully decoded PIL image and its EXIF block, after the checks every
-    untrusted picture gets: not empty, a known format, at most ``max_pixels`` (checked from the
-    header, before any pixel is decoded; PIL's decompression-bomb limit also applies) and whole (a
-    truncated file fails, PIL does not pad it with grey as OpenCV does). PhotoError otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise PhotoError(f"{name}: not a readable image (empty file)", "empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                msg = f"{name}: {w}x{h} pixels is more than the {max_pixels:,} allowed"
-                raise PhotoError(msg, "too_large", size=(w, h))
-            if w < 1 or h < 1:
-                raise PhotoError(f"{name}: not a readable image ({w}x{h} pixels)", "unreadable", size=(w, h))
-            exif = img.getexif()
-            img.load()
-    except PhotoError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PhotoError(f"{name}: not a readable image ({exc})", "bomb", str(exc)) from None
-    except UnidentifiedImageError as exc:
-        raise PhotoError(f"{name}: not a readable image ({exc})", "format", str(exc)) from None
-    except Exception as exc:  # PIL raises many kinds (OSError, SyntaxError, ValueError, EOFError) for bad files
-        why = str(exc).split(" <_io.")[0] or type(exc).__name__  # not the address of the in-memory file
-        kind = "truncated" if "truncated" in why or isinstance(exc, EOFError) else "unreadable"
-        raise PhotoError(f"{name}: not a readable image ({why})", kind, why) from None
-    return img, exif
-
-
-def decode_photo(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> Photo:
-    """Decode a picture's bytes (:func:`open_picture`'s checks); EXIF orientation is applied, so
-    boxes are in upright coordinates."""
-    from PIL import ImageOps
-
-    img, exif = open_picture(data, name, max_pixels)
-    rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-    return Photo(np.ascontiguousarray(rgb[:, :, ::-1]), _exif_time(exif))
-
-
-def read_photo(path: str | Path) -> np.ndarray:
-    """A picture file as BGR uint8, upright (PhotoError when it cannot be read)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise PhotoError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return decode_photo(data, path).image_bgr
 
 
 # --- times -------------------------------------------------------------------------------------------
@@ -290,28 +190,6 @@ class PhotoClock:
 # --- ingest ------------------------------------------------------------------------------------------
 
 
-def lookup_photo(gallery_root: str | Path, source: str, frame: int | None) -> Path | None:
-    """The picture of a photo source's ``frame``, read from ``gallery.db`` (read-only), else None."""
-    if frame is None:
-        return None
-    db = Path(gallery_root) / "gallery.db"
-    if not db.is_file():
-        return None
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            row = conn.execute(
-                "SELECT s.uri, p.name FROM photos p JOIN sources s ON s.id = p.source_id "
-                "WHERE s.uri = ? AND p.frame = ?",
-                (source, int(frame)),
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
-    return None if row is None else Path(row[0]) / row[1]
-
-
 @dataclass
 class _Ledger:
     """What the gallery already holds of a photo source."""
@@ -350,7 +228,7 @@ def ingest_photos(
     Pictures are committed whole: their sightings, features, one-crop tracks and ledger rows in one
     transaction per batch of about ``batch_size`` crops. ``report`` gets the counts.
     """
-    from reidkit.search.ingest import _Bar
+    from reidkit.search.ingest.pipeline import _Bar
 
     folder = Path(folder)
     ledger = _Ledger.load(gallery, sid)

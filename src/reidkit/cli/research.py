@@ -219,9 +219,9 @@ def _extract(
     """Load a checkpoint, embed a dataset's query and gallery (or its held-out training ids), report the rate."""
     from reidkit.datasets import get_dataset
     from reidkit.datasets.base import DatasetError, holdout_query_gallery, holdout_split
-    from reidkit.embed import ImageError
     from reidkit.export import ExportError
     from reidkit.extract import extract_dataset, make_embedder
+    from reidkit.imaging import ImageError
     from reidkit.models.weights import WeightsMismatchError
 
     try:
@@ -369,9 +369,9 @@ def train_cmd(
 
 
 def _register_search_commands() -> None:
-    from reidkit import cli_cluster, cli_ingest, cli_pose, cli_search, cli_serve
+    from reidkit.cli import cluster, ingest, pose, search, serve
 
-    for module in (cli_ingest, cli_search, cli_cluster, cli_serve, cli_pose):
+    for module in (ingest, search, cluster, serve, pose):
         module.register(app)
 
 

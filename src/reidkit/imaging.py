@@ -1,0 +1,171 @@
+"""Pixels in: file paths, bytes, PIL images, arrays and tensors as RGB, and the one checked decoder for
+untrusted pictures (:func:`open_picture`: empty / format / pixel limit / decompression bomb /
+truncated), which photo ingest and the search service's uploads both use. ``embed`` and ``pose``
+import from here; nothing here imports the rest of reidkit.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
+
+MAX_PIXELS = 120_000_000  # larger pictures are refused (decompression bombs); 120 MP covers real cameras
+_IMREAD = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # as PIL: no EXIF rotation
+_EXIF_IFD, _DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 0x8769, 36867, 36868
+_SUBSEC_ORIGINAL, _OFFSET_ORIGINAL = 37521, 36881
+
+
+class ImageError(ValueError):
+    """An input image is missing, unreadable or of an unexpected shape (the message names it)."""
+
+
+def to_pil(image: ImageInput, bgr: bool = False) -> Image.Image:
+    """Any supported input as an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, str | os.PathLike):
+        try:
+            with Image.open(image) as im:
+                return im.convert("RGB")
+        except FileNotFoundError:
+            raise ImageError(f"{image}: no such image file") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ImageError(f"{image}: not a readable image ({exc})") from None
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ImageError(f"tensor image must be 3 x H x W (RGB), got shape {tuple(t.shape)}")
+        if t.is_floating_point():
+            t = (t.clamp(0, 1) * 255).round()
+        return Image.fromarray(t.to(torch.uint8).permute(1, 2, 0).numpy())
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ImageError(f"array image must be H x W x 3 uint8, got {image.dtype} {image.shape}")
+        return Image.fromarray(image[:, :, ::-1] if bgr else image)
+    raise ImageError(f"unsupported image type {type(image).__name__}")
+
+
+def to_rgb_array(image: ImageInput, bgr: bool = False) -> np.ndarray:
+    """Any supported input as an H x W x 3 uint8 RGB array (files decoded by OpenCV, else PIL)."""
+    if isinstance(image, str | os.PathLike):
+        try:
+            data = np.fromfile(image, dtype=np.uint8)
+        except FileNotFoundError:
+            raise ImageError(f"{image}: no such image file") from None
+        except OSError as exc:
+            raise ImageError(f"{image}: not a readable image ({exc})") from None
+        im = cv2.imdecode(data, _IMREAD) if data.size else None
+        if im is not None:
+            return im[:, :, ::-1]
+        return np.asarray(to_pil(image))  # formats OpenCV lacks; PIL names the file if it fails too
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ImageError(f"array image must be H x W x 3 uint8, got {image.dtype} {image.shape}")
+        return image[:, :, ::-1] if bgr else image
+    return np.asarray(to_pil(image, bgr))
+
+
+class PhotoError(ImageError):
+    """A picture cannot be decoded (the message names the file and why).
+
+    ``kind`` says which check failed (``empty``, ``format``, ``too_large``, ``bomb``, ``truncated``,
+    ``unreadable``), ``detail`` what the decoder said and ``size`` the declared ``(w, h)`` if known,
+    so a caller (the search service) can word its own answer."""
+
+    def __init__(self, message: str, kind: str = "unreadable", detail: str = "", size: tuple[int, int] | None = None):
+        super().__init__(message)
+        self.kind, self.detail, self.size = kind, detail, size
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Photo:
+    """A decoded picture (BGR, EXIF orientation applied) and its EXIF capture time, if any."""
+
+    image_bgr: np.ndarray
+    exif_time: float | None
+
+
+def _exif_time(exif: Any) -> float | None:
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:  # a broken EXIF block just means no EXIF time
+        return None
+    raw = sub.get(_DATETIME_ORIGINAL) or sub.get(_DATETIME_DIGITIZED)
+    if not raw:
+        return None
+    try:
+        t = datetime.strptime(str(raw).strip().rstrip("\x00"), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    frac = str(sub.get(_SUBSEC_ORIGINAL) or "").strip().rstrip("\x00")
+    if frac.isdigit():
+        t += timedelta(seconds=float(f"0.{frac}"))
+    offset = str(sub.get(_OFFSET_ORIGINAL) or "").strip().rstrip("\x00")
+    if m := re.fullmatch(r"([+-])(\d\d):?(\d\d)", offset):
+        sign = 1 if m.group(1) == "+" else -1
+        t = t.replace(tzinfo=timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))))
+    return t.timestamp()  # naive: local time
+
+
+def open_picture(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Any, Any]:
+    """A picture's bytes as a fully decoded PIL image and its EXIF block, after the checks every
+    untrusted picture gets: not empty, a known format, at most ``max_pixels`` (checked from the
+    header, before any pixel is decoded; PIL's decompression-bomb limit also applies) and whole (a
+    truncated file fails, PIL does not pad it with grey as OpenCV does). PhotoError otherwise."""
+    if not data:
+        raise PhotoError(f"{name}: not a readable image (empty file)", "empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                msg = f"{name}: {w}x{h} pixels is more than the {max_pixels:,} allowed"
+                raise PhotoError(msg, "too_large", size=(w, h))
+            if w < 1 or h < 1:
+                raise PhotoError(f"{name}: not a readable image ({w}x{h} pixels)", "unreadable", size=(w, h))
+            exif = img.getexif()
+            img.load()
+    except PhotoError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PhotoError(f"{name}: not a readable image ({exc})", "bomb", str(exc)) from None
+    except UnidentifiedImageError as exc:
+        raise PhotoError(f"{name}: not a readable image ({exc})", "format", str(exc)) from None
+    except Exception as exc:  # PIL raises many kinds (OSError, SyntaxError, ValueError, EOFError) for bad files
+        why = str(exc).split(" <_io.")[0] or type(exc).__name__  # not the address of the in-memory file
+        kind = "truncated" if "truncated" in why or isinstance(exc, EOFError) else "unreadable"
+        raise PhotoError(f"{name}: not a readable image ({why})", kind, why) from None
+    return img, exif
+
+
+def decode_photo(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> Photo:
+    """Decode a picture's bytes (:func:`open_picture`'s checks); EXIF orientation is applied, so
+    boxes are in upright coordinates."""
+    from PIL import ImageOps
+
+    img, exif = open_picture(data, name, max_pixels)
+    rgb = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    return Photo(np.ascontiguousarray(rgb[:, :, ::-1]), _exif_time(exif))
+
+
+def read_photo(path: str | Path) -> np.ndarray:
+    """A picture file as BGR uint8, upright (PhotoError when it cannot be read)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PhotoError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_photo(data, path).image_bgr
