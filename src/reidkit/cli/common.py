@@ -1,0 +1,48 @@
+"""What every command shares: the one console, the one way to fail, the options that recur.
+
+A command parses its options, calls one function of the Python API (:mod:`reidkit.search.api` for
+the operator commands) and prints. Errors the API raises for bad input become ``error: <message>``
+and exit code 2 (:func:`fail`, or :func:`failing` around a call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def fail(msg: str) -> NoReturn:
+    """Print ``error: msg`` and exit with status 2."""
+    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def failing(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn the given exceptions raised inside the block into :func:`fail` (their message as is)."""
+    try:
+        yield
+    except errors as exc:
+        fail(str(exc).strip("'\""))
+
+
+def warn(msg: str) -> None:
+    console.print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)
+
+
+# --- options that several commands take ---------------------------------------------------------------
+Model = Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 (for torchreid files).")]
+Weights = Annotated[
+    Path | None, typer.Option(help="Re-id checkpoint: a reidkit model file or a torchreid file (default: shipped).")
+]
+Backend = Annotated[str, typer.Option(help="Embedding backend: torch or onnx.")]
+Threads = Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")]
+DatasetRoot = Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
