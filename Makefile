@@ -37,6 +37,7 @@ install: $(STAMP) vtest
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/lint-imports
 
 test: lint chromium
 	$(PY) -m pytest

@@ -48,13 +48,13 @@ def make_photos(root: Path, n: int) -> None:
 
 
 def run(root: Path, gallery: Path, sequence: bool, embedder, detector) -> dict:
-    from reidkit.search.ingest.photos import camera_folders
     from reidkit.search.ingest.pipeline import ingest
+    from reidkit.search.ingest.sources import camera_folders
     from reidkit.search.storage import Gallery
 
     t0 = time.perf_counter()
     with Gallery.open(gallery) as g:
-        reps = [ingest(g, d, embedder, detector=detector, sequence=sequence, progress=False) for d in camera_folders(root)]
+        reps = [ingest(g, d, embedder, detector=detector, sequence=sequence) for d in camera_folders(root)]
         n = len(g)
     dt = time.perf_counter() - t0
     return {

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from reidkit.search.ingest.detect import Detection
-from reidkit.search.ingest.pipeline import folder_items, ingest, ingest_reid_split
+from reidkit.search.ingest.person_crops import folder_items, ingest_reid_split
+from reidkit.search.ingest.pipeline import ingest
 from reidkit.search.storage import Gallery, GalleryError
 
 VTEST = Path(os.environ.get("REIDKIT_VTEST", "/usr/share/doc/opencv-doc/examples/data/vtest.avi"))
@@ -96,7 +97,7 @@ def sightings(g: Gallery) -> list[tuple[int, int, tuple]]:
 def test_ingest_synthetic_clip_then_skip_and_replace(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "door.avi", 30, TWO)
     with Gallery.open(tmp_path / "g") as g:
-        rep = ingest(g, clip, FakeEmbedder(), detector=ColourDetector(), start_time=100.0, progress=False)
+        rep = ingest(g, clip, FakeEmbedder(), detector=ColourDetector(), start_time=100.0)
         assert rep.status == "done" and rep.frames == 30 and rep.detections == 60 and rep.tracks == 2
         assert rep.crops == len(g) and 2 <= rep.crops <= 8 and rep.fps > 0
         tracks = g.tracks()
@@ -112,23 +113,23 @@ def test_ingest_synthetic_clip_then_skip_and_replace(tmp_path: Path) -> None:
         assert src.status == "done" and src.progress == 29 and src.fps == pytest.approx(FPS)
         before = sightings(g)
 
-        again = ingest(g, clip, FakeEmbedder(), detector=ColourDetector(), progress=False)
+        again = ingest(g, clip, FakeEmbedder(), detector=ColourDetector())
         assert again.status == "skipped" and again.frames == 0 and sightings(g) == before
 
-        redo = ingest(g, clip, FakeEmbedder(), detector=ColourDetector(), replace=True, progress=False)
+        redo = ingest(g, clip, FakeEmbedder(), detector=ColourDetector(), replace=True)
         assert redo.replaced and redo.status == "done" and len(g.sources()) == 1
         assert sightings(g) == before and len(g.tracks()) == 2
 
         write_clip(clip, 31, TWO)  # the content changes
         with pytest.raises(GalleryError, match="changed"):
-            ingest(g, clip, FakeEmbedder(), detector=ColourDetector(), progress=False)
+            ingest(g, clip, FakeEmbedder(), detector=ColourDetector())
 
 
 def test_max_frames_then_continue(tmp_path: Path) -> None:
     """A run cut by max_frames continues where it stopped; no (track, frame) is stored twice."""
     clip = write_clip(tmp_path / "hall.avi", 40, THREE)
     with Gallery.open(tmp_path / "g") as g:
-        kw = {"detector": ColourDetector(), "tracker_opts": TRACKER, "stride": 2, "progress": False}
+        kw = {"detector": ColourDetector(), "tracker_opts": TRACKER, "stride": 2}
         first = ingest(g, clip, FakeEmbedder(), max_frames=8, **kw)
         assert first.status == "partial" and first.frames == 8 and g.sources()[0].progress == 14
         rest = ingest(g, clip, FakeEmbedder(), **kw)
@@ -154,14 +155,13 @@ class KillingDetector(ColourDetector):
         return super().detect(frame)
 
 g = Gallery.open(sys.argv[2])
-ingest(g, sys.argv[1], FakeEmbedder(), detector=KillingDetector(), tracker_opts=TRACKER, commit_interval=0,
-       progress=False)
+ingest(g, sys.argv[1], FakeEmbedder(), detector=KillingDetector(), tracker_opts=TRACKER, commit_interval=0)
 """
 
 
 def test_killed_ingest_resumes_without_duplicates(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "lobby.avi", 60, THREE)
-    kw = {"detector": ColourDetector(), "tracker_opts": TRACKER, "progress": False}
+    kw = {"detector": ColourDetector(), "tracker_opts": TRACKER}
     with Gallery.open(tmp_path / "whole") as g:
         whole = ingest(g, clip, FakeEmbedder(), **kw)
         expected, expected_tracks = sightings(g), len(g.tracks())
@@ -201,7 +201,7 @@ def test_vtest_smoke_with_osnet(tmp_path: Path) -> None:
 
     embedder = Embedder.from_model(build_model("osnet_x0_25", num_classes=0, pretrained=None), workers=1)
     with Gallery.open(tmp_path / "g") as g:
-        rep = ingest(g, VTEST, embedder, detector=default_detector(), max_frames=40, progress=False)
+        rep = ingest(g, VTEST, embedder, detector=default_detector(), max_frames=40)
         assert rep.status == "partial" and rep.frames == 40 and rep.detections > 40
         assert rep.tracks >= 3 and rep.crops >= rep.tracks and len(g) == rep.crops
         assert g.dim == embedder.embed([np.zeros((8, 4, 3), np.uint8)]).shape[1]
@@ -228,17 +228,17 @@ def test_images_mode_market_crops(tmp_path: Path, data_root: Path) -> None:
             it.camera == fields[1][:2] and it.frame == int(fields[2]) and it.timestamp == pytest.approx(it.frame / 25)
         )
     with Gallery.open(tmp_path / "g") as g:
-        rep = ingest(g, folder, FakeEmbedder(), images_mode=True, batch_size=4, progress=False)
+        rep = ingest(g, folder, FakeEmbedder(), images_mode=True, batch_size=4)
         assert rep.status == "done" and rep.frames == rep.crops == 6 and rep.tracks == 0
         recs = g.records()
         assert [r.crop for r in recs] == [i.path for i in items] and [r.camera for r in recs] == [
             i.camera for i in items
         ]
-        assert ingest(g, folder, FakeEmbedder(), images_mode=True, progress=False).status == "skipped"
-        copied = ingest(g, folder, FakeEmbedder(), images_mode=True, copy_crops=True, replace=True, progress=False)
+        assert ingest(g, folder, FakeEmbedder(), images_mode=True).status == "skipped"
+        copied = ingest(g, folder, FakeEmbedder(), images_mode=True, copy_crops=True, replace=True)
         assert copied.replaced and all((g.root / r.crop).is_file() and r.crop.startswith("crops/") for r in g.records())
         named = ingest(g, folder, FakeEmbedder(), images_mode=True, camera=lambda p: "cam-" + p.name[:4],
-                       replace=True, progress=False)  # fmt: skip
+                       replace=True)  # fmt: skip
         assert named.crops == 6 and {r.camera for r in g.records()} == {f"cam-{n[:4]}" for n in names}
 
 
@@ -335,7 +335,7 @@ def test_image_folder_cameras_get_distinct_track_ids(tmp_path: Path) -> None:
         for i in range(20):
             cv2.imwrite(str(root / cam / f"f{i:03d}.png"), draw_frame(i, persons))
     with Gallery.open(tmp_path / "g") as g:
-        kw = {"detector": ColourDetector(), "tracker_opts": TRACKER, "progress": False}
+        kw = {"detector": ColourDetector(), "tracker_opts": TRACKER}
         first = ingest(g, root, FakeEmbedder(), max_frames=25, sequence=True, **kw)  # stops 5 frames into camB
         assert first.status == "partial" and g.sources()[0].progress == 24
         rest = ingest(g, root, FakeEmbedder(), sequence=True, **kw)
@@ -352,11 +352,37 @@ def test_snapshot_unpickler_refuses_foreign_objects() -> None:
     import zlib
 
     from reidkit.search.ingest.crops import TrackCropper
-    from reidkit.search.ingest.pipeline import _CameraState
     from reidkit.search.ingest.track import Tracker
+    from reidkit.search.ingest.tracking import CameraState
 
     evil = zlib.compress(pickle.dumps(("x", {"f": os.system})))
     with pytest.raises(pickle.UnpicklingError, match=r"posix\.system|os\.system"):
-        _CameraState.loads(evil)
-    ok = _CameraState("c", Tracker(), TrackCropper(), 0, 0)
-    assert _CameraState.loads(ok.dumps()).camera == "c"
+        CameraState.loads(evil)
+    ok = CameraState("c", Tracker(), TrackCropper(), 0, 0)
+    assert CameraState.loads(ok.dumps()).camera == "c"
+
+
+def test_a_snapshot_from_before_the_layout_change_still_loads(monkeypatch) -> None:
+    """Galleries interrupted before search/ was split into stages pickled reidkit.search.track / .crops."""
+    import sys
+    import zlib
+
+    from reidkit.search.ingest import crops, track
+    from reidkit.search.ingest.tracking import CameraState
+
+    tracker = track.Tracker()
+    tracker.update([], 0)
+    state = CameraState("c", tracker, crops.TrackCropper(), 7, 9)
+    for old, mod in (("reidkit.search.track", track), ("reidkit.search.crops", crops)):
+        monkeypatch.setitem(sys.modules, old, mod)
+        for obj in list(vars(mod).values()):
+            if isinstance(obj, type) and obj.__module__ == mod.__name__:
+                monkeypatch.setattr(obj, "__module__", old)
+    blob = state.dumps()
+    raw = zlib.decompress(blob)
+    assert b"reidkit.search.track" in raw and b"reidkit.search.ingest.track" not in raw
+    monkeypatch.undo()
+    back = CameraState.loads(blob)
+    assert (back.camera, back.id_base, back.max_id) == ("c", 7, 9)
+    assert type(back.tracker) is track.Tracker and type(back.cropper) is crops.TrackCropper
+

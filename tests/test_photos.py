@@ -16,8 +16,9 @@ from PIL import Image
 
 from reidkit.imaging import PhotoError, decode_photo, read_photo
 from reidkit.search.ingest.detect import build_detector
-from reidkit.search.ingest.photos import PhotoClock, TimePattern, camera_folders, list_photos
+from reidkit.search.ingest.photos import PhotoClock, TimePattern
 from reidkit.search.ingest.pipeline import ingest
+from reidkit.search.ingest.sources import camera_folders, list_photos
 from reidkit.search.storage import Gallery
 
 VTEST = Path(os.environ.get("REIDKIT_VTEST", "/usr/share/doc/opencv-doc/examples/data/vtest.avi"))
@@ -97,7 +98,7 @@ def photo_gallery(tmp_path_factory: pytest.TempPathFactory, photo_root: Path, de
     """The two camera folders ingested as photos with the shipped model (reports kept beside)."""
     gdir = tmp_path_factory.mktemp("pg") / "g"
     with Gallery.open(gdir) as g:
-        reports = [ingest(g, d, embedder, detector=detector, progress=False) for d in camera_folders(photo_root)]
+        reports = [ingest(g, d, embedder, detector=detector) for d in camera_folders(photo_root)]
     return gdir, reports
 
 
@@ -263,27 +264,27 @@ def test_rerun_adds_only_new_pictures_and_resumes_after_a_kill(tmp_path: Path, p
         return sorted((r.frame, r.box, r.timestamp) for r in g.records())
 
     with Gallery.open(tmp_path / "whole") as g:
-        ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8, progress=False)
+        ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8)
         (folder / "IMG_0320.jpg").write_bytes((extra / "IMG_0320.jpg").read_bytes())
         os.utime(folder / "IMG_0320.jpg", (T0 + 32.0, T0 + 32.0))
-        whole_plus = ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8, progress=False)
+        whole_plus = ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8)
         assert (whole_plus.status, whole_plus.frames, whole_plus.already) == ("done", 1, 5)
         reference = rows(g)
     (folder / "IMG_0320.jpg").unlink()
 
     with Gallery.open(tmp_path / "g") as g:
         with pytest.raises(Killed):  # killed after the first committed batch
-            ingest(g, folder, DiesAfter(1), detector=detector, batch_size=8, progress=False)
+            ingest(g, folder, DiesAfter(1), detector=detector, batch_size=8)
         first = rows(g)
         assert 0 < len(first) < len(reference) and g.sources()[0].status == "failed"
-        again = ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8, progress=False)
+        again = ingest(g, folder, FakeEmbedder(), detector=detector, batch_size=8)
         assert again.status == "done" and again.already >= 1 and again.frames + again.already == 5
-        assert ingest(g, folder, FakeEmbedder(), detector=detector, progress=False).status == "skipped"
+        assert ingest(g, folder, FakeEmbedder(), detector=detector).status == "skipped"
         # a picture added later is ingested by a re-run; a copy under another name is not added twice
         (folder / "IMG_0320.jpg").write_bytes((extra / "IMG_0320.jpg").read_bytes())
         os.utime(folder / "IMG_0320.jpg", (T0 + 32.0, T0 + 32.0))
         shutil.copy(folder / "IMG_0120.jpg", folder / "copy of IMG_0120.jpg")
-        later = ingest(g, folder, FakeEmbedder(), detector=detector, progress=False)
+        later = ingest(g, folder, FakeEmbedder(), detector=detector)
         assert (later.frames, later.already) == (1, 6)
         assert rows(g) == reference
         assert len({(r.frame, r.box) for r in g.records()}) == len(reference)
@@ -297,12 +298,12 @@ def test_camera_set_folder_is_refused_by_the_api(photo_root: Path, detector) -> 
     from reidkit.search.ingest.sources import SourceError
 
     with Gallery.open(photo_root.parent / "refused") as g, pytest.raises(SourceError, match="camera folders"):
-        ingest(g, photo_root, FakeEmbedder(), detector=detector, progress=False)
+        ingest(g, photo_root, FakeEmbedder(), detector=detector)
     mixed = photo_root.parent / "mixed"  # pictures at the top and in a camera folder: two sources
     shutil.copytree(photo_root / "cam2", mixed / "cam2")
     shutil.copy(photo_root / "cam1" / "IMG_0140.jpg", mixed / "IMG_0140.jpg")
     with Gallery.open(photo_root.parent / "g_mixed") as g:
-        reps = [ingest(g, d, FakeEmbedder(), detector=detector, progress=False) for d in camera_folders(mixed)]
+        reps = [ingest(g, d, FakeEmbedder(), detector=detector) for d in camera_folders(mixed)]
         assert [(r.camera, r.frames) for r in reps] == [("mixed", 1), ("cam2", 6)]
 
 

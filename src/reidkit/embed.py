@@ -41,6 +41,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Resize = Literal["cv2", "pil"]
 
 
+class FeatureExtractor(Protocol):
+    """What ingest and search need of an :class:`Embedder`: pictures in, (N, D) features out."""
+
+    def embed(self, images: Sequence[Any], bgr: bool = False) -> np.ndarray: ...
+
+
 class Preprocess:
     """Resize (bilinear, as torchreid and fast-reid), scale to [0, 1], normalise.
 

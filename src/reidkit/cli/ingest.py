@@ -1,23 +1,18 @@
-"""``reidkit ingest``: videos, streams, photo folders or crop folders into a searchable gallery.
-
-See :mod:`reidkit.search.ingest.pipeline` and, for folders of full-scene pictures, :mod:`reidkit.search.ingest.photos`.
-"""
+"""``reidkit ingest``: plan the sources (:func:`reidkit.search.api.plan_ingest`), load the model, ingest
+them (:func:`reidkit.search.api.run_ingest`) with a progress bar per source, print what each did."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-
-
-def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+from reidkit.cli.common import Backend, Model, Threads, Weights, console, failing, warn
+from reidkit.search import api
+from reidkit.search.api import ApiError
 
 
 def register(app: typer.Typer) -> None:
@@ -46,11 +41,9 @@ def ingest_cmd(
     max_frames: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many frames per source (a re-run continues).")
     ] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="Re-id checkpoint: a reidkit model file or a torchreid file (default: shipped).")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 (for torchreid files).")] = None,
-    backend: Annotated[str, typer.Option(help="Embedding backend: torch or onnx.")] = "torch",
+    weights: Weights = None,
+    model: Model = None,
+    backend: Backend = "torch",
     replace: Annotated[
         bool, typer.Option("--replace", help="Remove and re-ingest sources already in the gallery (changed or not).")
     ] = False,
@@ -79,7 +72,7 @@ def ingest_cmd(
     ] = None,
     crops_per_track: Annotated[int, typer.Option(min=1, help="Best crops kept per track.")] = 4,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per embedding batch.")] = 64,
-    threads: Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")] = None,
+    threads: Threads = None,
 ) -> None:
     """Detect, track and embed the people in each source and add them to a gallery (resumable).
 
@@ -87,141 +80,79 @@ def ingest_cmd(
     sighting, and a re-run adds only new pictures. Its subfolders, if they hold pictures, are cameras.
     The command exits non-zero when a source could not be ingested (after the others are done).
     """
-    from reidkit.extract import make_embedder
-    from reidkit.imaging import ImageError, PhotoError
-    from reidkit.models.weights import WeightsMismatchError
-    from reidkit.search.ingest.detect import DETECTORS, build_detector
-    from reidkit.search.ingest.photos import TimePattern, camera_folders, find_sidecar
-    from reidkit.search.ingest.pipeline import IngestReport, default_detector, ingest
-    from reidkit.search.ingest.sources import SourceError, is_stream_uri, parse_timestamp
-    from reidkit.search.storage import Gallery, GalleryError
+    with failing(ApiError):
+        plan = api.plan_ingest(
+            sources, images=images, sequence=sequence, detector=detector, detector_model=detector_model,
+            start_time=start_time, time_pattern=time_pattern, camera=camera, stride=stride, max_frames=max_frames,
+            fps=fps, crops_per_track=crops_per_track, copy_crops=copy_crops, replace=replace, batch_size=batch_size,
+        )  # fmt: skip
+        model_ = api.load_model(model, weights, backend=backend, batch_size=batch_size, threads=threads)
+        with ProgressBars() as bars:
+            summary = api.run_ingest(gallery, plan, model_, progress=bars)
+    for err in summary.errors:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    console.print(report_table(summary, f"ingest into {gallery} ({model_.info.name})"))
+    if any(r.mode == "photos" for r in summary.reports):
+        console.print("photos: frames = pictures ingested, dets = people found (each a sighting)", style="dim")
+    for r in summary.reports:
+        if r.unreadable:
+            names = ", ".join(r.unreadable[:10]) + (" ..." if len(r.unreadable) > 10 else "")
+            warn(f"{Path(r.uri).name}: skipped {len(r.unreadable)} unreadable picture(s): {names}")
+    if summary.errors:
+        n = len(plan.jobs)
+        console.print(f"[bold red]{len(summary.errors)} of {n} source(s) failed:[/] " + "; ".join(summary.errors),
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(2)
 
-    if backend not in ("torch", "onnx"):
-        _fail(f"--backend must be torch or onnx, got {backend!r}")
-    if images and sequence:
-        _fail("--images (folders of person crops) and --sequence (folders of video frames) exclude each other")
-    if time_pattern is not None:
-        try:
-            TimePattern(time_pattern)
-        except ValueError as exc:
-            _fail(f"--time-pattern: {exc}")
-    jobs: list[tuple[str, Path | None]] = []  # (source, sidecar of a camera folder)
-    for s in sources:
-        p = Path(s.removeprefix("file://"))
-        if images and not p.is_dir():
-            _fail(f"{s}: with --images each source must be a folder of person crops")
-        if not is_stream_uri(s) and not p.exists():
-            _fail(f"{s}: no such file or folder")
-        if p.is_dir() and not images and not is_stream_uri(s):
-            jobs += [(str(d), find_sidecar(d)) for d in camera_folders(p)]
-        else:
-            jobs.append((s, None))
-    t0: float | None = None
-    if start_time is not None:
-        try:
-            t0 = parse_timestamp(start_time)
-        except ValueError as exc:
-            _fail(f"--start-time: {exc}")
-    det = None
-    if not images:
-        name = detector or default_detector()
-        if name not in DETECTORS:
-            _fail(f"unknown detector {name!r}; choose from {', '.join(sorted(DETECTORS))}")
-        opts = {}
-        if detector_model is not None:
-            opts["weights" if name == "yolo" else "model_path"] = detector_model
-        try:
-            det = build_detector(name, **opts)
-        except (FileNotFoundError, ImportError, TypeError, ValueError) as exc:
-            _fail(f"detector {name}: {exc}")
-    try:
-        embedder, info = make_embedder(model, weights, backend, batch_size=batch_size, threads=threads)  # type: ignore[arg-type]
-    except (FileNotFoundError, ValueError, WeightsMismatchError) as exc:
-        _fail(str(exc))
-        return
-    try:
-        g = Gallery.open(gallery)
-    except GalleryError as exc:
-        _fail(str(exc))
-        return
 
-    reports: list[IngestReport] = []
-    errors: list[str] = []
-    try:
-        for s, sidecar in jobs:
-            try:
-                reports.append(
-                    ingest(
-                        g,
-                        s,
-                        embedder,
-                        camera=camera,
-                        detector=det,
-                        stride=stride,
-                        max_frames=max_frames,
-                        start_time=t0,
-                        fps=fps,
-                        crops_per_track=crops_per_track,
-                        images_mode=images,
-                        sequence=sequence,
-                        time_format=time_pattern,
-                        sidecar=sidecar,
-                        copy_crops=copy_crops,
-                        replace=replace,
-                        batch_size=batch_size,
-                    )
-                )
-            except (SourceError, GalleryError, ImageError, PhotoError, ValueError) as exc:
-                msg = str(exc)
-                errors.append(msg if msg.startswith(s) else f"{s}: {msg}")
-                console.print(f"[bold red]error:[/] {errors[-1]}", highlight=False, soft_wrap=True)
-                continue
-            if reports[-1].message and reports[-1].status == "truncated":
-                errors.append(reports[-1].message)
-        totals = f"{len(g):,} sightings, {len(g.tracks()):,} tracks, {len(g.sources()):,} sources"
-    finally:
-        g.close()
+def report_table(summary: api.IngestSummary, title: str) -> Table:
+    """One row per ingested source: what it is, how far it got, and how fast."""
+    from reidkit.search.ingest.sources import is_stream_uri
 
-    table = Table(title=f"ingest into {gallery} ({info.name})", caption=f"gallery: {totals}")
+    caption = f"gallery: {summary.sightings:,} sightings, {summary.tracks:,} tracks, {summary.sources:,} sources"
+    table = Table(title=title, caption=caption)
     for col in ("source", "camera", "status", "times"):
         table.add_column(col, overflow="fold")
     for col in ("frames", "dets", "tracks", "crops", "s", "frames/s"):
         table.add_column(col, justify="right", no_wrap=True)
-    for r in reports:
+    for r in summary.reports:
         status = r.status + (f" {r.mode}" if r.mode in ("photos", "sequence") else "")
         status += f" (resumed after {r.resumed_from})" if r.resumed_from is not None else ""
         status += " (replaced)" if r.replaced else ""
-        if r.already:
-            status += f" ({r.already:,} already in)"
-        if r.unreadable:
-            status += f" ({len(r.unreadable)} unreadable)"
+        status += f" ({r.already:,} already in)" if r.already else ""
+        status += f" ({len(r.unreadable)} unreadable)" if r.unreadable else ""
+        stream = is_stream_uri(r.uri)
+        times = r.time_from or ("-" if r.mode == "photos" else "clock" if stream else "start + frame/fps")
         table.add_row(
-            Path(r.uri).name if not is_stream_uri(r.uri) else r.uri,
-            r.camera,
-            status,
-            r.time_from or ("-" if r.mode == "photos" else "clock" if is_stream_uri(r.uri) else "start + frame/fps"),
-            f"{r.frames:,}",
-            f"{r.detections:,}",
-            f"{r.tracks:,}",
-            f"{r.crops:,}",
-            f"{r.seconds:.1f}",
-            f"{r.fps:.1f}",
-        )
-    console.print(table)
-    if any(r.mode == "photos" for r in reports):
-        console.print("photos: frames = pictures ingested, dets = people found (each a sighting)", style="dim")
-    for r in reports:
-        if r.unreadable:
-            names = ", ".join(r.unreadable[:10]) + (" ..." if len(r.unreadable) > 10 else "")
-            console.print(
-                f"[yellow]warning:[/] {Path(r.uri).name}: skipped {len(r.unreadable)} unreadable picture(s): {names}",
-                highlight=False,
-                soft_wrap=True,
-            )
-    if errors:
-        console.print(
-            f"[bold red]{len(errors)} of {len(jobs)} source(s) failed:[/] " + "; ".join(errors),
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(2)
+            r.uri if stream else Path(r.uri).name, r.camera, status, times, f"{r.frames:,}", f"{r.detections:,}",
+            f"{r.tracks:,}", f"{r.crops:,}", f"{r.seconds:.1f}", f"{r.fps:.1f}",
+        )  # fmt: skip
+    return table
+
+
+class ProgressBars:
+    """A rich progress bar per source, fed by ingest's progress callback (:class:`Progress`)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bars
+
+        self.bars = Bars(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                         console=console)  # fmt: skip
+        self.tasks: dict[str, tuple[Any, float]] = {}
+
+    def __enter__(self) -> ProgressBars:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def __call__(self, p: Any) -> None:
+        if p.label not in self.tasks:
+            self.tasks[p.label] = (self.bars.add_task(p.label, total=p.total, rate="", info=""), time.perf_counter())
+        task, t0 = self.tasks[p.label]
+        dt = time.perf_counter() - t0
+        rate = f"{p.done / dt:6.1f} {p.unit}/s" if dt > 0 else ""
+        self.bars.update(task, completed=p.done, total=p.total, rate=rate, info=p.info)

@@ -3,13 +3,28 @@ both call. A command or a route parses its input, calls one function here and wo
 
 * :func:`load_model`: the one model loader (an embedder for pictures, or only the model's identity
   for its calibrated match rule).
+* :func:`plan_ingest` / :func:`run_ingest`: ``reidkit ingest``'s sources checked and expanded, then
+  ingested into one gallery.
+* :class:`SearchRequest` and :func:`search`: a person search, checked once (``reidkit search`` and
+  ``POST /search`` both build one), then run.
+* :func:`gallery_overview`, :func:`track_detail`, :func:`sighting_detail`, :func:`sighting_crop`,
+  :func:`sighting_frame`: what a gallery holds, by id (``GET /gallery``, ``/tracks``, ``/sightings``, ...).
+* Errors: :class:`ApiError` (bad input: the message says why), with :class:`RequestError` (options that
+  do not hold together), :class:`NotFound` (no such id) and :class:`EmptyGallery` (nothing to search).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from reidkit.search.query.search import SearchResult
+    from reidkit.search.storage.gallery import Gallery
+    from reidkit.search.storage.records import Record
 
 Backend = Literal["torch", "onnx"]
 BACKENDS: tuple[Backend, ...] = ("torch", "onnx")
@@ -61,3 +76,449 @@ def load_model(
         return LoadedModel(None, zoo_load(model, weights)[1])
     except (FileNotFoundError, ValueError, WeightsMismatchError, ImageError) as exc:
         raise ApiError(str(exc)) from None
+
+
+# --- ingest ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestPlan:
+    """What ``reidkit ingest`` will do: ``jobs`` (source, sidecar of its camera folder), the ``detector``
+    (None for crop folders), the first frame's time ``start_time``, and the per-source ``options``
+    passed to :func:`reidkit.search.ingest.pipeline.ingest`."""
+
+    jobs: list[tuple[str, Path | None]]
+    detector: Any
+    detector_name: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest of several sources did: one report per source that ran, the errors of those that
+    could not (each naming its source), and the gallery's totals afterwards."""
+
+    reports: list[Any]
+    errors: list[str]
+    sightings: int
+    tracks: int
+    sources: int
+
+
+def plan_ingest(
+    sources: Sequence[str],
+    *,
+    images: bool = False,
+    sequence: bool = False,
+    detector: str | None = None,
+    detector_model: str | os.PathLike[str] | None = None,
+    start_time: str | None = None,
+    time_pattern: str | None = None,
+    **options: Any,
+) -> IngestPlan:
+    """Check ``reidkit ingest``'s sources and options and expand folders of camera folders (one source
+    each, with the sidecar found for it); build the detector once. ApiError names what is wrong."""
+    from reidkit.search.ingest.detect import DETECTORS, build_detector
+    from reidkit.search.ingest.photos import TimePattern
+    from reidkit.search.ingest.pipeline import default_detector
+    from reidkit.search.ingest.sources import camera_folders, find_sidecar, is_stream_uri, parse_timestamp
+
+    if images and sequence:
+        raise ApiError("--images (folders of person crops) and --sequence (folders of video frames) exclude each other")
+    if time_pattern is not None:
+        try:
+            TimePattern(time_pattern)
+        except ValueError as exc:
+            raise ApiError(f"--time-pattern: {exc}") from None
+    jobs: list[tuple[str, Path | None]] = []
+    for s in sources:
+        p = Path(s.removeprefix("file://"))
+        if images and not p.is_dir():
+            raise ApiError(f"{s}: with --images each source must be a folder of person crops")
+        if not is_stream_uri(s) and not p.exists():
+            raise ApiError(f"{s}: no such file or folder")
+        if p.is_dir() and not images and not is_stream_uri(s):
+            jobs += [(str(d), find_sidecar(d)) for d in camera_folders(p)]
+        else:
+            jobs.append((s, None))
+    if start_time is not None:
+        try:
+            options["start_time"] = parse_timestamp(start_time)
+        except ValueError as exc:
+            raise ApiError(f"--start-time: {exc}") from None
+    det, name = None, None
+    if not images:
+        name = detector or default_detector()
+        if name not in DETECTORS:
+            raise ApiError(f"unknown detector {name!r}; choose from {', '.join(sorted(DETECTORS))}")
+        opts = {} if detector_model is None else {"weights" if name == "yolo" else "model_path": detector_model}
+        try:
+            det = build_detector(name, **opts)
+        except (FileNotFoundError, ImportError, TypeError, ValueError) as exc:
+            raise ApiError(f"detector {name}: {exc}") from None
+    options.update(images_mode=images, sequence=sequence, time_format=time_pattern)
+    return IngestPlan(jobs, det, name, options)
+
+
+def run_ingest(
+    gallery: str | os.PathLike[str], plan: IngestPlan, model: LoadedModel, progress: Any = None
+) -> IngestSummary:
+    """Ingest every source of ``plan`` into the gallery folder ``gallery`` (created when new), one after
+    another; a source that fails is reported and the others go on. ``progress``: a
+    :data:`reidkit.search.ingest.report.ProgressFn`. ApiError when the gallery cannot be opened."""
+    from reidkit.imaging import ImageError
+    from reidkit.search.ingest.pipeline import ingest
+    from reidkit.search.ingest.sources import SourceError
+    from reidkit.search.storage import Gallery, GalleryError
+
+    try:
+        g = Gallery.open(gallery)
+    except GalleryError as exc:
+        raise ApiError(str(exc)) from None
+    reports: list[Any] = []
+    errors: list[str] = []
+    try:
+        for source, sidecar in plan.jobs:
+            try:
+                rep = ingest(g, source, model.embedder, detector=plan.detector, sidecar=sidecar, progress=progress,
+                             **plan.options)  # fmt: skip
+            except (SourceError, GalleryError, ImageError, ValueError) as exc:
+                msg = str(exc)
+                errors.append(msg if msg.startswith(source) else f"{source}: {msg}")
+                continue
+            reports.append(rep)
+            if rep.message and rep.status == "truncated":
+                errors.append(rep.message)
+        return IngestSummary(reports, errors, len(g), len(g.tracks()), len(g.sources()))
+    finally:
+        g.close()
+
+
+# --- search ------------------------------------------------------------------------------------------
+
+
+class RequestError(ApiError):
+    """A request whose options do not hold together. ``fields`` names the request fields it is about, for
+    a front end to word as its own options (``--top`` on the command line, the form field ``top``)."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class NotFound(ApiError):
+    """An id (track, sighting) that the gallery does not hold, or a picture of it that cannot be read."""
+
+
+class EmptyGallery(ApiError):
+    """A search of a gallery that holds nothing yet."""
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One person search, as ``reidkit search`` and ``POST /search`` take it; checked when made
+    (:class:`RequestError`), so a request that exists can be run.
+
+    The person is exactly one of: ``pictures`` (paths, PIL images or RGB arrays; ``labels`` name them
+    in the result, default: their paths), a gallery ``track`` (row id) or a ``sighting`` (id: its
+    track, or for a detection without one, its stored feature). ``top``: candidates taken from the
+    gallery (k); ``cameras`` and ``since`` / ``until`` (seconds or ISO-8601, naive = UTC) filter them;
+    ``rerank``, ``threshold`` / ``z_threshold`` (default: the model's calibrated ones), ``adaptive``,
+    ``fuse`` and ``review`` are :func:`reidkit.search.query.search.search_person`'s. ``time_range`` is
+    ``(since, until)`` in seconds (None: no time filter).
+    """
+
+    pictures: Sequence[Any] = ()
+    labels: Sequence[str] | None = None
+    track: int | None = None
+    sighting: int | None = None
+    top: int = 200
+    cameras: Sequence[str] | None = None
+    since: str | float | None = None
+    until: str | float | None = None
+    rerank: bool = True
+    review: int = 8
+    threshold: float | None = None
+    z_threshold: float | None = None
+    adaptive: bool = True
+    fuse: Literal["mean", "max"] = "mean"
+    time_range: tuple[float | None, float | None] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        import math
+
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("pictures", tuple(self.pictures))
+        put("labels", None if self.labels is None else tuple(self.labels))
+        put("cameras", tuple(str(c) for c in self.cameras if c) or None if self.cameras is not None else None)
+        given = sum([bool(self.pictures), self.track is not None, self.sighting is not None])
+        if given != 1:
+            raise RequestError(
+                "give the person to search for: pictures, a track id or a sighting id "
+                f"(exactly one of them; got {given})",
+                "query",
+            )
+        if self.labels is not None and len(self.labels) != len(self.pictures):
+            raise RequestError(f"{len(self.labels)} labels for {len(self.pictures)} pictures", "labels")
+        for p in self.pictures:
+            if isinstance(p, str | os.PathLike) and not Path(p).is_file():
+                raise RequestError(f"{p}: no such image file")
+        if self.top < 1:
+            raise RequestError(f"top must be at least 1, got {self.top}", "top")
+        if self.review < 0:
+            raise RequestError(f"review must be at least 0, got {self.review}", "review")
+        if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
+            raise RequestError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}", "threshold")
+        if self.z_threshold is not None and not math.isfinite(self.z_threshold):
+            raise RequestError(f"z_threshold must be a finite number, got {self.z_threshold}", "z_threshold")
+        if self.fuse not in ("mean", "max"):
+            raise RequestError(f"fuse must be mean or max, got {self.fuse!r}", "fuse")
+        if self.since is not None or self.until is not None:
+            lo = None if self.since is None else _seconds(self.since, "since")
+            hi = None if self.until is None else _seconds(self.until, "until")
+            if lo is not None and hi is not None and hi < lo:
+                raise RequestError(f"until ({self.until}) is before since ({self.since})", "until", "since")
+            put("time_range", (lo, hi))
+
+
+def _seconds(value: str | float, what: str) -> float:
+    """A time given as seconds or as an ISO-8601 date-time (naive = UTC), in seconds."""
+    import math
+
+    from reidkit.search.storage.records import GalleryError, to_seconds
+
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        try:
+            t = to_seconds(value)
+        except GalleryError:
+            raise RequestError(f"{what}: {value!r} is neither seconds nor an ISO-8601 date-time", what) from None
+    if not math.isfinite(t):
+        raise RequestError(f"{what}: {value!r} is not a finite time", what)
+    return t
+
+
+def search(gallery: Gallery, request: SearchRequest, model: LoadedModel) -> SearchResult:
+    """Run ``request`` on ``gallery`` with ``model`` (its embedder for pictures; its calibrated match
+    rule). :class:`EmptyGallery`, :class:`NotFound` (the track or sighting), ApiError otherwise."""
+    import dataclasses
+
+    from reidkit.imaging import ImageError
+    from reidkit.search.query.search import search_person
+    from reidkit.search.storage.records import GalleryError
+
+    if len(gallery) == 0:
+        raise EmptyGallery(f"gallery {gallery.root} is empty: nothing to search yet (add to it with reidkit ingest)")
+    if request.pictures and model.embedder is None:
+        raise ApiError("query pictures need a model that embeds them (load_model(..., embedder=True))")
+    query, label = _person(gallery, request)
+    r = request
+    try:
+        result = search_person(
+            gallery, model.embedder if r.pictures else None, k=r.top, rerank=r.rerank, threshold=r.threshold,
+            z_threshold=r.z_threshold, adaptive=r.adaptive, model_info=model.info, cameras=r.cameras,
+            time_range=r.time_range, fuse=r.fuse, review=r.review, **query,
+        )  # fmt: skip
+    except GalleryError as exc:
+        hint = " (was the gallery built with another model? pass its --weights/--model)" if "dimensions" in str(exc) else ""
+        raise ApiError(f"{exc}{hint}") from None
+    except (ImageError, ValueError) as exc:
+        raise ApiError(str(exc)) from None
+    except KeyError as exc:  # a row removed while the search ran
+        raise NotFound(str(exc).strip("'\"")) from None
+    labels = r.labels or ((label,) if label else None)
+    if labels:
+        result.query = dataclasses.replace(result.query, labels=tuple(labels))
+    return result
+
+
+def _person(gallery: Gallery, request: SearchRequest) -> tuple[dict[str, Any], str | None]:
+    """search_person's query keywords for the person of ``request``, and a label when it has none."""
+    if request.pictures:
+        return {"queries": list(request.pictures)}, None
+    if request.track is not None:
+        if gallery.track(request.track) is None:
+            raise NotFound(f"gallery {gallery.root} has no track {request.track}")
+        return {"track_id": request.track}, None
+    rec = _record(gallery, int(request.sighting))  # type: ignore[arg-type]
+    track = None if rec.track_id is None else gallery.tracks_by_key([(rec.source_id, rec.track_id)]).get(
+        (rec.source_id, rec.track_id)
+    )
+    if track is not None:
+        return {"track_id": track.id}, None
+    return {"features": gallery.features([rec.id])}, f"sighting {rec.id}"
+
+
+# --- gallery -----------------------------------------------------------------------------------------
+JPEG_QUALITY = 85
+
+
+def open_gallery(folder: str | os.PathLike[str]) -> Gallery:
+    """The gallery at ``folder``, read-only (close it, or use it in a ``with``); ApiError if there is none."""
+    from reidkit.search.storage import Gallery, GalleryError
+
+    if not (Path(folder) / "gallery.db").is_file():
+        raise ApiError(f"{folder} is not a reidkit gallery (no gallery.db); build one with reidkit ingest")
+    try:
+        return Gallery.open(folder, create=False, read_only=True)
+    except GalleryError as exc:
+        raise ApiError(str(exc)) from None
+
+
+def gallery_overview(gallery: Gallery, recent: int = 24, model: str | None = None) -> dict[str, Any]:
+    """Totals, the time span, counts per camera and per source, and the ``recent`` sightings added last
+    (newest first, as :func:`sighting_detail`), as JSON-ready data; ``model``: the name to report."""
+    from dataclasses import asdict
+
+    from reidkit.search.query.report import format_time
+
+    o = gallery.overview(recent)
+    lo, hi = o.time_span
+    return {
+        "gallery": gallery.root.name,
+        "model": model,
+        "totals": {"sightings": o.sightings, "tracks": o.tracks, "sources": len(o.sources), "cameras": len(o.cameras)},
+        "searchable": o.searchable,
+        "time_span": {
+            "start": lo,
+            "end": hi,
+            "start_text": None if lo is None else format_time(lo),
+            "end_text": None if hi is None else format_time(hi),
+        },
+        "cameras": [
+            {**asdict(c), "first_text": format_time(c.first_time), "last_text": format_time(c.last_time)}
+            for c in o.cameras
+        ],
+        "sources": [
+            {
+                "id": s.source.id,
+                "uri": s.source.uri,
+                "camera": s.source.camera,
+                "status": s.source.status,
+                "progress": s.source.progress,
+                "sightings": s.sightings,
+                "tracks": s.tracks,
+            }
+            for s in o.sources
+        ],
+        "recent": _sightings(gallery, o.recent),
+    }
+
+
+def track_detail(gallery: Gallery, track: int) -> dict[str, Any]:
+    """A track (row id ``track``) with its sightings, as JSON-ready data; :class:`NotFound`."""
+    from dataclasses import asdict
+
+    t = gallery.track(track)
+    if t is None:
+        raise NotFound(f"no track {track} in the gallery")
+    return {**asdict(t), "sightings": _sightings(gallery, gallery.records(t.source_id, t.track_id))}
+
+
+def sighting_detail(gallery: Gallery, sighting: int) -> dict[str, Any]:
+    """A stored detection as JSON-ready data: its record, its track's row id (``track``) and its time as
+    reidkit prints it (``time_text``); :class:`NotFound`."""
+    return _sightings(gallery, [_record(gallery, sighting)])[0]
+
+
+def sighting_crop(gallery: Gallery, sighting: int) -> bytes:
+    """The crop of a sighting as JPEG: its crop file, or without one its box cut from the frame; :class:`NotFound`."""
+    import cv2
+    import numpy as np
+
+    from reidkit.search.storage.media import cut_box
+
+    rec = _record(gallery, sighting)
+    path = None if not rec.crop else Path(rec.crop) if Path(rec.crop).is_absolute() else gallery.root / rec.crop
+    if path is not None and path.is_file():
+        data = path.read_bytes()
+        if data[:3] == b"\xff\xd8\xff":
+            return data
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is not None:
+            return _jpeg(img)
+    frame = _frame(gallery, rec)
+    cut = None if frame is None else cut_box(frame, rec.box)
+    if cut is None:
+        raise NotFound(f"sighting {sighting} has no crop file and its frame cannot be read")
+    return _jpeg(np.ascontiguousarray(cut))
+
+
+def sighting_frame(gallery: Gallery, sighting: int) -> bytes:
+    """The frame (or photo) a sighting was seen in, its box drawn as in the HTML report, as JPEG;
+    :class:`NotFound` also when it cannot be read (no frame number, a missing video, a crop-only source)."""
+    from reidkit.search.storage.media import draw_box
+
+    rec = _record(gallery, sighting)
+    img = _frame(gallery, rec)
+    if img is None:
+        raise NotFound(f"the frame of sighting {sighting} cannot be read (source {rec.source})")
+    return _jpeg(draw_box(img, rec.box) if rec.box is not None else img)
+
+
+def has_frame(gallery_root: str | os.PathLike[str], record: Record) -> bool:
+    """Whether a frame can exist for the record (a page offers to open it): a frame number in a video
+    file, or in a photo folder whose ledger names the picture. A folder of crops has none."""
+    from reidkit.search.storage.media import lookup_photo
+
+    if record.frame is None or record.frame < 0 or "://" in record.source:
+        return False
+    src = Path(record.source)
+    if src.is_file():
+        return True
+    return src.is_dir() and lookup_photo(gallery_root, record.source, record.frame) is not None
+
+
+def _record(gallery: Gallery, sighting: int) -> Record:
+    rec = gallery.record(sighting)
+    if rec is None:
+        raise NotFound(f"no sighting {sighting} in the gallery")
+    return rec
+
+
+def _sightings(gallery: Gallery, records: Sequence[Record]) -> list[dict[str, Any]]:
+    from reidkit.search.query.report import format_time
+
+    tracks = gallery.tracks_by_key({(r.source_id, r.track_id) for r in records if r.track_id is not None})
+    out = []
+    for r in records:
+        t = None if r.track_id is None else tracks.get((r.source_id, r.track_id))
+        out.append(
+            {
+                "id": r.id,
+                "source_id": r.source_id,
+                "source": r.source,
+                "camera": r.camera,
+                "timestamp": r.timestamp,
+                "time_text": format_time(r.timestamp),
+                "frame": r.frame,
+                "box": None if r.box is None else list(r.box),
+                "track_id": r.track_id,
+                "track": None if t is None else t.id,
+                "crop": r.crop,
+                "quality": r.quality,
+            }
+        )
+    return out
+
+
+def _frame(gallery: Gallery, rec: Record) -> Any:
+    from reidkit.search.storage.media import FrameReader
+
+    reader = FrameReader(str(gallery.root))
+    try:
+        return reader.read(rec.source, rec.frame)
+    finally:
+        reader.close()
+
+
+def _jpeg(image: Any) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:  # pragma: no cover
+        raise ApiError("could not encode the picture as JPEG")
+    return buf.tobytes()

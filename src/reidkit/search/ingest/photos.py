@@ -45,70 +45,21 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from reidkit.embed import FeatureExtractor
 from reidkit.imaging import PhotoError, decode_photo
 from reidkit.search.ingest.crops import CropQuality, clip_box
-from reidkit.search.ingest.sources import IMAGE_EXTENSIONS, SIDECAR_NAMES, SourceError, _natural_key, _read_sidecar
-from reidkit.search.storage.records import Sighting
-
-if TYPE_CHECKING:
-    from reidkit.search.ingest.detect import Detector
-    from reidkit.search.ingest.pipeline import FeatureExtractor, IngestReport
-    from reidkit.search.storage.gallery import Gallery
+from reidkit.search.ingest.detect import Detector
+from reidkit.search.ingest.report import IngestReport, Progress, ProgressFn
+from reidkit.search.ingest.sources import SourceError, find_sidecar, list_photos, read_sidecar
+from reidkit.search.storage import Gallery, Sighting
+from reidkit.search.storage.records import Photo
 
 log = logging.getLogger(__name__)
 
 CROP_PAD = 0.05  # as the tracking path's crops
-LEDGER_COLUMNS = "source_id, frame, name, digest, size, mtime_ns, timestamp, time_from, detections"
-
-
-# --- layout ------------------------------------------------------------------------------------------
-
-
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-
-
-def list_photos(folder: str | Path) -> list[Path]:
-    """The pictures directly in ``folder`` (not deeper, no hidden files), in natural name order."""
-    folder = Path(folder)
-    return sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: _natural_key(p.name))
-
-
-def camera_folders(root: str | Path) -> list[Path]:
-    """The camera folders of ``root``: its subfolders that hold pictures (sorted), plus ``root`` itself
-    when pictures lie directly in it; just ``[root]`` when no subfolder holds pictures."""
-    root = Path(root)
-    subs = [d for d in sorted(root.iterdir(), key=lambda p: _natural_key(p.name))
-            if d.is_dir() and not d.name.startswith(".") and any(_is_image(p) for p in d.iterdir())]  # fmt: skip
-    if not subs:
-        return [root]
-    return ([root] if any(_is_image(p) for p in root.iterdir()) else []) + subs
-
-
-def photo_fingerprint(folder: str | Path) -> str:
-    """Changes when a picture of ``folder`` is added, removed, renamed or rewritten (names, sizes, mtimes)."""
-    h = hashlib.sha1()
-    for p in list_photos(folder):
-        st = p.stat()
-        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return f"photos:{h.hexdigest()}"
-
-
-def find_sidecar(folder: str | Path) -> Path | None:
-    """A sidecar in ``folder``, else in the folder above it (the root of a set of camera folders)."""
-    folder = Path(folder)
-    for d in (folder, folder.parent):
-        for n in SIDECAR_NAMES:
-            if (d / n).is_file():
-                return d / n
-    return None
-
-
-# --- decoding ----------------------------------------------------------------------------------------
 
 
 # --- times -------------------------------------------------------------------------------------------
@@ -172,7 +123,7 @@ class PhotoClock:
         if sidecar is not None and not side.is_file():  # type: ignore[union-attr]
             raise SourceError(f"{sidecar}: no such sidecar file")
         self.sidecar = side
-        self._times = _read_sidecar(side, side.parent) if side is not None else {}
+        self._times = read_sidecar(side, side.parent) if side is not None else {}
         self.pattern = TimePattern(pattern) if pattern else None
 
     def time_of(self, path: Path, exif_time: float | None) -> tuple[float, str]:
@@ -190,25 +141,6 @@ class PhotoClock:
 # --- ingest ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Ledger:
-    """What the gallery already holds of a photo source."""
-
-    digests: set[str]
-    stats: dict[str, tuple[int, int]]  # name -> (size, mtime_ns) of ingested files, to skip re-reading
-    next_frame: int
-    next_track: int
-
-    @classmethod
-    def load(cls, gallery: Gallery, sid: int) -> _Ledger:
-        db = gallery.db
-        rows = db.execute("SELECT name, digest, size, mtime_ns FROM photos WHERE source_id = ?", (sid,)).fetchall()
-        frame = db.execute("SELECT MAX(frame) FROM photos WHERE source_id = ?", (sid,)).fetchone()[0]
-        track = db.execute("SELECT MAX(track_id) FROM detections WHERE source_id = ?", (sid,)).fetchone()[0]
-        stats = {str(r[0]): (int(r[2]), int(r[3])) for r in rows}
-        return cls({str(r[1]) for r in rows}, stats, (frame or 0) + 1, (track or 0) + 1)
-
-
 def ingest_photos(
     gallery: Gallery,
     sid: int,
@@ -221,24 +153,26 @@ def ingest_photos(
     clock: PhotoClock,
     batch_size: int = 64,
     max_photos: int | None = None,
-    progress: bool = True,
+    progress: ProgressFn | None = None,
 ) -> None:
     """Detect the people in every picture of ``folder`` not yet in the ledger and add each as a sighting.
 
     Pictures are committed whole: their sightings, features, one-crop tracks and ledger rows in one
     transaction per batch of about ``batch_size`` crops. ``report`` gets the counts.
     """
-    from reidkit.search.ingest.pipeline import _Bar
-
     folder = Path(folder)
-    ledger = _Ledger.load(gallery, sid)
+    ledger = gallery.photo_ledger(sid)
     paths = list_photos(folder)
     quality = CropQuality()
     uri = report.uri
-    bar = _Bar(progress, folder.name, len(paths), "photos")
     crops: list[np.ndarray] = []
     sightings: list[Sighting] = []
-    photos_rows: list[tuple] = []
+    photos_rows: list[Photo] = []
+
+    def tell(final: bool = False) -> None:
+        if progress is not None:
+            done = report.frames + report.already + len(report.unreadable)
+            progress(Progress(folder.name, done, len(paths), "photos", f"people {report.detections}", final))
     bases: dict[str, int] = {}
     seen: set[str] = set()
 
@@ -246,8 +180,7 @@ def ingest_photos(
         if not photos_rows:
             return
         feats = embedder.embed(crops, bgr=True) if crops else np.zeros((0, 1), np.float32)
-        sql = f"INSERT INTO photos({LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        gallery.add(feats, list(sightings), progress=float(ledger.next_frame - 1), also=[(sql, list(photos_rows))])
+        gallery.add(feats, list(sightings), progress=float(ledger.next_frame - 1), source=sid, photos=list(photos_rows))
         report.crops += len(sightings)
         report.tracks += len(sightings)
         crops.clear()
@@ -257,7 +190,7 @@ def ingest_photos(
     processed = 0
     try:
         for path in paths:
-            bar.update(report.frames + report.already + len(report.unreadable), f"people {report.detections}")
+            tell()
             if max_photos is not None and processed >= max_photos:
                 report.status = "partial"
                 break
@@ -294,7 +227,7 @@ def ingest_photos(
                              quality=quality(image, d.box, d.score))
                 )  # fmt: skip
                 ledger.next_track += 1
-            photos_rows.append((sid, frame, path.name, digest, st.st_size, st.st_mtime_ns, ts, basis, len(dets)))
+            photos_rows.append(Photo(sid, frame, path.name, digest, st.st_size, st.st_mtime_ns, ts, basis, len(dets)))
             seen.add(digest)
             ledger.next_frame += 1
             processed += 1
@@ -303,9 +236,8 @@ def ingest_photos(
             if len(crops) >= batch_size or len(photos_rows) >= 4 * batch_size:
                 flush()
         flush()
-        bar.update(report.frames + report.already + len(report.unreadable), f"people {report.detections}", advance=0)
     finally:
-        bar.close()
+        tell(final=True)
     report.time_from = ", ".join(f"{k} {n}" for k, n in sorted(bases.items(), key=lambda kv: -kv[1]))
     if len(bases) == 1:
         report.time_from = next(iter(bases))

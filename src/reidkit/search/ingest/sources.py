@@ -221,11 +221,11 @@ class VideoSource:
             cap.release()
 
 
-def _natural_key(s: str) -> list[int | str]:
+def natural_key(s: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
 
 
-def _read_sidecar(path: Path, root: Path) -> dict[Path, tuple[str | None, float]]:
+def read_sidecar(path: Path, root: Path) -> dict[Path, tuple[str | None, float]]:
     """``{resolved image path: (camera or None, timestamp)}`` from a CSV or JSON sidecar."""
     if path.suffix.lower() == ".json":
         data = json.loads(path.read_text())
@@ -282,7 +282,7 @@ class ImageFolderSource:
             raise SourceError(f"{self.root}: time_from='sidecar' but no sidecar ({', '.join(SIDECAR_NAMES)})")
         self.time_from: TimeFrom = time_from
         self.sidecar = Path(sidecar) if sidecar is not None else None
-        self._times = _read_sidecar(self.sidecar, self.sidecar.parent) if self.sidecar and time_from != "order" else {}
+        self._times = read_sidecar(self.sidecar, self.sidecar.parent) if self.sidecar and time_from != "order" else {}
         self._layout = self._scan(cameras)
 
     def _images(self, folder: Path) -> list[Path]:
@@ -307,7 +307,7 @@ class ImageFolderSource:
 
     def timeline(self, camera: str) -> list[tuple[Path, str, float]]:
         """``(path, camera, timestamp)`` for one camera folder, in time order."""
-        paths = sorted(self._layout[camera], key=lambda p: _natural_key(p.name))
+        paths = sorted(self._layout[camera], key=lambda p: natural_key(p.name))
         rows: list[tuple[Path, str, float]] = []
         for i, p in enumerate(paths):
             entry = self._times.get(p.resolve())
@@ -371,3 +371,117 @@ def source_fingerprint(uri: str | os.PathLike[str] | int, head_bytes: int = 1 <<
             h.update(f"{p.relative_to(path).as_posix()}\0{p.stat().st_size}\n".encode())
         return f"dir:{h.hexdigest()}"
     raise SourceError(f"{path}: no such file or folder")
+
+
+# --- photo folders (read by photos.py) ------------------------------------------------------------------
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def list_photos(folder: str | Path) -> list[Path]:
+    """The pictures directly in ``folder`` (not deeper, no hidden files), in natural name order."""
+    folder = Path(folder)
+    return sorted((p for p in folder.iterdir() if _is_image(p)), key=lambda p: natural_key(p.name))
+
+
+def camera_folders(root: str | Path) -> list[Path]:
+    """The camera folders of ``root``: its subfolders that hold pictures (sorted), plus ``root`` itself
+    when pictures lie directly in it; just ``[root]`` when no subfolder holds pictures."""
+    root = Path(root)
+    subs = [d for d in sorted(root.iterdir(), key=lambda p: natural_key(p.name))
+            if d.is_dir() and not d.name.startswith(".") and any(_is_image(p) for p in d.iterdir())]  # fmt: skip
+    if not subs:
+        return [root]
+    return ([root] if any(_is_image(p) for p in root.iterdir()) else []) + subs
+
+
+def photo_fingerprint(folder: str | Path) -> str:
+    """Changes when a picture of ``folder`` is added, removed, renamed or rewritten (names, sizes, mtimes)."""
+    h = hashlib.sha1()
+    for p in list_photos(folder):
+        st = p.stat()
+        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"photos:{h.hexdigest()}"
+
+
+def find_sidecar(folder: str | Path) -> Path | None:
+    """A sidecar in ``folder``, else in the folder above it (the root of a set of camera folders)."""
+    folder = Path(folder)
+    for d in (folder, folder.parent):
+        for n in SIDECAR_NAMES:
+            if (d / n).is_file():
+                return d / n
+    return None
+
+
+# --- decoding ----------------------------------------------------------------------------------------
+
+
+# --- what a source is ------------------------------------------------------------------------------------
+
+Kind = Literal["video", "stream", "sequence", "photos", "crops"]
+
+
+def canonical_uri(uri: str | os.PathLike[str]) -> str:
+    """Streams as given; local paths absolute (so re-runs from another folder find the same source)."""
+    s = str(uri)
+    if is_stream_uri(s):
+        return s
+    return str(Path(s.removeprefix("file://")).expanduser().absolute())
+
+
+@dataclass
+class SourceInfo:
+    """A source as ingest sees it: its canonical ``uri``, what ``kind`` of source it is, its ``camera``,
+    ``fps`` (None for photos) and content ``fingerprint``; ``frames`` is the opened frame reader of a
+    video, stream or frame sequence (None for photos and crop folders)."""
+
+    uri: str
+    kind: Kind
+    camera: str
+    fps: float | None
+    fingerprint: str
+    frames: VideoSource | ImageFolderSource | None = None
+
+
+def describe_source(
+    uri: str | os.PathLike[str],
+    *,
+    camera: str | None = None,
+    crops: bool = False,
+    sequence: bool = False,
+    fps: float | None = None,
+    start_time: float | None = None,
+    stride: int = 1,
+    sidecar: str | os.PathLike[str] | None = None,
+) -> SourceInfo:
+    """Everything ingest needs to know of a source before it starts (SourceError when it cannot be read).
+
+    A folder is a folder of person crops with ``crops``, a frame sequence with ``sequence``, else a
+    folder of photos; anything else is a video file or a stream (opened here: its fps is read).
+    """
+    uri = canonical_uri(uri)
+    stream = is_stream_uri(uri)
+    fingerprint = source_fingerprint(uri)  # SourceError when missing
+    folder = not stream and Path(uri).is_dir()
+    name = camera or camera_from_uri(uri)
+    if crops:
+        if not folder:
+            raise SourceError(f"{uri}: images mode needs a folder of person crops")
+        return SourceInfo(uri, "crops", name, fps or 25.0, fingerprint)
+    if folder and not sequence:
+        if not list_photos(uri):  # a photo source is the pictures directly in its folder
+            cams = camera_folders(uri)
+            if cams != [Path(uri)]:
+                names = ", ".join(c.name for c in cams)
+                raise SourceError(f"{uri} holds camera folders ({names}): ingest each one (reidkit ingest does)")
+            raise SourceError(f"{uri}: no pictures ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+        return SourceInfo(uri, "photos", name, None, photo_fingerprint(uri))
+    if folder:
+        reader = ImageFolderSource(uri, stride=stride, start_time=start_time, fps=fps or 1.0, sidecar=sidecar)
+        return SourceInfo(uri, "sequence", name, None, fingerprint, reader)
+    wall = stream and start_time is None
+    video = VideoSource(uri, camera=camera, start_time=start_time, fps=fps, stride=stride, wall_clock=wall)
+    return SourceInfo(uri, "stream" if stream else "video", name, video.fps, fingerprint, video)

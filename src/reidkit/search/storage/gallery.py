@@ -50,7 +50,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +59,25 @@ import numpy as np
 
 from reidkit.search.storage.index import IndexConfig, IndexFileError, VectorIndex, bitmap_selector
 from reidkit.search.storage.media import lookup_photo, save_crop
-from reidkit.search.storage.records import GalleryError, Hit, Record, Sighting, Source, Track, TrackHit, to_seconds
+from reidkit.search.storage.records import (
+    GalleryError,
+    Hit,
+    Photo,
+    PhotoLedger,
+    Record,
+    Sighting,
+    Source,
+    Track,
+    TrackHit,
+    to_seconds,
+)
 from reidkit.search.storage.schema import (
     FORMAT,
+    PHOTO_COLUMNS,
     PHOTOS_DDL,
     RECORD_SQL,
     SCHEMA,
+    SNAPSHOTS_DDL,
     SOURCE_SQL,
     STATUSES,
     TRACK_SQL,
@@ -250,6 +263,8 @@ class Gallery:
                 self._reconcile()
             if not read_only:
                 self._conn.execute(PHOTOS_DDL)  # galleries made before photo folders existed
+                self._conn.execute(SNAPSHOTS_DDL)
+                self._conn.execute("DELETE FROM ingest_snapshots WHERE source_id NOT IN (SELECT id FROM sources)")
                 self._cleanup_files()
                 if self._unsaved:
                     self.save()
@@ -625,6 +640,7 @@ class Gallery:
                 cur.execute("DELETE FROM detections WHERE source_id = ?", (sid,))
                 cur.execute("DELETE FROM tracks WHERE source_id = ?", (sid,))
                 cur.execute("DELETE FROM photos WHERE source_id = ?", (sid,))
+                cur.execute("DELETE FROM ingest_snapshots WHERE source_id = ?", (sid,))
                 cur.execute("DELETE FROM sources WHERE id = ?", (sid,))
             self._n -= len(ids)
             if self._index is not None and len(ids):
@@ -663,30 +679,49 @@ class Gallery:
         save_crop(image, self.root / rel, box=box, bgr=bgr, jpeg_quality=jpeg_quality)
         return rel.as_posix()
 
+    def copy_crop(self, source: SourceRef, path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
+        """Copy a ready-made crop file into ``crops/<source-id>/`` (its path below ``root`` kept, else its
+        name); returns its path relative to the gallery folder, for :attr:`Sighting.crop`."""
+        from reidkit.io import atomic_path
+
+        self._writable()
+        try:
+            rel_name = Path(path).relative_to(Path(root).absolute())
+        except ValueError:
+            rel_name = Path(Path(path).name)
+        rel = Path(CROPS, str(self._sid(source)), rel_name)
+        with atomic_path(self.root / rel) as tmp:
+            shutil.copyfile(path, tmp)
+        return rel.as_posix()
+
     def add(
         self,
         features: Any,
         records: Sequence[Sighting],
         *,
         progress: float | None = None,
-        also: Sequence[tuple[str, Sequence[tuple]]] = (),
+        source: SourceRef | None = None,
+        snapshot: bytes | None = None,
+        photos: Sequence[Photo] = (),
     ) -> np.ndarray:
         """Add ``features`` (N, D; L2-normalised on the way in) with one :class:`Sighting` each.
 
-        Returns the new ids (int64). Rows, features, track updates, if given the ``progress``
-        marker of the records' sources, and the ``also`` statements (``(sql, rows)`` pairs run with
-        ``executemany``, e.g. a photo ledger) are committed in one transaction.
+        Returns the new ids (int64). Committed in one transaction: the rows, features and track
+        updates; the ``progress`` marker of ``source`` (default: the records' sources), with
+        ``snapshot``, that source's tracking state at ``progress``, replacing its older ones; and
+        ``photos``, the ledger rows of the pictures the sightings came from.
         """
         self._writable()
-        if len(records) == 0 and also:
-            with self._lock, self._tx() as cur:
-                for sql, rows in also:
-                    cur.executemany(sql, rows)
-            return np.zeros(0, np.int64)
-        x = self._prep(features, "features")
+        x = self._prep(features, "features") if len(records) else np.zeros((0, self.dim or 1), np.float32)
         if len(records) != len(x):
             raise ValueError(f"{len(x)} feature rows but {len(records)} records")
+        if snapshot is not None and (source is None or progress is None):
+            raise ValueError("a snapshot needs its source and progress")
         if len(x) == 0:
+            if (progress is not None and source is not None) or photos:
+                with self._lock, self._tx() as cur:
+                    self._mark(cur, {} if source is None else {"": (self._sid(source), "")}, progress, snapshot)
+                    self._put_photos(cur, photos)
             return np.zeros(0, np.int64)
         with self._lock:
             if self.dim is None:
@@ -739,14 +774,9 @@ class Gallery:
                 cur.executemany("INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 cur.executemany("INSERT INTO features(id, vec) VALUES (?, ?)", zip(ids.tolist(), x, strict=True))
                 track_updates = self._update_tracks(cur, x, records, sids, cams, ts)
-                for sql, extra_rows in also:
-                    cur.executemany(sql, extra_rows)
-                if progress is not None:
-                    cur.executemany(
-                        "UPDATE sources SET progress = ?, updated = ?, "
-                        "status = CASE WHEN status = 'pending' THEN 'ingesting' ELSE status END WHERE id = ?",
-                        [(float(progress), now, sid) for sid, _ in sids.values()],
-                    )
+                self._put_photos(cur, photos)
+                marked = sids if source is None else {"": (self._sid(source), "")}
+                self._mark(cur, marked, progress, snapshot)
             self._n += len(ids)
             try:
                 self._index.add(ids, x)
@@ -763,6 +793,73 @@ class Gallery:
             if self.autosave and self._unsaved >= self.autosave:
                 self.save()
             return ids
+
+    def _sid(self, source: SourceRef) -> int:
+        sid = self._source_id(source)
+        if sid is None:
+            raise KeyError(f"no such source {source!r}")
+        return sid
+
+    @staticmethod
+    def _mark(
+        cur: sqlite3.Cursor, sids: dict[str, tuple[int, str]], progress: float | None, snapshot: bytes | None
+    ) -> None:
+        """Set the sources' progress marker (pending -> ingesting); with ``snapshot``, keep it as the one
+        tracking snapshot of the (single) source at that progress."""
+        if progress is None:
+            return
+        now = time.time()
+        cur.executemany(
+            "UPDATE sources SET progress = ?, updated = ?, "
+            "status = CASE WHEN status = 'pending' THEN 'ingesting' ELSE status END WHERE id = ?",
+            [(float(progress), now, sid) for sid, _ in sids.values()],
+        )
+        for sid, _ in sids.values():
+            if snapshot is not None:
+                cur.execute(
+                    "INSERT OR REPLACE INTO ingest_snapshots(source_id, progress, created, state) VALUES (?, ?, ?, ?)",
+                    (sid, float(progress), now, snapshot),
+                )
+                keep = (sid, float(progress))
+                cur.execute("DELETE FROM ingest_snapshots WHERE source_id = ? AND progress != ?", keep)
+
+    @staticmethod
+    def _put_photos(cur: sqlite3.Cursor, photos: Sequence[Photo]) -> None:
+        if photos:
+            sql = f"INSERT INTO photos({PHOTO_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            cur.executemany(sql, [astuple(p) for p in photos])
+
+    # -- ingest state -----------------------------------------------------------------------------
+    def snapshot(self, source: SourceRef, progress: float) -> bytes | None:
+        """The tracking snapshot an interrupted ingest of ``source`` left at ``progress``, if any."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT state FROM ingest_snapshots WHERE source_id = ? AND progress = ?",
+                (self._sid(source), float(progress)),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def drop_snapshots(self, source: SourceRef) -> None:
+        """Forget ``source``'s tracking snapshots (its ingest finished, or starts afresh)."""
+        self._writable()
+        with self._lock:
+            self.db.execute("DELETE FROM ingest_snapshots WHERE source_id = ?", (self._sid(source),))
+
+    def max_track_id(self, source: SourceRef) -> int:
+        """The largest track id stored for ``source`` (0: none), so a new run's tracks follow it."""
+        with self._lock:
+            row = self.db.execute("SELECT MAX(track_id) FROM detections WHERE source_id = ?", (self._sid(source),))
+            return int(row.fetchone()[0] or 0)
+
+    def photo_ledger(self, source: SourceRef) -> PhotoLedger:
+        """What the gallery holds of a photo source (see :class:`PhotoLedger`)."""
+        with self._lock:
+            sid, db = self._sid(source), self.db
+            rows = db.execute("SELECT name, digest, size, mtime_ns FROM photos WHERE source_id = ?", (sid,)).fetchall()
+            frame = db.execute("SELECT MAX(frame) FROM photos WHERE source_id = ?", (sid,)).fetchone()[0]
+            track = db.execute("SELECT MAX(track_id) FROM detections WHERE source_id = ?", (sid,)).fetchone()[0]
+        stats = {str(r[0]): (int(r[2]), int(r[3])) for r in rows}
+        return PhotoLedger({str(r[1]) for r in rows}, stats, (frame or 0) + 1, (track or 0) + 1)
 
     @staticmethod
     def _update_tracks(
@@ -1083,3 +1180,113 @@ class Gallery:
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else f"{self._n} detections, {self.index_structure} index"
         return f"Gallery({str(self.root)!r}, {state})"
+
+    # --- read side for the application API (reidkit.search.api: the service's and the CLI's reads) ----------
+    def record(self, sighting: int) -> Record | None:
+        """The stored detection with id ``sighting``, None if there is none."""
+        with self._lock:
+            return self._records([int(sighting)]).get(int(sighting))
+
+    def track(self, track: int) -> Track | None:
+        """The track with row id ``track`` (as listed by :meth:`tracks`), None if there is none."""
+        with self._lock:
+            row = self.db.execute(f"{TRACK_SQL} WHERE t.id = ?", (int(track),)).fetchone()
+        return None if row is None else Track.from_row(row)
+
+    def tracks_by_key(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Track]:
+        """The stored tracks of ``(source_id, tracker id)`` pairs, by pair; pairs without one are absent."""
+        sql = f"{TRACK_SQL} WHERE t.source_id = ? AND t.track_id = ?"  # the UNIQUE(source_id, track_id) index
+        out: dict[tuple[int, int], Track] = {}
+        with self._lock:
+            for key in dict.fromkeys((int(s), int(t)) for s, t in keys):
+                row = self.db.execute(sql, key).fetchone()
+                if row is not None:
+                    out[key] = Track.from_row(row)
+        return out
+
+    def ids(self) -> np.ndarray:
+        """Every stored detection id, ascending (int64)."""
+        with self._lock:
+            return np.fromiter((r[0] for r in self.db.execute("SELECT id FROM detections ORDER BY id")), np.int64)
+
+    def pictures(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """The file names (within their photo folder) of the pictures of ``(source_id, frame)`` pairs, by
+        pair; pairs that are not a photo folder's (videos, folders of crops) are absent."""
+        wanted: dict[int, set[int]] = {}
+        for sid, frame in keys:
+            wanted.setdefault(int(sid), set()).add(int(frame))
+        out: dict[tuple[int, int], str] = {}
+        with self._lock:
+            if not wanted or not self._has_photos():
+                return out
+            for sid, frames in wanted.items():
+                for chunk in _chunks(sorted(frames)):
+                    marks = ",".join("?" * len(chunk))
+                    sql = f"SELECT frame, name FROM photos WHERE source_id = ? AND frame IN ({marks})"
+                    out.update(((sid, int(f)), str(name)) for f, name in self.db.execute(sql, (sid, *chunk)))
+        return out
+
+    def overview(self, recent: int = 24) -> GalleryOverview:
+        """Counts per camera and per source, and the ``recent`` detections added last (newest first)."""
+        with self._lock:
+            db = self.db
+            cams = db.execute(
+                "SELECT camera, COUNT(*), MIN(timestamp), MAX(timestamp) FROM detections "
+                "GROUP BY camera ORDER BY camera"
+            ).fetchall()
+            cam_tracks = dict(db.execute("SELECT camera, COUNT(*) FROM tracks GROUP BY camera").fetchall())
+            src_n = dict(db.execute("SELECT source_id, COUNT(*) FROM detections GROUP BY source_id").fetchall())
+            src_t = dict(db.execute("SELECT source_id, COUNT(*) FROM tracks GROUP BY source_id").fetchall())
+            sources = [Source(*r) for r in db.execute(f"{SOURCE_SQL} ORDER BY id")]
+            rows = db.execute(f"{RECORD_SQL} ORDER BY d.id DESC LIMIT ?", (max(0, int(recent)),)).fetchall()
+            searchable = self._n
+        return GalleryOverview(
+            cameras=[CameraCount(c, int(n), int(cam_tracks.get(c, 0)), t0, t1) for c, n, t0, t1 in cams],
+            sources=[SourceCount(s, int(src_n.get(s.id, 0)), int(src_t.get(s.id, 0))) for s in sources],
+            tracks=sum(int(n) for n in cam_tracks.values()),
+            searchable=searchable,
+            recent=[Record.from_row(r) for r in rows],
+        )
+
+
+@dataclass(frozen=True)
+class CameraCount:
+    """A camera's detections and tracks, and the times of its first and last detection."""
+
+    camera: str
+    sightings: int
+    tracks: int
+    first_time: float
+    last_time: float
+
+
+@dataclass(frozen=True)
+class SourceCount:
+    """A source with its numbers of detections and tracks."""
+
+    source: Source
+    sightings: int
+    tracks: int
+
+
+@dataclass(frozen=True)
+class GalleryOverview:
+    """What :meth:`Gallery.overview` gives: per camera and per source, the number of tracks, the
+    detections in the search index now (``searchable``) and the ``recent`` ones added last."""
+
+    cameras: list[CameraCount]
+    sources: list[SourceCount]
+    tracks: int
+    searchable: int
+    recent: list[Record]
+
+    @property
+    def sightings(self) -> int:
+        return sum(c.sightings for c in self.cameras)
+
+    @property
+    def time_span(self) -> tuple[float | None, float | None]:
+        """The first and last detection times (None, None for an empty gallery)."""
+        return min((c.first_time for c in self.cameras), default=None), max(
+            (c.last_time for c in self.cameras), default=None
+        )

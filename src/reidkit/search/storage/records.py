@@ -116,3 +116,31 @@ def to_seconds(value: float | int | str | datetime) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise GalleryError(f"timestamp {value!r} is neither seconds nor an ISO-8601 date-time") from None
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo-folder picture in the gallery's ledger (written with its sightings, in one transaction):
+    its ``frame`` number in the source (the sightings' ``frame``), file ``name``, content ``digest``,
+    ``size`` and ``mtime_ns``, its time and where that came from, and how many people it held."""
+
+    source_id: int
+    frame: int
+    name: str
+    digest: str
+    size: int
+    mtime_ns: int
+    timestamp: float
+    time_from: str
+    detections: int
+
+
+@dataclass
+class PhotoLedger:
+    """What a gallery already holds of a photo source: the content digests and ``name -> (size, mtime_ns)``
+    of its pictures, and the next free frame number and track id."""
+
+    digests: set[str]
+    stats: dict[str, tuple[int, int]]
+    next_frame: int
+    next_track: int

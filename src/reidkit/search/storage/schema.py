@@ -82,6 +82,13 @@ CREATE TABLE IF NOT EXISTS photos (
 );
 """
 PHOTOS_DDL = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photos") :].strip().rstrip(";")
+# Tracking state of an interrupted ingest: one pickled snapshot per (source, progress); created on the
+# first writable open (galleries made before it get it then), rows of removed sources dropped there.
+SNAPSHOTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS ingest_snapshots (source_id INTEGER NOT NULL, progress REAL NOT NULL, "
+    "created REAL NOT NULL, state BLOB NOT NULL, PRIMARY KEY (source_id, progress))"
+)
+PHOTO_COLUMNS = "source_id, frame, name, digest, size, mtime_ns, timestamp, time_from, detections"
 
 RECORD_SQL = (
     "SELECT d.id, d.source_id, s.uri, d.camera, d.timestamp, d.frame, d.x1, d.y1, d.x2, d.y2, d.track_id, "

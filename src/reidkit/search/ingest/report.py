@@ -1,0 +1,61 @@
+"""What an ingest run tells its caller: :class:`Progress` while it runs (to a callback, so the library
+draws nothing: the CLI turns it into a progress bar) and an :class:`IngestReport` when it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a running ingest: ``done`` of ``total`` (None: unknown, e.g. a live stream) ``unit``
+    (frames, photos, images) of the source ``label``; ``info`` is a short status line."""
+
+    label: str
+    done: int
+    total: int | None
+    unit: str
+    info: str = ""
+    final: bool = False
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest of one source did.
+
+    ``status``: ``done`` (the whole source is in the gallery), ``partial`` (stopped at
+    ``max_frames``; a re-run continues), ``skipped`` (unchanged and already done) or ``truncated``
+    (a video that ended well before the frame count its container announces: what could be read is
+    in the gallery, the source is marked failed, and a re-run tries again).
+    ``frames`` / ``detections`` / ``tracks`` / ``crops`` count this run's work only (photos: pictures
+    ingested, people detected, and one track and crop per person). ``mode`` is ``video``, ``stream``,
+    ``sequence``, ``photos`` or ``crops``; for photos ``already`` counts pictures already in the
+    gallery, ``unreadable`` names the pictures skipped, and ``time_from`` says where the times came
+    from (``exif``, ``sidecar``, ``pattern``, ``mtime`` or a mix such as ``exif 12, mtime 1``).
+    """
+
+    uri: str
+    camera: str
+    source_id: int
+    status: str
+    resumed_from: int | None = None
+    replaced: bool = False
+    frames: int = 0
+    detections: int = 0
+    tracks: int = 0
+    crops: int = 0
+    seconds: float = 0.0
+    mode: str = "video"
+    already: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    time_from: str | None = None
+    message: str | None = None
+
+    @property
+    def fps(self) -> float:
+        """Frames (images in images mode) processed per second."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
