@@ -118,3 +118,122 @@ def test_accepts_torch_and_float64() -> None:
     a = evaluate(dist, *args)
     b = evaluate(torch.from_numpy(dist), *(torch.from_numpy(x) for x in args))
     assert a.mAP == b.mAP and np.array_equal(a.cmc, b.cmc)
+
+
+# --- the compiled kernel (numba) and the vectorised path, against the reference and each other ---
+
+BACKENDS = ["numba", "numpy"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_worked_ties_follow_gallery_order(backend: str) -> None:
+    # Query pid 1, camera 0. Gallery (all camera 1): a negative, the positive and a negative all at
+    # 0.5, and a negative at 0.2. Stable order: g3 (0.2), g0, g1 (the positive), g2 -> rank 3.
+    res = evaluate([[0.5, 0.5, 0.5, 0.2]], [1], [2, 1, 3, 4], [0], [1, 1, 1, 1], max_rank=4, backend=backend)
+    assert res.ap == pytest.approx([1 / 3]) and res.inp == pytest.approx([1 / 3])
+    assert list(res.cmc) == [0, 0, 1, 1]
+    # The positive first in gallery order wins the tie: rank 2.
+    res = evaluate([[0.5, 0.5, 0.5, 0.2]], [1], [1, 2, 3, 4], [0], [1, 1, 1, 1], max_rank=4, backend=backend)
+    assert res.ap == pytest.approx([1 / 2])
+    # Two positives tied with each other and with negatives on both sides of them in index order:
+    # order g0 (neg), g1 (pos), g2 (neg), g3 (pos) -> ranks 2 and 4; AP (1/2 + 2/4) / 2, INP 2/4.
+    res = evaluate([[0.3, 0.3, 0.3, 0.3]], [1], [5, 1, 5, 1], [0], [1, 1, 1, 1], backend=backend)
+    assert res.ap == pytest.approx([0.5]) and res.inp == pytest.approx([0.5])
+    res = evaluate([[0.3, 0.3, 0.3, 0.3]], [1], [5, 1, 5, 1], [0], [1, 1, 1, 1], ap="market", backend=backend)
+    # market: ((0/1 + 1/2) / 2 + (1/3 + 2/4) / 2) / 2
+    assert res.ap == pytest.approx([((0 + 0.5) / 2 + (1 / 3 + 0.5) / 2) / 2])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_worked_protocol(backend: str) -> None:
+    # Query 0 (pid 7, camera 1): junk at 0.0 and a same-camera copy at 0.05 are removed, even though
+    # both tie or beat the positives; a distractor (pid 0) at 0.1; positives at 0.2 (camera 2) and
+    # 0.4 (camera 3); a negative at 0.3. Ranks 2 and 4. Query 1 (pid 9) has only a same-camera match:
+    # skipped. Query 2 (pid -1) is never matched: skipped.
+    g_pids = [-1, 7, 0, 7, 5, 7, 9]
+    g_cams = [2, 1, 2, 2, 2, 3, 4]
+    dist = np.array(
+        [
+            [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.9],
+            [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.1],
+            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+        ]
+    )
+    res = evaluate(dist, [7, 9, -1], g_pids, [1, 4, 3], g_cams, max_rank=5, backend=backend)
+    assert res.num_valid == 1 and res.num_skipped == 2
+    assert res.ap == pytest.approx([(1 / 2 + 2 / 4) / 2])
+    assert res.inp == pytest.approx([2 / 4])
+    assert list(res.cmc) == [0, 1, 1, 1, 1]
+    res = evaluate(dist, [7, 9, -1], g_pids, [1, 4, 3], g_cams, ap="market", backend=backend)
+    assert res.ap == pytest.approx([((0 + 1 / 2) / 2 + (1 / 3 + 2 / 4) / 2) / 2])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("ap", ["standard", "market"])
+@pytest.mark.parametrize("seed", [10, 11])
+def test_backends_match_reference_with_heavy_ties(seed: int, ap: str, backend: str) -> None:
+    rng = np.random.default_rng(seed)
+    nq, ng = 80, 300
+    q_pids = rng.integers(-1, 25, nq)  # some junk queries too
+    g_pids = rng.integers(-1, 25, ng)
+    q_cams = rng.integers(0, 3, nq)
+    g_cams = rng.integers(0, 3, ng)
+    dist = (np.round(rng.random((nq, ng)) * 6) / 6).astype(np.float64)  # 7 values: ties everywhere
+    cmc, mAP, mINP, nvalid = reference(dist, q_pids, g_pids, q_cams, g_cams, ap=ap)
+    res = evaluate(dist, q_pids, g_pids, q_cams, g_cams, ap=ap, backend=backend)
+    assert res.num_valid == nvalid and res.num_skipped == nq - nvalid
+    assert np.abs(res.cmc - cmc).max() <= 1e-9
+    assert abs(res.mAP - mAP) <= 1e-9
+    assert abs(res.mINP - mINP) <= 1e-9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_and_vectorised_ranks_are_identical(dtype: type) -> None:
+    from reidkit.evaluation.metrics import _chunk_ranks, _ranks_numba
+
+    rng = np.random.default_rng(4)
+    nq, ng = 200, 2500
+    q_pids = rng.integers(-1, 60, nq)
+    g_pids = rng.integers(-1, 60, ng)
+    q_cams = rng.integers(0, 4, nq)
+    g_cams = rng.integers(0, 4, ng)
+    dist = rng.random((nq, ng)).astype(dtype)
+    dist[::3] = np.round(dist[::3] * 20) / 20
+    import torch
+
+    want, want_n = _chunk_ranks(torch.from_numpy(dist), q_pids, g_pids, q_cams, g_cams)
+    got, got_n = _ranks_numba(dist, q_pids, g_pids, q_cams, g_cams)
+    assert np.array_equal(want_n, got_n)
+    assert np.array_equal(want[:, : got.shape[1]], got[:, : want.shape[1]])
+    a = evaluate(dist, q_pids, g_pids, q_cams, g_cams, backend="numba")
+    b = evaluate(dist, q_pids, g_pids, q_cams, g_cams, backend="numpy")
+    # Same ranks; AP sums may associate differently (the rows are padded to different widths).
+    assert np.abs(a.ap - b.ap).max() <= 1e-15 and np.array_equal(a.inp, b.inp) and np.array_equal(a.cmc, b.cmc)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernel_accepts_torch_views_and_rejects_nan(backend: str) -> None:
+    import torch
+
+    rng = np.random.default_rng(5)
+    dist = rng.random((40, 30))
+    args = (rng.integers(0, 5, 30), rng.integers(0, 5, 40), rng.integers(0, 2, 30), rng.integers(0, 2, 40))
+    # A transposed (non-contiguous) torch view must give the figures of its contiguous copy.
+    a = evaluate(torch.from_numpy(dist).T, *args, backend=backend)
+    b = evaluate(np.ascontiguousarray(dist.T), *args, backend="numpy")
+    assert a.mAP == b.mAP and np.array_equal(a.cmc, b.cmc)
+    bad = np.ascontiguousarray(dist.T)
+    bad[0, 0] = np.nan  # wherever it lies: before, among or after the positives
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate(bad, *args, backend=backend)
+    bad = np.ascontiguousarray(dist.T)
+    q_pids = args[0].copy()
+    q_pids[3] = 99  # a query without positives still has its row checked
+    bad[3, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate(bad, q_pids, *args[1:], backend=backend)
+
+
+def test_unknown_backend() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        evaluate(np.zeros((1, 2)), [1], [1, 2], [0], [1, 1], backend="cuda")  # type: ignore[arg-type]
