@@ -107,8 +107,6 @@ def ingest_cmd(
 
 def report_table(summary: api.IngestSummary, title: str) -> Table:
     """One row per ingested source: what it is, how far it got, and how fast."""
-    from reidkit.search.ingest.sources import is_stream_uri
-
     caption = f"gallery: {summary.sightings:,} sightings, {summary.tracks:,} tracks, {summary.sources:,} sources"
     table = Table(title=title, caption=caption)
     for col in ("source", "camera", "status", "times"):
@@ -116,17 +114,7 @@ def report_table(summary: api.IngestSummary, title: str) -> Table:
     for col in ("frames", "dets", "tracks", "crops", "s", "frames/s"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in summary.reports:
-        status = r.status + (f" {r.mode}" if r.mode in ("photos", "sequence") else "")
-        status += f" (resumed after {r.resumed_from})" if r.resumed_from is not None else ""
-        status += " (replaced)" if r.replaced else ""
-        status += f" ({r.already:,} already in)" if r.already else ""
-        status += f" ({len(r.unreadable)} unreadable)" if r.unreadable else ""
-        stream = is_stream_uri(r.uri)
-        times = r.time_from or ("-" if r.mode == "photos" else "clock" if stream else "start + frame/fps")
-        table.add_row(
-            r.uri if stream else Path(r.uri).name, r.camera, status, times, f"{r.frames:,}", f"{r.detections:,}",
-            f"{r.tracks:,}", f"{r.crops:,}", f"{r.seconds:.1f}", f"{r.fps:.1f}",
-        )  # fmt: skip
+        table.add_row(*r.row().values())
     return table
 
 

@@ -121,7 +121,7 @@ def plan_ingest(
     from reidkit.search.ingest.detect import DETECTORS, build_detector
     from reidkit.search.ingest.photos import TimePattern
     from reidkit.search.ingest.pipeline import default_detector
-    from reidkit.search.ingest.sources import camera_folders, find_sidecar, is_stream_uri, parse_timestamp
+    from reidkit.search.ingest.sources import SourceError, expand_sources, parse_timestamp
 
     if images and sequence:
         raise ApiError("--images (folders of person crops) and --sequence (folders of video frames) exclude each other")
@@ -130,17 +130,10 @@ def plan_ingest(
             TimePattern(time_pattern)
         except ValueError as exc:
             raise ApiError(f"--time-pattern: {exc}") from None
-    jobs: list[tuple[str, Path | None]] = []
-    for s in sources:
-        p = Path(s.removeprefix("file://"))
-        if images and not p.is_dir():
-            raise ApiError(f"{s}: with --images each source must be a folder of person crops")
-        if not is_stream_uri(s) and not p.exists():
-            raise ApiError(f"{s}: no such file or folder")
-        if p.is_dir() and not images and not is_stream_uri(s):
-            jobs += [(str(d), find_sidecar(d)) for d in camera_folders(p)]
-        else:
-            jobs.append((s, None))
+    try:
+        jobs = expand_sources(list(sources), crops=images)
+    except SourceError as exc:
+        raise ApiError(str(exc)) from None
     if start_time is not None:
         try:
             options["start_time"] = parse_timestamp(start_time)
@@ -252,7 +245,8 @@ class SearchRequest:
 
         put("pictures", tuple(self.pictures))
         put("labels", None if self.labels is None else tuple(self.labels))
-        put("cameras", tuple(str(c) for c in self.cameras if c) or None if self.cameras is not None else None)
+        if self.cameras is not None:  # no camera named (an empty form field): every camera
+            put("cameras", tuple(str(c) for c in self.cameras if c) or None)
         given = sum([bool(self.pictures), self.track is not None, self.sighting is not None])
         if given != 1:
             raise RequestError(
@@ -318,12 +312,23 @@ def search(gallery: Gallery, request: SearchRequest, model: LoadedModel) -> Sear
     r = request
     try:
         result = search_person(
-            gallery, model.embedder if r.pictures else None, k=r.top, rerank=r.rerank, threshold=r.threshold,
-            z_threshold=r.z_threshold, adaptive=r.adaptive, model_info=model.info, cameras=r.cameras,
-            time_range=r.time_range, fuse=r.fuse, review=r.review, **query,
-        )  # fmt: skip
+            gallery,
+            model.embedder if r.pictures else None,
+            k=r.top,
+            rerank=r.rerank,
+            threshold=r.threshold,
+            z_threshold=r.z_threshold,
+            adaptive=r.adaptive,
+            model_info=model.info,
+            cameras=r.cameras,
+            time_range=r.time_range,
+            fuse=r.fuse,
+            review=r.review,
+            **query,
+        )
     except GalleryError as exc:
-        hint = " (was the gallery built with another model? pass its --weights/--model)" if "dimensions" in str(exc) else ""
+        other_model = "dimensions" in str(exc)
+        hint = " (was the gallery built with another model? pass its --weights/--model)" if other_model else ""
         raise ApiError(f"{exc}{hint}") from None
     except (ImageError, ValueError) as exc:
         raise ApiError(str(exc)) from None
@@ -344,9 +349,8 @@ def _person(gallery: Gallery, request: SearchRequest) -> tuple[dict[str, Any], s
             raise NotFound(f"gallery {gallery.root} has no track {request.track}")
         return {"track_id": request.track}, None
     rec = _record(gallery, int(request.sighting))  # type: ignore[arg-type]
-    track = None if rec.track_id is None else gallery.tracks_by_key([(rec.source_id, rec.track_id)]).get(
-        (rec.source_id, rec.track_id)
-    )
+    key = (rec.source_id, rec.track_id)
+    track = None if rec.track_id is None else gallery.tracks_by_key([key]).get(key)  # type: ignore[list-item]
     if track is not None:
         return {"track_id": track.id}, None
     return {"features": gallery.features([rec.id])}, f"sighting {rec.id}"

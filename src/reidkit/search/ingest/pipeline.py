@@ -64,9 +64,9 @@ from reidkit.search.ingest.detect import Detector, build_detector, find_ssd_mode
 from reidkit.search.ingest.person_crops import MARKET_CAMERA, MARKET_FRAME, check_dim, folder_items, ingest_crops
 from reidkit.search.ingest.photos import PhotoClock, ingest_photos
 from reidkit.search.ingest.report import IngestReport, ProgressFn
-from reidkit.search.ingest.sources import SourceInfo, describe_source, parse_timestamp
+from reidkit.search.ingest.sources import describe_source, parse_timestamp
 from reidkit.search.ingest.tracking import ingest_tracking
-from reidkit.search.storage import Gallery, GalleryError, Source
+from reidkit.search.storage import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -86,33 +86,6 @@ def _seconds(t: float | str | datetime | None) -> float | None:
     if isinstance(t, datetime):
         return t.timestamp()
     return parse_timestamp(t)
-
-
-def _register(gallery: Gallery, info: SourceInfo, replace: bool) -> tuple[Source | None, bool]:
-    """``(stored source, replaced)`` for a source about to be ingested; None: done and unchanged, skip it.
-
-    A changed source is an error unless ``replace``; a photo folder that grew is not "changed" (its
-    ledger skips what is in); streams have no content to compare and always append.
-    """
-    old = gallery.source_status(info.uri)
-    replaced = False
-    if old is not None:
-        changed = old.fingerprint is not None and old.fingerprint != info.fingerprint
-        if old.status == "done" and not changed and info.kind != "stream" and not replace:
-            return None, False
-        if info.kind == "photos" and changed and not replace:
-            changed = False
-        if replace or changed:
-            if not replace:
-                raise GalleryError(
-                    f"source {info.uri} changed since it was ingested (fingerprint {old.fingerprint} -> "
-                    f"{info.fingerprint}): pass replace=True (--replace) to remove it and ingest it again"
-                )
-            gallery.remove_source(old.id)
-            replaced, old = True, None
-    # a grown photo folder keeps its old fingerprint until it is done (a re-run then finds it changed)
-    fingerprint = None if info.kind == "photos" and old is not None else info.fingerprint
-    return gallery.add_source(info.uri, info.camera, info.fps, fingerprint), replaced
 
 
 def ingest(
@@ -179,12 +152,12 @@ def ingest(
                            stride=stride, sidecar=sidecar)  # fmt: skip
     clock = PhotoClock(info.uri, sidecar, time_format) if info.kind == "photos" else None
     check_dim(gallery, embedder)
-    rec, replaced = _register(gallery, info, replace)
-    if rec is None:
+    rec, action = gallery.register(info.uri, info.camera, info.fps, info.fingerprint, replace=replace,
+                                   grows=info.kind == "photos", live=info.kind == "stream")  # fmt: skip
+    if action == "skip":
         log.info("%s: unchanged and already ingested; skipped", info.uri)
-        old = gallery.source_status(info.uri)
-        assert old is not None
-        return IngestReport(info.uri, old.camera, old.id, "skipped", seconds=time.perf_counter() - t0, mode=info.kind)
+        return IngestReport(info.uri, rec.camera, rec.id, "skipped", seconds=time.perf_counter() - t0, mode=info.kind)
+    replaced = action == "replaced"
     resumed_from = None
     if rec.progress is not None and info.kind not in ("stream", "photos"):
         resumed_from = int(rec.progress)

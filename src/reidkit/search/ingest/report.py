@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,28 @@ class IngestReport:
     unreadable: list[str] = field(default_factory=list)
     time_from: str | None = None
     message: str | None = None
+
+    def row(self) -> dict[str, str]:
+        """The report as a table row: source, camera, status (with what happened), where the times come
+        from, and the counts."""
+        status = self.status + (f" {self.mode}" if self.mode in ("photos", "sequence") else "")
+        status += f" (resumed after {self.resumed_from})" if self.resumed_from is not None else ""
+        status += " (replaced)" if self.replaced else ""
+        status += f" ({self.already:,} already in)" if self.already else ""
+        status += f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""
+        times = self.time_from or {"photos": "-", "stream": "clock"}.get(self.mode, "start + frame/fps")
+        return {
+            "source": self.uri if self.mode == "stream" else Path(self.uri).name,
+            "camera": self.camera,
+            "status": status,
+            "times": times,
+            "frames": f"{self.frames:,}",
+            "dets": f"{self.detections:,}",
+            "tracks": f"{self.tracks:,}",
+            "crops": f"{self.crops:,}",
+            "s": f"{self.seconds:.1f}",
+            "frames/s": f"{self.fps:.1f}",
+        }
 
     @property
     def fps(self) -> float:

@@ -102,7 +102,26 @@ def parse_timestamp(value: str | float) -> float:
         raise ValueError(f"unparseable timestamp {value!r} (want seconds or ISO 8601)") from None
 
 
-class VideoSource:
+class _Positions:
+    """``positions(start)`` for both readers: ``(frames left to read, or None; iterator of (position, frame))``."""
+
+    stride: int
+
+    def _count(self) -> int | None:
+        raise NotImplementedError
+
+    def _iter_from(self, start: int) -> Iterator[tuple[int, Frame]]:
+        raise NotImplementedError
+
+    def positions(self, start: int = 0) -> tuple[int | None, Iterator[tuple[int, Frame]]]:
+        """From position ``start`` on (a frame index for videos; for folders the position in the
+        camera-by-camera frame order): how many frames are left (None: unknown) and the frames."""
+        n = self._count()
+        left = None if n is None else max(0, -(-(n - start) // self.stride))
+        return left, self._iter_from(start)
+
+
+class VideoSource(_Positions):
     """Frames of a video file, a stream URL or a camera device index, via ``cv2.VideoCapture``.
 
     ``wall_clock=True`` stamps frames with the time they were read (for live streams) instead of
@@ -221,6 +240,15 @@ class VideoSource:
             cap.release()
 
 
+    def _count(self) -> int | None:
+        return self.frame_count
+
+    def _iter_from(self, start: int) -> Iterator[tuple[int, Frame]]:
+        self.start_frame = start
+        for f in self:
+            yield f.frame_index, f
+
+
 def natural_key(s: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
 
@@ -247,7 +275,7 @@ def read_sidecar(path: Path, root: Path) -> dict[Path, tuple[str | None, float]]
     return out
 
 
-class ImageFolderSource:
+class ImageFolderSource(_Positions):
     """Frames from image folders: ``root/<camera>/*.jpg`` (or a single folder of images).
 
     Frames are yielded camera by camera (sorted by camera id), each camera in time order;
@@ -336,6 +364,20 @@ class ImageFolderSource:
     def __iter__(self) -> Iterator[Frame]:
         for camera in self.cameras:
             yield from self.iter_camera(camera)
+
+
+    def _count(self) -> int | None:
+        return sum(len(self.timeline(c)) for c in self.cameras)
+
+    def _iter_from(self, start: int) -> Iterator[tuple[int, Frame]]:
+        offset = 0
+        for cam in self.cameras:
+            n = len(self.timeline(cam))
+            if offset + n > start:
+                self.start_frame = max(0, start - offset)
+                for f in self.iter_camera(cam):
+                    yield offset + f.frame_index, f
+            offset += n
 
 
 def open_source(uri: str | os.PathLike[str] | int, **opts: object) -> VideoSource | ImageFolderSource:
@@ -485,3 +527,21 @@ def describe_source(
     wall = stream and start_time is None
     video = VideoSource(uri, camera=camera, start_time=start_time, fps=fps, stride=stride, wall_clock=wall)
     return SourceInfo(uri, "stream" if stream else "video", name, video.fps, fingerprint, video)
+
+
+def expand_sources(sources: list[str] | tuple[str, ...], crops: bool = False) -> list[tuple[str, Path | None]]:
+    """``reidkit ingest``'s sources as ``(source, sidecar)`` jobs: a folder of camera folders becomes one
+    job per camera folder (with the sidecar found for it); SourceError names a source that is not there."""
+    jobs: list[tuple[str, Path | None]] = []
+    for s in sources:
+        p = Path(s.removeprefix("file://"))
+        stream = is_stream_uri(s)
+        if crops and not p.is_dir():
+            raise SourceError(f"{s}: with --images each source must be a folder of person crops")
+        if not stream and not p.exists():
+            raise SourceError(f"{s}: no such file or folder")
+        if p.is_dir() and not crops and not stream:
+            jobs += [(str(d), find_sidecar(d)) for d in camera_folders(p)]
+        else:
+            jobs.append((s, None))
+    return jobs

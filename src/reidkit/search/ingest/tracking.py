@@ -15,7 +15,6 @@ import logging
 import pickle
 import time
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -89,29 +88,6 @@ def _snapshot_version() -> str:
     from reidkit import __version__
 
     return f"reidkit {__version__} snapshot {SNAPSHOT_VERSION}"
-
-
-def _iter_positions(src: VideoSource | ImageFolderSource, start: int) -> Iterator[tuple[int, Frame]]:
-    """``(position, frame)`` from ``start`` on: video frame indices, or folder positions camera by camera."""
-    if isinstance(src, VideoSource):
-        src.start_frame = start
-        for f in src:
-            yield f.frame_index, f
-        return
-    offset = 0
-    for cam in src.cameras:
-        n = len(src.timeline(cam))
-        if offset + n > start:
-            src.start_frame = max(0, start - offset)
-            for f in src.iter_camera(cam):
-                yield offset + f.frame_index, f
-        offset += n
-
-
-def _source_total(src: VideoSource | ImageFolderSource) -> int | None:
-    if isinstance(src, VideoSource):
-        return src.frame_count
-    return sum(len(src.timeline(c)) for c in src.cameras)
 
 
 @dataclass
@@ -242,11 +218,10 @@ def ingest_tracking(
     elif stream:
         gallery.drop_snapshots(sid)
 
-    total = None if stream else _source_total(src)
-    if total is not None:
-        total = max(0, -(-(total - start) // stride))
-        if max_frames is not None:
-            total = min(total, max_frames)
+    total, frames = src.positions(start)
+    total = None if stream else total
+    if total is not None and max_frames is not None:
+        total = min(total, max_frames)
     label = Path(uri).name if not stream else uri
 
     def tell(final: bool = False) -> None:
@@ -255,7 +230,6 @@ def ingest_tracking(
             progress(Progress(label, report.frames, total, "frames", info, final))
 
     position: int | None = report.resumed_from
-    frames = _iter_positions(src, start)
     try:
         for pos, frame in frames:
             report.detections += run.process(frame, detector)

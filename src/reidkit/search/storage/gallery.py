@@ -593,6 +593,45 @@ class Gallery:
                 )
             return self.source_status(str(uri))  # type: ignore[return-value]
 
+    def register(
+        self,
+        uri: str,
+        camera: str,
+        fps: float | None,
+        fingerprint: str,
+        *,
+        replace: bool = False,
+        grows: bool = False,
+        live: bool = False,
+    ) -> tuple[Source, str]:
+        """Register a source for an ingest and say what to do with it: ``(source, action)`` with action
+        ``skip`` (done and unchanged: the stored source), ``new``, ``resume`` (from ``source.progress``)
+        or ``replaced`` (its old rows removed first, as ``replace`` asks).
+
+        A source whose ``fingerprint`` changed is an error unless ``replace``; one that ``grows`` (a
+        photo folder) is resumed instead and keeps its old fingerprint until done; a ``live`` stream has
+        no content to compare and is never skipped.
+        """
+        with self._lock:
+            old = self.source_status(uri)
+            action = "new"
+            if old is not None:
+                changed = old.fingerprint is not None and old.fingerprint != fingerprint and not grows
+                if old.status == "done" and old.fingerprint in (None, fingerprint) and not live and not replace:
+                    return old, "skip"
+                if changed and not replace:
+                    raise GalleryError(
+                        f"source {uri} changed since it was ingested (fingerprint {old.fingerprint} -> "
+                        f"{fingerprint}): pass replace=True (--replace) to remove it and ingest it again"
+                    )
+                if replace:
+                    self.remove_source(old.id)
+                    old, action = None, "replaced"
+                else:
+                    action = "resume"
+            stored = self.add_source(uri, camera, fps, None if grows and old is not None else fingerprint)
+            return stored, action
+
     def source_status(self, source: SourceRef) -> Source | None:
         """The stored source (by uri or id), or None if unknown."""
         col = "id" if isinstance(source, int | np.integer) else "uri"
