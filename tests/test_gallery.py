@@ -431,3 +431,12 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown index kind"):
         Gallery.open(tmp_path / "new", index="annoy")
     assert not Path(tmp_path / "new" / "gallery.db").exists()
+
+
+def test_the_embedded_gallery_implements_the_backend_interface(tmp_path: Path) -> None:
+    from reidkit.search.storage.base import GalleryBackend
+
+    with Gallery.open(tmp_path / "g") as g:
+        assert isinstance(g, GalleryBackend)
+        missing = [n for n in dir(GalleryBackend) if not n.startswith("_") and not hasattr(g, n)]
+    assert not missing, missing
