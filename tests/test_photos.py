@@ -390,3 +390,39 @@ def test_cluster_photo_gallery_into_albums(tmp_path: Path, photo_gallery) -> Non
     assert {her(120), her(160)} & set(album["records"]), "her album has none of her cam2 photos"
     assert {recs[i].camera for i in album["records"]} == {"cam1", "cam2"}
     assert (tmp_path / "albums" / f"cluster_{album['id']:04d}.jpg").is_file()
+
+
+def test_search_json_names_the_picture_of_every_photo_hit(photo_gallery, embedder) -> None:
+    """`reidkit search --json` and `POST /search`: a photo folder's hit names its picture (file name in the
+    folder, not a server path), not only the ledger number in `frame`; the JSON reads back the same."""
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from reidkit.search import api
+    from reidkit.search.query.search import SearchResult
+    from reidkit.service.app import create_app
+
+    gdir, _ = photo_gallery
+    with Gallery.open(gdir, read_only=True) as g:
+        q = next(r for r in g.records() if r.camera == "cam1")
+        query = Path(gdir) / q.crop
+        model = api.LoadedModel(embedder, None)
+        request = api.SearchRequest([str(query)], top=30, threshold=-1.0, adaptive=False, rerank=False, review=3)
+        every = sorted((h["score"] for h in api.search(g, request, model).to_dict()["hits"]), reverse=True)
+        request = dataclasses.replace(request, threshold=every[8])  # some matches, and near misses to review
+        got = api.search(g, request, model).to_dict()
+        expected = {r.id: g.photo_path(r.source_id, r.frame).name for r in g.records()}
+    hits = [*got["hits"], *(a["best"] for a in got["appearances"] + got["near_misses"])]
+    assert len(got["hits"]) > 3 and got["near_misses"]
+    for h in hits:
+        assert h["picture"] == expected[h["id"]] and (Path(h["source"]) / h["picture"]).is_file()
+        assert not Path(h["picture"]).is_absolute()
+    assert SearchResult.from_dict(got).to_dict() == got
+    with TestClient(create_app(gdir, embedder=embedder)) as client:
+        form = {"top": "30", "threshold": str(every[8]), "adaptive": "false", "rerank": "false", "review": "3"}
+        r = client.post("/search", data=form, files=[("image", (query.name, query.read_bytes(), "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    served = r.json()
+    assert [h["picture"] for h in served["hits"]] == [expected[h["id"]] for h in served["hits"]]
+    assert {h["id"]: h["picture"] for h in served["hits"]}.items() <= {h["id"]: h["picture"] for h in hits}.items()

@@ -2,14 +2,20 @@
 
 :class:`SearchResultModel` is the JSON of :meth:`reidkit.search.query.search.SearchResult.to_dict` (what
 ``reidkit search --json`` writes), field for field; the service sends that dict as it is and the
-tests check it against this model (``extra="forbid"``), so the schema cannot drift from the data.
+tests check it against this model (``extra="forbid"``), so the schema cannot drift from the data. The
+models of the records in it (hits, tracks, appearances, the query, sightings) are made from their
+dataclasses' fields (:func:`_of`), so a field added there is a field of the schema.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import dataclasses
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from reidkit.search.query.search import Appearance, QueryInfo
+from reidkit.search.storage.records import Hit, Record, Track
 
 Box = Annotated[list[int], Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in frame pixels.")]
 
@@ -22,55 +28,41 @@ class ErrorModel(_Model):
     detail: str = Field(description="What went wrong, and what to do about it.")
 
 
-class HitModel(_Model):
-    """A stored detection and its cosine similarity to the query."""
-
-    id: int
-    source_id: int
-    source: str
-    camera: str
-    timestamp: float = Field(description="Seconds: Unix time, or seconds into a video.")
-    frame: int | None
-    box: Box | None
-    track_id: int | None = Field(description="The tracker's id within the source.")
-    crop: str | None = Field(description="The crop file as recorded in the gallery (the service serves it by id).")
-    quality: float | None
-    score: float = Field(description="Cosine similarity to the query.")
+def _of(cls: type, name: str, doc: str, **fields: Any) -> type[_Model]:
+    """A model with the fields of the dataclass ``cls`` (every one required, typed as annotated), some of
+    them re-typed or described by ``fields`` (``name=(type, Field(...))``), and ``fields``' new ones."""
+    hints = get_type_hints(cls)
+    spec: dict[str, Any] = {f.name: (hints[f.name], ...) for f in dataclasses.fields(cls)}
+    return create_model(name, __base__=_Model, __doc__=doc, __module__=__name__, **{**spec, **fields})
 
 
-class TrackModel(_Model):
-    id: int = Field(description="The gallery's track row id (what `track` searches take).")
-    source_id: int
-    source: str
-    track_id: int
-    camera: str
-    first_time: float
-    last_time: float
-    n_crops: int
-
-
-class QueryModel(_Model):
-    kind: Literal["images", "track", "features"]
-    labels: list[str]
-    track: TrackModel | None
-    crops: list[str]
-
-
-class AppearanceModel(_Model):
-    """One sighting of the person: a track (or a lone detection) on one camera."""
-
-    camera: str
-    source: str
-    source_id: int
-    track_id: int | None
-    start: float
-    end: float
-    score: float
-    best: HitModel
-    hit_ids: list[int]
-    n_crops: int
-    track: int | None
-    z: float | None
+HitModel = _of(
+    Hit,
+    "HitModel",
+    "A stored detection and its cosine similarity to the query.",
+    timestamp=(float, Field(description="Seconds: Unix time, or seconds into a video.")),
+    box=(Box | None, ...),
+    track_id=(int | None, Field(description="The tracker's id within the source.")),
+    crop=(str | None, Field(description="The crop file as recorded in the gallery (the service serves it by id).")),
+    score=(float, Field(description="Cosine similarity to the query.")),
+    picture=(
+        str | None,
+        Field(description="A photo folder's sighting: the picture's file name in the folder (else null)."),
+    ),
+)
+TrackModel = _of(
+    Track,
+    "TrackModel",
+    "A stored track: a tracker id within a source, with the span and number of its crops.",
+    id=(int, Field(description="The gallery's track row id (what `track` searches take).")),
+)
+QueryModel = _of(QueryInfo, "QueryModel", "What was searched for.", track=(TrackModel | None, ...))
+AppearanceModel = _of(
+    Appearance,
+    "AppearanceModel",
+    "One sighting of the person: a track (or a lone detection) on one camera.",
+    best=(HitModel, ...),
+)
 
 
 class ReferenceModel(_Model):
@@ -107,23 +99,16 @@ class SearchResultModel(_Model):
     )
 
 
-class SightingModel(_Model):
-    """A stored detection, with the service's URLs of its crop and frame."""
-
-    id: int
-    source_id: int
-    source: str
-    camera: str
-    timestamp: float
-    time_text: str = Field(description="The timestamp as reidkit prints it (UTC date-time or video position).")
-    frame: int | None
-    box: Box | None
-    track_id: int | None
-    track: int | None = Field(description="The gallery's track row id, if the detection belongs to a track.")
-    crop: str | None
-    quality: float | None
-    crop_url: str
-    frame_url: str | None
+SightingModel = _of(
+    Record,
+    "SightingModel",
+    "A stored detection, with the service's URLs of its crop and frame.",
+    box=(Box | None, ...),
+    time_text=(str, Field(description="The timestamp as reidkit prints it (UTC date-time or video position).")),
+    track=(int | None, Field(description="The gallery's track row id, if the detection belongs to a track.")),
+    crop_url=(str, ...),
+    frame_url=(str | None, ...),
+)
 
 
 class TrackDetailModel(TrackModel):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from reidkit.search.query.search import Appearance, SearchResult
-from reidkit.search.storage.media import FrameReader, cut_box, draw_box, imread, lookup_photo
+from reidkit.search.storage.media import FrameReader, cut_box, draw_box, imread
 from reidkit.search.storage.records import Hit
 
 EPOCH_CUTOFF = 1e8  # timestamps above this are Unix times (after 1973), below: seconds into a video
@@ -426,8 +426,8 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
         track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
         photo = a.source in result.time_from  # a photo folder: name the picture, not its ledger number
         if photo:
-            pic = lookup_photo(result.gallery, a.source, b.frame)
-            frame_no = "" if pic is None else f"<br><b>picture</b> {esc(pic.name)}"
+            pic = result.pictures.get(b.id)
+            frame_no = "" if pic is None else f"<br><b>picture</b> {esc(pic)}"
         else:
             frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
         return (

@@ -48,7 +48,6 @@ import numpy as np
 
 from reidkit.search.storage.gallery import Gallery
 from reidkit.search.storage.records import GalleryError, Hit, Track, to_seconds
-from reidkit.search.storage.schema import TRACK_SQL
 
 DEFAULT_K = 200
 RERANK_K1 = 20
@@ -112,8 +111,10 @@ class SearchResult:
     per camera in time order (:meth:`by_camera`). ``near_misses`` are the closest candidates that failed the rule, as
     appearances in rank order (best first), for review; they are not matches. ``time_from`` says, for
     each photo-folder source in the result, where its times came from (``exif``, ``sidecar``,
-    ``pattern``, ``mtime`` or a mix); other sources are timed by their video. ``query_images`` keeps
-    the query pictures in memory for the HTML report; it is not serialised.
+    ``pattern``, ``mtime`` or a mix); other sources are timed by their video. ``pictures`` names, by
+    detection id, the picture (file name within its photo folder) of every hit and near miss of a photo
+    folder; in the JSON each hit says it as ``picture`` (None for video frames and crops). ``query_images``
+    keeps the query pictures in memory for the HTML report; it is not serialised.
     """
 
     gallery: str
@@ -135,6 +136,7 @@ class SearchResult:
     reference: dict[str, Any] | None = None
     near_misses: list[Appearance] = field(default_factory=list)
     time_from: dict[str, str] = field(default_factory=dict)
+    pictures: dict[int, str] = field(default_factory=dict)
     query_images: list[Any] = field(default_factory=list, compare=False, repr=False)
     query_bgr: bool = field(default=False, compare=False, repr=False)
 
@@ -169,14 +171,20 @@ class SearchResult:
             "time_range": None if self.time_range is None else list(self.time_range),
             "n_candidates": self.n_candidates,
             "n_matches": len(self.hits),
-            "hits": [_hit_dict(h) for h in self.hits],
+            "hits": [self._hit_dict(h) for h in self.hits],
             "rerank_distance": self.rerank_distance,
             "z": self.z,
-            "appearances": [_app_dict(a) for a in self.appearances],
-            "near_misses": [_app_dict(a) for a in self.near_misses],
+            "appearances": [self._app_dict(a) for a in self.appearances],
+            "near_misses": [self._app_dict(a) for a in self.near_misses],
             "time_from": dict(self.time_from),
         }
         return _jsonable(d)
+
+    def _hit_dict(self, h: Hit) -> dict[str, Any]:
+        return {**asdict(h), "box": None if h.box is None else list(h.box), "picture": self.pictures.get(h.id)}
+
+    def _app_dict(self, a: Appearance) -> dict[str, Any]:
+        return {**asdict(a), "best": self._hit_dict(a.best)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchResult:
@@ -188,6 +196,7 @@ class SearchResult:
             tuple(q.get("crops", ())),
         )
         tr = d.get("time_range")
+        every_hit = [*d["hits"], *(a["best"] for a in [*d["appearances"], *d.get("near_misses", [])])]
         return cls(
             gallery=d["gallery"],
             query=query,
@@ -208,21 +217,13 @@ class SearchResult:
             reference=d.get("reference"),
             near_misses=[_app_from(a) for a in d.get("near_misses", [])],
             time_from=dict(d.get("time_from") or {}),
+            pictures={int(h["id"]): h["picture"] for h in every_hit if h.get("picture")},
         )
 
 
-def _hit_dict(h: Hit) -> dict[str, Any]:
-    d = asdict(h)
-    d["box"] = None if h.box is None else list(h.box)
-    return d
-
-
 def _hit_from(d: dict[str, Any]) -> Hit:
-    return Hit(**{**d, "box": None if d.get("box") is None else tuple(int(v) for v in d["box"])})
-
-
-def _app_dict(a: Appearance) -> dict[str, Any]:
-    return {**asdict(a), "best": _hit_dict(a.best)}
+    fields = {k: v for k, v in d.items() if k != "picture"}
+    return Hit(**{**fields, "box": None if d.get("box") is None else tuple(int(v) for v in d["box"])})
 
 
 def _app_from(d: dict[str, Any]) -> Appearance:
@@ -257,10 +258,10 @@ def _label(image: Any, i: int) -> str:
 
 def get_track(gallery: Gallery, track: int) -> Track:
     """The gallery track with row id ``track`` (as listed by :meth:`Gallery.tracks`)."""
-    row = gallery.db.execute(f"{TRACK_SQL} WHERE t.id = ?", (int(track),)).fetchone()
-    if row is None:
+    found = gallery.track(track)
+    if found is None:
         raise GalleryError(f"gallery {gallery.root} has no track {track} (see `Gallery.tracks()`)")
-    return Track.from_row(row)
+    return found
 
 
 def _rerank_order(q: np.ndarray, cand: np.ndarray) -> np.ndarray:
@@ -286,7 +287,7 @@ def gallery_reference(gallery: Gallery, size: int | None = None, seed: int = 0) 
     cached = _REFERENCES.get(gallery)
     if cached is not None and cached[0] == n and len(cached[1]) == min(size, n):
         return cached[1]
-    ids = np.fromiter((r[0] for r in gallery.db.execute("SELECT id FROM detections ORDER BY id")), np.int64)
+    ids = gallery.ids()
     if len(ids) > size:
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
     feats = gallery.features(ids.tolist()) if len(ids) else np.zeros((0, gallery.dim or 0), np.float32)
@@ -343,14 +344,7 @@ def group_appearances(
 
 def _tracks_of(gallery: Gallery, hits: Iterable[Hit]) -> dict[tuple[int, int], Track]:
     """The stored tracks the hits belong to, by (source_id, tracker id)."""
-    wanted = {(h.source_id, h.track_id) for h in hits if h.track_id is not None}
-    out: dict[tuple[int, int], Track] = {}
-    sql = f"{TRACK_SQL} WHERE t.source_id = ? AND t.track_id = ?"  # the UNIQUE(source_id, track_id) index
-    for key in wanted:
-        row = gallery.db.execute(sql, key).fetchone()
-        if row is not None:
-            out[key] = Track.from_row(row)
-    return out
+    return gallery.tracks_by_key((h.source_id, h.track_id) for h in hits if h.track_id is not None)
 
 
 def search_person(
@@ -486,6 +480,9 @@ def search_person(
     bases = gallery.time_bases()
     shown = {(h.source_id, h.source) for h in [*hits, *near_hits]}
     time_from = {uri: bases[sid] for sid, uri in sorted(shown) if sid in bases}
+    photos = [h for h in [*hits, *near_hits] if h.source_id in bases and h.frame is not None]
+    names = gallery.pictures((h.source_id, h.frame) for h in photos)
+    pictures = {h.id: names[(h.source_id, h.frame)] for h in photos if (h.source_id, h.frame) in names}
     return SearchResult(
         gallery=str(gallery.root),
         query=info,
@@ -508,6 +505,7 @@ def search_person(
         reference=reference,
         near_misses=sorted(near_apps, key=lambda a: near_rank[a.best.id]),
         time_from=time_from,
+        pictures=pictures,
         query_images=images,
         query_bgr=bgr,
     )

@@ -16,7 +16,8 @@ Groups (the embedded backend documents each method's exact semantics):
 * **searching**: ``search`` and ``search_tracks`` with ``k`` and filters on camera, time range and
   source;
 * **reading**: ``get`` / ``record`` by id, ``records``, ``features``, ``tracks``, ``track``,
-  ``tracks_by_key``, ``track_features``, ``cameras``, ``time_bases``, ``photo_path``, ``overview``;
+  ``tracks_by_key``, ``track_features``, ``cameras``, ``time_bases``, ``photo_path``; and what the
+  application API (search, the service's gallery pages) reads: ``ids``, ``pictures``, ``overview``;
 * **lifecycle**: ``save``, ``close``, ``dim``, ``len()``.
 """
 
@@ -28,7 +29,17 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from reidkit.search.storage.records import Hit, Photo, PhotoLedger, Record, Sighting, Source, Track, TrackHit
+from reidkit.search.storage.records import (
+    GalleryOverview,
+    Hit,
+    Photo,
+    PhotoLedger,
+    Record,
+    Sighting,
+    Source,
+    Track,
+    TrackHit,
+)
 
 SourceRef = int | str
 
@@ -103,6 +114,28 @@ class GalleryBackend(Protocol):
     def cameras(self) -> list[str]: ...
 
     def photo_path(self, source: SourceRef, frame: int | None) -> Path | None: ...
+
+    # reading for the application API (reidkit.search.api)
+    def record(self, sighting: int) -> Record | None:
+        """One stored detection by id (None: no such id)."""
+
+    def track(self, track: int) -> Track | None:
+        """One track by row id (None: no such track)."""
+
+    def tracks_by_key(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Track]:
+        """The tracks of ``(source_id, tracker id)`` pairs, by pair (pairs without a track absent)."""
+
+    def ids(self) -> np.ndarray:
+        """Every detection id, ascending (the search's z reference samples them)."""
+
+    def time_bases(self) -> dict[int, str]:
+        """Where each photo source's times came from (exif, sidecar, pattern, mtime or a mix), by source id."""
+
+    def pictures(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], str]:
+        """The file names of the pictures of photo-folder ``(source_id, frame)`` pairs (others absent)."""
+
+    def overview(self, recent: int = 24) -> GalleryOverview:
+        """Counts per camera and per source, tracks, searchable detections and the ``recent`` added last."""
 
     # lifecycle
     def save(self) -> None: ...

@@ -50,7 +50,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,16 @@ import numpy as np
 from reidkit.search.storage.index import IndexConfig, IndexFileError, VectorIndex, bitmap_selector
 from reidkit.search.storage.media import lookup_photo, save_crop
 from reidkit.search.storage.records import (
+    CameraCount,
     GalleryError,
+    GalleryOverview,
     Hit,
     Photo,
     PhotoLedger,
     Record,
     Sighting,
     Source,
+    SourceCount,
     Track,
     TrackHit,
     to_seconds,
@@ -1285,47 +1288,4 @@ class Gallery:
             tracks=sum(int(n) for n in cam_tracks.values()),
             searchable=searchable,
             recent=[Record.from_row(r) for r in rows],
-        )
-
-
-@dataclass(frozen=True)
-class CameraCount:
-    """A camera's detections and tracks, and the times of its first and last detection."""
-
-    camera: str
-    sightings: int
-    tracks: int
-    first_time: float
-    last_time: float
-
-
-@dataclass(frozen=True)
-class SourceCount:
-    """A source with its numbers of detections and tracks."""
-
-    source: Source
-    sightings: int
-    tracks: int
-
-
-@dataclass(frozen=True)
-class GalleryOverview:
-    """What :meth:`Gallery.overview` gives: per camera and per source, the number of tracks, the
-    detections in the search index now (``searchable``) and the ``recent`` ones added last."""
-
-    cameras: list[CameraCount]
-    sources: list[SourceCount]
-    tracks: int
-    searchable: int
-    recent: list[Record]
-
-    @property
-    def sightings(self) -> int:
-        return sum(c.sightings for c in self.cameras)
-
-    @property
-    def time_span(self) -> tuple[float | None, float | None]:
-        """The first and last detection times (None, None for an empty gallery)."""
-        return min((c.first_time for c in self.cameras), default=None), max(
-            (c.last_time for c in self.cameras), default=None
         )

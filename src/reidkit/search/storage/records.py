@@ -1,5 +1,6 @@
 """The gallery's records: what ingest adds (:class:`Sighting`) and what storage gives back (:class:`Record`,
-:class:`Hit`, :class:`Track`, :class:`TrackHit`, :class:`Source`), whatever the backend."""
+:class:`Hit`, :class:`Track`, :class:`TrackHit`, :class:`Source`, :class:`GalleryOverview`), whatever the
+backend."""
 
 from __future__ import annotations
 
@@ -144,3 +145,46 @@ class PhotoLedger:
     stats: dict[str, tuple[int, int]]
     next_frame: int
     next_track: int
+
+
+@dataclass(frozen=True)
+class CameraCount:
+    """A camera's detections and tracks, and the times of its first and last detection."""
+
+    camera: str
+    sightings: int
+    tracks: int
+    first_time: float
+    last_time: float
+
+
+@dataclass(frozen=True)
+class SourceCount:
+    """A source with its numbers of detections and tracks."""
+
+    source: Source
+    sightings: int
+    tracks: int
+
+
+@dataclass(frozen=True)
+class GalleryOverview:
+    """What ``Gallery.overview`` gives: per camera and per source, the number of tracks, the detections in
+    the search index now (``searchable``) and the ``recent`` ones added last."""
+
+    cameras: list[CameraCount]
+    sources: list[SourceCount]
+    tracks: int
+    searchable: int
+    recent: list[Record]
+
+    @property
+    def sightings(self) -> int:
+        return sum(c.sightings for c in self.cameras)
+
+    @property
+    def time_span(self) -> tuple[float | None, float | None]:
+        """The first and last detection times (None, None for an empty gallery)."""
+        return min((c.first_time for c in self.cameras), default=None), max(
+            (c.last_time for c in self.cameras), default=None
+        )
