@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from reidkit.search.api import has_frame
 from reidkit.search.query.search import search_person
 from reidkit.search.storage import Gallery
-from reidkit.service.app import _has_frame, create_app
+from reidkit.service.app import create_app
 from reidkit.service.models import GalleryModel, SearchResultModel, SightingModel, TrackDetailModel
 
 pytestmark = pytest.mark.data
@@ -164,7 +165,7 @@ def test_search_html_fragment_is_the_report_rendering(client, world):
     result = SearchResult.from_dict(client.post("/search", files=upload(world.query)).json())
 
     def url(hit, kind):
-        return f"/crops/{hit.id}" if kind == "crop" else f"/frames/{hit.id}" if _has_frame(world.gallery, hit) else None
+        return f"/crops/{hit.id}" if kind == "crop" else f"/frames/{hit.id}" if has_frame(world.gallery, hit) else None
 
     assert render_results(result, url, interactive=True) in text  # the same function as `reidkit search --html`
     assert f'data-appearances="{len(result.appearances)}"' in text

@@ -1,4 +1,4 @@
-"""``reidkit serve``: the search service and its web page over one gallery (see reidkit.service.app).
+"""``reidkit serve``: the search service and its web page over one gallery (see :mod:`reidkit.service.app`).
 Added to the main app by :func:`register`."""
 
 from __future__ import annotations
@@ -8,14 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
-
-
-def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+from reidkit.cli.common import Backend, Model, Weights, console, fail, failing, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -44,13 +38,9 @@ def serve_cmd(
             help="Require `Authorization: Bearer <token>` on every endpoint but /health and the page.",
         ),
     ] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="Model that built the gallery (default: the shipped default model).")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 (for torchreid files).")] = None,
-    backend: Annotated[
-        str, typer.Option(help="Query embedding: torch (as reidkit search) or onnx (ONNX Runtime).")
-    ] = "torch",
+    weights: Weights = None,
+    model: Model = None,
+    backend: Backend = "torch",
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body (query pictures), MB.")] = 10.0,
     cors: Annotated[
         list[str] | None, typer.Option("--cors", help="Allow this browser origin (repeatable; default: no CORS).")
@@ -64,15 +54,13 @@ def serve_cmd(
     """Serve searches over HTTP, with a web page at / (drop a picture, see every appearance)."""
     import uvicorn
 
-    from reidkit.imaging import ImageError
-    from reidkit.models.weights import WeightsMismatchError
+    from reidkit.search.api import ApiError
     from reidkit.search.storage import GalleryError
-    from reidkit.service.app import MB, create_app
+    from reidkit.service.app import create_app
+    from reidkit.service.security import MB
 
-    if backend not in ("torch", "onnx"):
-        _fail(f"--backend must be torch or onnx, got {backend!r}")
     if gallery.exists() and not gallery.is_dir():
-        _fail(f"{gallery} is a file, not a gallery folder")
+        fail(f"{gallery} is a file, not a gallery folder")
     if not (gallery / "gallery.db").is_file():
         console.print(
             f"note: no gallery at {gallery} yet: the page says so until `reidkit ingest ... --gallery {gallery}` "
@@ -81,27 +69,15 @@ def serve_cmd(
             highlight=False,
         )
     if not _loopback(host) and not token:
-        console.print(
-            f"warning: listening on {host} without a token: anyone who can reach it can search the gallery "
-            "(set --token or REIDKIT_TOKEN)",
-            style="yellow",
-            highlight=False,
+        warn(
+            f"listening on {host} without a token: anyone who can reach it can search the gallery "
+            "(set --token or REIDKIT_TOKEN)"
         )
-    try:
+    with failing(ApiError, GalleryError):
         app = create_app(
-            gallery,
-            model=model,
-            weights=weights,
-            backend=backend,
-            token=token or None,
-            max_upload=int(max_upload_mb * MB),
-            cors=cors or None,
-            workers=workers,
-            refresh_s=refresh,
-        )
-    except (FileNotFoundError, ValueError, WeightsMismatchError, ImageError, GalleryError) as exc:
-        _fail(str(exc))
-        return
+            gallery, model=model, weights=weights, backend=backend, token=token or None,
+            max_upload=int(max_upload_mb * MB), cors=cors or None, workers=workers, refresh_s=refresh,
+        )  # fmt: skip
     auth = "token required" if token else "no token"
     console.print(f"serving {gallery} on http://{host}:{port}/ ({auth}; schema at /openapi.json)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
