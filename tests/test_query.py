@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 import pytest
 
+from reidkit.search.query import calibrate as cal
 from reidkit.search.query.report import (
     REVIEW_TITLE,
     format_time,
@@ -27,7 +28,6 @@ from reidkit.search.query.report import (
 )
 from reidkit.search.query.search import SearchResult, search_person
 from reidkit.search.storage import Gallery, Sighting
-from reidkit.search.query import calibrate as cal
 
 DIM = 32
 
@@ -458,7 +458,8 @@ def test_pair_stats_counts_cross_camera_pairs_only():
     q_p, g_p = np.array([1, 2]), np.array([1, 1, 2, -1, 0])
     q_c, g_c = np.array([0, 0]), np.array([0, 1, 1, 1, 1])
     cs, _ = cal.cross_pair_stats(
-        unit(rng.standard_normal((2, DIM))), q_p, q_c, unit(rng.standard_normal((5, DIM))), g_p, g_c
+        cal.Labelled(unit(rng.standard_normal((2, DIM))), q_p, q_c),
+        cal.Labelled(unit(rng.standard_normal((5, DIM))), g_p, g_c),
     )
     assert (cs.n_pos, cs.n_neg) == (2, 4)  # same-camera and junk pairs are left out; pid 0 is a negative
 
@@ -478,7 +479,8 @@ def test_calibrate_features_z_rule():
     assert tr["z"]["f1"] > 0.8 and tr["both"]["f1"] > 0.8
     assert rec["curve"]["z"][0]["threshold"] == 0.0 and len(rec["curve"]["cosine"]) == 21
     qi = np.arange(len(pids)) % per == 0  # one query picture per identity, the rest is the gallery
-    check = cal.check_features(feats[qi], pids[qi], cams[qi], feats[~qi], pids[~qi], cams[~qi], 0.3, 3.0)
+    query, gallery = cal.Labelled(feats[qi], pids[qi], cams[qi]), cal.Labelled(feats[~qi], pids[~qi], cams[~qi])
+    check = cal.check_features(query, gallery, 0.3, 3.0)
     assert check["both"]["n_pos"] == check["cosine"]["n_pos"] > 0 and "max_f1_z_threshold" in check
 
 
@@ -530,7 +532,7 @@ def test_cli_search(world, tmp_path: Path, monkeypatch):
 
     app = typer.Typer()
     cli_search.register(app)
-    monkeypatch.setattr(cli_search, "_model", lambda model, weights, need, **kw: (None, None))
+    monkeypatch.setattr(cli_search.api, "load_model", lambda *args, **kw: cli_search.api.LoadedModel(None, None))
     gdir = str(world.g.root)
     tid = track_row(world.g, "cam1.mp4", 1)
     world.g.close()

@@ -62,7 +62,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -236,6 +236,14 @@ def _reference(n: int, size: int, seed: int) -> np.ndarray:
 Pairs = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # cosine, z, positive, negative
 
 
+class Labelled(NamedTuple):
+    """A set of features (N, D) with the identity and camera of each row (a query or gallery split)."""
+
+    feats: np.ndarray
+    pids: Sequence[int]
+    cams: Sequence[int]
+
+
 def _scores(a: np.ndarray, b: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarities of unit rows ``a`` x ``b`` and their z against the columns ``ref`` of ``b``."""
     sims = a @ b.T
@@ -260,23 +268,14 @@ def _within_pairs(
 
 
 def _cross_pairs(
-    qf: np.ndarray,
-    q_pids: Sequence[int],
-    q_cams: Sequence[int],
-    gf: np.ndarray,
-    g_pids: Sequence[int],
-    g_cams: Sequence[int],
-    reference: int,
-    seed: int,
-    chunk: int = 256,
-    distractor_pid: int | None = 0,
+    query: Labelled, gallery: Labelled, reference: int, seed: int, chunk: int = 256, distractor_pid: int | None = 0
 ) -> Pairs:
     """Query x gallery cross-camera pairs; junk (pid -1) left out; distractors only ever negatives;
     z reference from the gallery."""
-    gp, gc = np.asarray(g_pids), np.asarray(g_cams)
+    gp, gc = np.asarray(gallery.pids), np.asarray(gallery.cams)
     keep = gp != -1
-    g, gp, gc = _unit(gf)[keep], gp[keep], gc[keep]
-    q, qp, qc = _unit(qf), np.asarray(q_pids), np.asarray(q_cams)
+    g, gp, gc = _unit(gallery.feats)[keep], gp[keep], gc[keep]
+    q, qp, qc = _unit(query.feats), np.asarray(query.pids), np.asarray(query.cams)
     ref = _reference(len(g), reference, seed)
     for s in range(0, len(q), chunk):
         e = min(s + chunk, len(q))
@@ -320,12 +319,8 @@ def pair_stats(
 
 
 def cross_pair_stats(
-    qf: np.ndarray,
-    q_pids: Sequence[int],
-    q_cams: Sequence[int],
-    gf: np.ndarray,
-    g_pids: Sequence[int],
-    g_cams: Sequence[int],
+    query: Labelled,
+    gallery: Labelled,
     chunk: int = 256,
     distractor_pid: int | None = 0,
     reference: int = REFERENCE,
@@ -333,8 +328,7 @@ def cross_pair_stats(
 ) -> tuple[PairStats, PairStats]:
     """(cosine, z) statistics of query x gallery cross-camera pairs; junk (pid -1) left out;
     distractors (Market's pid 0, all different people) only ever negatives; z reference from the gallery."""
-    pairs = _cross_pairs(qf, q_pids, q_cams, gf, g_pids, g_cams, reference, seed, chunk, distractor_pid)
-    cos, z, _ = _collect(pairs)
+    cos, z, _ = _collect(_cross_pairs(query, gallery, reference, seed, chunk, distractor_pid))
     return cos, z
 
 
@@ -381,20 +375,15 @@ def calibrate_features(
 
 
 def check_features(
-    qf: np.ndarray,
-    q_pids: Sequence[int],
-    q_cams: Sequence[int],
-    gf: np.ndarray,
-    g_pids: Sequence[int],
-    g_cams: Sequence[int],
+    query: Labelled,
+    gallery: Labelled,
     threshold: float,
     z_threshold: float,
     reference: int = REFERENCE,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Figures of given thresholds on a test split's query x gallery cross-camera pairs."""
-    pairs = _cross_pairs(qf, q_pids, q_cams, gf, g_pids, g_cams, reference, seed)
-    cos, z, both = _collect(pairs, (threshold, z_threshold))
+    cos, z, both = _collect(_cross_pairs(query, gallery, reference, seed), (threshold, z_threshold))
     out = _figures(cos, z, both, threshold, z_threshold)
     out["max_f1_threshold"] = round(cos.choose("f1"), 4)
     out["max_f1_z_threshold"] = round(z.choose("f1"), 3)
@@ -457,15 +446,9 @@ def calibrate(
         g = [s for s in ds.gallery if s.pid != -1]
         f = embedder.embed([s.path for s in [*ds.query, *g]], progress=progress)
         nq = len(ds.query)
+        query = Labelled(f[:nq], [s.pid for s in ds.query], [s.camid for s in ds.query])
         check = check_features(
-            f[:nq],
-            [s.pid for s in ds.query],
-            [s.camid for s in ds.query],
-            f[nq:],
-            [s.pid for s in g],
-            [s.camid for s in g],
-            fit["threshold"],
-            fit["z_threshold"],
+            query, Labelled(f[nq:], [s.pid for s in g], [s.camid for s in g]), fit["threshold"], fit["z_threshold"]
         )
         record["test"] = {"split": "query x gallery (cross-camera, junk excluded)", **check}
         record["seconds"] = round(time.perf_counter() - t0, 1)
