@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from reidkit.evaluation.rerank import rerank
-from reidkit.search.storage import Gallery, Sighting
 from reidkit.search.query import cluster as C
+from reidkit.search.storage import Gallery, Sighting
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -317,10 +317,10 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from reidkit.cli import cluster as cli_cluster
+    from reidkit.cli import common
     from reidkit.io import FeatureSet, save_features
 
-    monkeypatch.setattr(cli_cluster, "console", Console(width=200))
+    monkeypatch.setattr(common, "console", Console(width=200))
     runner = CliRunner()
     app = _app()
     g, _ = make_gallery(tmp_path / "g")

@@ -357,7 +357,7 @@ def test_cli_eval_stage2(tmp_path, data_root, monkeypatch) -> None:
     from rich.console import Console
     from typer.testing import CliRunner
 
-    import reidkit.cli
+    import reidkit.cli.common
     from reidkit.cli import app
     from reidkit.models.zoo import ModelInfo, save_model_file
 
@@ -373,7 +373,7 @@ def test_cli_eval_stage2(tmp_path, data_root, monkeypatch) -> None:
         split = "query" if p.parent.name == "query" else "gallery"
         (root / split).mkdir(parents=True, exist_ok=True)
         (root / split / p.name).write_bytes(p.read_bytes())
-    monkeypatch.setattr(reidkit.cli, "console", Console(width=200))
+    monkeypatch.setattr(reidkit.cli.common, "console", Console(width=200))
     args = ["eval", "--weights", str(weights), "--dataset", "folder", "--root", str(root), "--backend", "torch"]
     plus_only = CliRunner().invoke(app, [*args, "--stage2", "4"])  # the default sign: +prob
     assert plus_only.exit_code == 0, plus_only.output

@@ -115,10 +115,10 @@ def test_cli_make_occluded(data_root: Path, tmp_path: Path, monkeypatch: pytest.
     from rich.console import Console
     from typer.testing import CliRunner
 
-    import reidkit.cli
+    import reidkit.cli.common
     from reidkit.cli import app
 
-    monkeypatch.setattr(reidkit.cli, "console", Console(width=250))
+    monkeypatch.setattr(reidkit.cli.common, "console", Console(width=250))
     tiny = _tiny(data_root, 6)
     root = tmp_path / "mini"
     for split, samples in (("train", tiny.train), ("query", tiny.query), ("gallery", tiny.gallery)):

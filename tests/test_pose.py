@@ -144,10 +144,10 @@ def test_cli_keypoints(tmp_path: Path, data_root: Path, monkeypatch: pytest.Monk
     from rich.console import Console
     from typer.testing import CliRunner
 
-    import reidkit.cli.pose
+    import reidkit.cli.common
     from reidkit.cli.pose import register
 
-    monkeypatch.setattr(reidkit.cli.pose, "console", Console(width=200))
+    monkeypatch.setattr(reidkit.cli.common, "console", Console(width=200))
     src = sorted((data_root / "market1501" / "query").glob("*.jpg"))[:12]
     root = tmp_path / "mine"  # a custom folder dataset: <split>/<pid>_c<cam>_*.jpg
     for split, chunk in (("query", src[:4]), ("gallery", src[4:])):

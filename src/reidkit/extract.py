@@ -118,3 +118,47 @@ def extract_dataset(
     nq = len(q_paths)
     fs = FeatureSet(feats[:nq], feats[nq:], q_pids, g_pids, q_cams, g_cams, q_paths, g_paths)
     return fs, ExtractStats(len(feats), seconds)
+
+
+def extract_features(
+    model: str | None,
+    weights: str | os.PathLike[str] | None,
+    dataset: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    backend: Backend = "onnx",
+    batch_size: int = 32,
+    flip: bool = False,
+    threads: int | None = None,
+    raw: bool = False,
+    resize: Resize = "pil",
+    holdout: int = 0,
+    progress: bool = False,
+) -> tuple[FeatureSet, ModelInfo, ExtractStats]:
+    """A checkpoint's features of a dataset's query and gallery (``reidkit extract`` and ``eval --weights``).
+
+    ``holdout``: embed the last ``holdout`` training identities instead, as a query/gallery split (a
+    config's ``data.holdout_ids``). ``raw``: the model's outputs, not L2-normalised. INT8 calibrates on
+    about 256 training images spread over the split. Bad input raises DatasetError, FileNotFoundError,
+    ValueError, WeightsMismatchError, ImageError, or ExportError (an ONNX backend that cannot export it).
+    """
+    from reidkit.datasets import get_dataset
+    from reidkit.datasets.base import holdout_query_gallery, holdout_split
+
+    ds = get_dataset(dataset, root)
+    if holdout:
+        ds.query, ds.gallery = holdout_query_gallery(holdout_split(ds.train, holdout)[1])
+    calib = [s.path for s in ds.train[:: max(1, len(ds.train) // 256)]] if backend == "onnx-int8" else None
+    embedder, info = make_embedder(
+        model,
+        weights,
+        backend,
+        batch_size=batch_size,
+        flip=flip,
+        threads=threads,
+        calibration=calib,
+        normalize=not raw,
+        resize=resize,
+    )
+    fs, stats = extract_dataset(embedder, ds, progress=progress)
+    return fs, info, stats

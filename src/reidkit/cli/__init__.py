@@ -1,5 +1,23 @@
-"""The ``reidkit`` command line (Typer): one module per command group over :mod:`reidkit.search.api`."""
+"""The ``reidkit`` command line: every command is a thin call into the Python API."""
 
-from reidkit.cli.research import app, main
+from __future__ import annotations
+
+import typer
+
+from reidkit.runtime import tune_malloc
+
+tune_malloc()  # before torch allocates anything (see reidkit.runtime)
+
+# One module per command group; each adds its commands with ``register(app)``, in the order of ``reidkit --help``.
+from reidkit.cli import cluster, datasets, evaluate, ingest, pose, search, serve, train  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+for _module in (evaluate, train, ingest, search, cluster, serve, pose, datasets):
+    _module.register(app)
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
 
 __all__ = ["app", "main"]

@@ -3,6 +3,9 @@
 A command parses its options, calls one function of the Python API (:mod:`reidkit.search.api` for
 the operator commands) and prints. Errors the API raises for bad input become ``error: <message>``
 and exit code 2 (:func:`fail`, or :func:`failing` around a call).
+
+Print through ``common.console`` (the module attribute, looked up when printing): tests replace it
+with a wider console to read whole lines.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ def fail(msg: str) -> NoReturn:
 
 @contextlib.contextmanager
 def failing(*errors: type[BaseException]) -> Iterator[None]:
-    """Turn the given exceptions raised inside the block into :func:`fail` (their message as is)."""
+    """Turn the given exceptions raised inside the block into :func:`fail`: their message as is (a
+    ``KeyError``'s without the quotes its ``str`` adds)."""
     try:
         yield
     except errors as exc:
-        fail(str(exc).strip("'\""))
+        fail(str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc))
 
 
 def warn(msg: str) -> None:
@@ -46,3 +50,6 @@ Backend = Annotated[str, typer.Option(help="Embedding backend: torch or onnx.")]
 Threads = Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")]
 DatasetRoot = Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]
+# k-reciprocal re-ranking (reidkit eval --rerank, reidkit cluster)
+K1 = Annotated[int, typer.Option(help="Re-ranking k1.")]
+K2 = Annotated[int, typer.Option(help="Re-ranking k2.")]

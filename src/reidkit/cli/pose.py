@@ -1,4 +1,5 @@
-"""``reidkit keypoints``: body keypoints of a whole dataset into the content-keyed cache (see reidkit.pose)."""
+"""``reidkit keypoints``: body keypoints of a whole dataset into the content-keyed cache (see
+:class:`reidkit.research.DatasetKeypoints`). Added to the main app by :func:`register`."""
 
 from __future__ import annotations
 
@@ -7,20 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
-SPLITS = ("train", "query", "gallery")
-
-
-def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+from reidkit.cli import common
+from reidkit.cli.common import DatasetRoot, fail, failing
 
 
 def keypoints_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset name, e.g. market1501 (or a custom folder / CSV dataset).")],
-    root: Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")] = None,
+    root: DatasetRoot = None,
     split: Annotated[list[str] | None, typer.Option(help="Splits to do (repeatable; default all).")] = None,
     cache: Annotated[
         Path | None, typer.Option(help="Cache file (default: <cache>/keypoints/<pose model>.sqlite).")
@@ -35,57 +30,39 @@ def keypoints_cmd(
     """Compute the body keypoints of a dataset once (resumable: a re-run computes only what is missing)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from reidkit.datasets import get_dataset
     from reidkit.datasets.base import DatasetError
     from reidkit.imaging import ImageError
-    from reidkit.pose import KeypointCache, KeypointCacheError, MoveNet, PoseError, default_cache_path, keypoints_for
-    from reidkit.pose.sheet import keypoint_sheet
+    from reidkit.pose import KeypointCacheError, PoseError
+    from reidkit.research import SPLITS, DatasetKeypoints
 
     splits = split or list(SPLITS)
     bad = sorted(set(splits) - set(SPLITS))
     if bad:
-        _fail(f"--split must be one of {', '.join(SPLITS)}, got {', '.join(bad)}")
-    try:
-        ds = get_dataset(dataset, root)
-        pose = MoveNet(pose_model)
-        kc = KeypointCache(cache or default_cache_path(pose.id), pose.id)
-    except (DatasetError, KeyError, ValueError, PoseError, KeypointCacheError) as exc:
-        _fail(str(exc).strip("'\""))
-        return
-    paths = list(dict.fromkeys(str(s.path) for sp in splits for s in getattr(ds, sp)))
-    before = len(kc)
+        fail(f"--split must be one of {', '.join(SPLITS)}, got {', '.join(bad)}")
+    with failing(DatasetError, KeyError, ValueError, PoseError, KeypointCacheError):
+        job = DatasetKeypoints(dataset, root, splits=splits, cache=cache, pose_model=pose_model)
     t0 = time.perf_counter()
     with Progress(
         TextColumn("[bold]keypoints"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), console=console,
-    ) as bar:  # fmt: skip
-        task = bar.add_task("", total=len(paths), info="")
+        TimeElapsedColumn(), console=common.console,
+    ) as bar, failing(ImageError, KeypointCacheError, PoseError):  # fmt: skip
+        task = bar.add_task("", total=len(job.paths), info="")
 
         def report(done: int, computed: int) -> None:
             dt = time.perf_counter() - t0
             bar.update(task, completed=done, info=f"{computed:,} computed, {computed / max(dt, 1e-9):.0f} img/s")
 
-        try:
-            kp, _ = keypoints_for(paths, pose, kc, workers=workers, on_batch=report)
-        except (ImageError, KeypointCacheError, PoseError) as exc:
-            _fail(str(exc))
-            return
-    dt = time.perf_counter() - t0
-    computed = len(kc) - before
-    console.print(
-        f"{ds.name}: {len(paths):,} images ({', '.join(splits)}), {computed:,} computed "
-        f"({computed / dt if computed else 0:.0f} img/s), {len(paths) - computed:,} from the cache; "
-        f"mean keypoint score {kp[:, :, 2].mean():.2f}; cache {kc.path}",
+        done = job.run(workers, on_batch=report)
+    common.console.print(
+        f"{job.name}: {done.images:,} images ({', '.join(splits)}), {done.computed:,} computed "
+        f"({done.images_per_s:.0f} img/s), {done.images - done.computed:,} from the cache; "
+        f"mean keypoint score {done.mean_score:.2f}; cache {done.cache}",
         highlight=False,
         soft_wrap=True,
     )
-    kc.close()
     if sheet is not None:
-        idx = {p: i for i, p in enumerate(paths)}
-        step = max(1, len(paths) // sheet_count)  # spread over the dataset (many identities)
-        sub = paths[::step][:sheet_count]
-        keypoint_sheet(sub, kp[[idx[p] for p in sub]], sheet)
-        console.print(f"wrote {sheet} ({len(sub)} crops)")
+        crops = job.sheet(sheet, sheet_count)
+        common.console.print(f"wrote {sheet} ({len(crops)} crops)")
 
 
 def register(app: typer.Typer) -> None:

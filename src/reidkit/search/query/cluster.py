@@ -673,3 +673,95 @@ def contact_sheets(
     for stale in set(out.glob("cluster_[0-9]*.jpg")) - set(paths):  # sheets of an earlier, larger run
         stale.unlink()
     return paths
+
+
+# -- what ``reidkit cluster`` runs ----------------------------------------------------------------------
+def cluster_gallery_folder(
+    gallery_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    level: Literal["tracks", "sightings"] = "tracks",
+    max_crops: int = 64,
+    **options: object,
+) -> tuple[GalleryClusters, list[Path], float]:
+    """Cluster the gallery in ``gallery_dir`` (opened read-only; see :func:`cluster_gallery`) and write its
+    contact sheets, ``index.html`` and ``clusters.json`` (with ``options`` and the time taken) into
+    ``out_dir``. Returns the clusters, the sheet paths and the seconds the clustering took.
+    Raises GalleryError (not a gallery) and ValueError (bad options)."""
+    import time
+
+    from reidkit.io import write_json
+    from reidkit.search.storage import Gallery
+
+    with Gallery.open(gallery_dir, create=False, read_only=True) as g:
+        t0 = time.perf_counter()
+        result = cluster_gallery(g, level=level, **options)
+        seconds = time.perf_counter() - t0
+        sheets = contact_sheets(result, g, out_dir, max_crops=max_crops)
+    data = {"gallery": str(gallery_dir), "options": options, "seconds": seconds, **result.to_dict()}
+    write_json(Path(out_dir) / "clusters.json", data)
+    return result, sheets, seconds
+
+
+def score_features_clustering(
+    features: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    split: Literal["gallery", "all"] = "gallery",
+    distractors: Literal["own", "exclude"] = "own",
+    **options: object,
+) -> dict:
+    """Cluster the gallery of a features file (``split="all"``: query + gallery) with :func:`cluster_features`
+    and score it against the pids: NMI and pairwise precision / recall / F. Junk (pid -1) is left out;
+    each distractor (pid 0) is its own identity (``distractors="own"``) or left out (``"exclude"``).
+
+    Returns (and with ``out_dir`` writes as ``clusters.json``) features, split, distractors, options,
+    ``summary`` (items, identities, distractors, clusters, noise, nmi, pair_precision, pair_recall, pair_f,
+    seconds), labels, pids and, when the file has them, paths. Raises FeatureFileError and ValueError.
+    """
+    import time
+
+    from reidkit.io import load_features, write_json
+
+    fs = load_features(features)
+    f, pids, paths = fs.gf, fs.g_pids, fs.g_paths
+    if split == "all":
+        f, pids = np.concatenate([fs.qf, f]), np.concatenate([fs.q_pids, pids])
+        paths = None if paths is None or fs.q_paths is None else np.concatenate([fs.q_paths, paths])
+    keep = pids != -1  # junk
+    if distractors == "exclude":
+        keep &= pids != 0
+    f, pids = f[keep], pids[keep]
+    paths = None if paths is None else paths[keep]
+    truth = np.where(pids == 0, -1 - np.arange(len(pids)), pids)  # each distractor its own identity
+    t0 = time.perf_counter()
+    labels = cluster_features(f, **options)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - t0
+    ps = pairwise_f_score(truth, labels)
+    summary = {
+        "items": len(f),
+        "identities": len(np.unique(pids[pids > 0])),
+        "distractors": int((pids == 0).sum()),
+        "clusters": int(labels.max(initial=-1)) + 1,
+        "noise": int((labels < 0).sum()),
+        "nmi": nmi(truth, labels),
+        "pair_precision": ps.precision,
+        "pair_recall": ps.recall,
+        "pair_f": ps.f,
+        "seconds": seconds,
+    }
+    result = {
+        "features": str(features),
+        "split": split,
+        "distractors": distractors,
+        "options": options,
+        "summary": summary,
+        "labels": labels.tolist(),
+        "pids": pids.tolist(),
+    }
+    if paths is not None:
+        result["paths"] = [str(p) for p in paths]
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(out_dir) / "clusters.json", result)
+    return result
