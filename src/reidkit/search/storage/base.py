@@ -29,17 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from reidkit.search.storage.records import (
-    GalleryOverview,
-    Hit,
-    Photo,
-    PhotoLedger,
-    Record,
-    Sighting,
-    Source,
-    Track,
-    TrackHit,
-)
+from reidkit.search.storage import records as rec
 
 SourceRef = int | str
 
@@ -60,17 +50,19 @@ class GalleryBackend(Protocol):
     def register(
         self, uri: str, camera: str, fps: float | None, fingerprint: str, *, replace: bool = False,
         grows: bool = False, live: bool = False,
-    ) -> tuple[Source, str]: ...  # fmt: skip
+    ) -> tuple[rec.Source, str]: ...  # fmt: skip
 
-    def add_source(self, uri: str, camera: str, fps: float | None = None, fingerprint: str | None = None) -> Source: ...
+    def add_source(
+        self, uri: str, camera: str, fps: float | None = None, fingerprint: str | None = None
+    ) -> rec.Source: ...
 
-    def source_status(self, source: SourceRef) -> Source | None: ...
+    def source_status(self, source: SourceRef) -> rec.Source | None: ...
 
     def set_source_status(
         self, source: SourceRef, status: str, progress: float | None = None, *, fingerprint: str | None = None
-    ) -> Source: ...
+    ) -> rec.Source: ...
 
-    def sources(self) -> list[Source]: ...
+    def sources(self) -> list[rec.Source]: ...
 
     def remove_source(self, source: SourceRef) -> int: ...
 
@@ -80,8 +72,8 @@ class GalleryBackend(Protocol):
     def copy_crop(self, source: SourceRef, path: str, root: str) -> str: ...
 
     def add(
-        self, features: Any, records: Sequence[Sighting], *, progress: float | None = None,
-        source: SourceRef | None = None, snapshot: bytes | None = None, photos: Sequence[Photo] = (),
+        self, features: Any, records: Sequence[rec.Sighting], *, progress: float | None = None,
+        source: SourceRef | None = None, snapshot: bytes | None = None, photos: Sequence[rec.Photo] = (),
     ) -> np.ndarray: ...  # fmt: skip
 
     def snapshot(self, source: SourceRef, progress: float) -> bytes | None: ...
@@ -90,24 +82,24 @@ class GalleryBackend(Protocol):
 
     def max_track_id(self, source: SourceRef) -> int: ...
 
-    def photo_ledger(self, source: SourceRef) -> PhotoLedger: ...
+    def photo_ledger(self, source: SourceRef) -> rec.PhotoLedger: ...
 
     # searching
     def search(
         self, queries: Any, k: int = 100, *, cameras: str | Iterable[str] | None = None,
         time_range: tuple[Any, Any] | None = None, exclude_source: SourceRef | Iterable[SourceRef] | None = None,
-    ) -> list[list[Hit]]: ...  # fmt: skip
+    ) -> list[list[rec.Hit]]: ...  # fmt: skip
 
-    def search_tracks(self, queries: Any, k: int = 100, **filters: Any) -> list[list[TrackHit]]: ...
+    def search_tracks(self, queries: Any, k: int = 100, **filters: Any) -> list[list[rec.TrackHit]]: ...
 
     # reading
-    def get(self, ids: Iterable[int]) -> list[Record]: ...
+    def get(self, ids: Iterable[int]) -> list[rec.Record]: ...
 
-    def records(self, source: SourceRef | None = None, track_id: int | None = None) -> list[Record]: ...
+    def records(self, source: SourceRef | None = None, track_id: int | None = None) -> list[rec.Record]: ...
 
     def features(self, ids: Iterable[int]) -> np.ndarray: ...
 
-    def tracks(self, source: SourceRef | None = None) -> list[Track]: ...
+    def tracks(self, source: SourceRef | None = None) -> list[rec.Track]: ...
 
     def track_features(self, ids: Iterable[int]) -> np.ndarray: ...
 
@@ -116,13 +108,13 @@ class GalleryBackend(Protocol):
     def photo_path(self, source: SourceRef, frame: int | None) -> Path | None: ...
 
     # reading for the application API (reidkit.search.api)
-    def record(self, sighting: int) -> Record | None:
+    def record(self, sighting: int) -> rec.Record | None:
         """One stored detection by id (None: no such id)."""
 
-    def track(self, track: int) -> Track | None:
+    def track(self, track: int) -> rec.Track | None:
         """One track by row id (None: no such track)."""
 
-    def tracks_by_key(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Track]:
+    def tracks_by_key(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], rec.Track]:
         """The tracks of ``(source_id, tracker id)`` pairs, by pair (pairs without a track absent)."""
 
     def ids(self) -> np.ndarray:
@@ -134,7 +126,7 @@ class GalleryBackend(Protocol):
     def pictures(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], str]:
         """The file names of the pictures of photo-folder ``(source_id, frame)`` pairs (others absent)."""
 
-    def overview(self, recent: int = 24) -> GalleryOverview:
+    def overview(self, recent: int = 24) -> rec.GalleryOverview:
         """Counts per camera and per source, tracks, searchable detections and the ``recent`` added last."""
 
     # lifecycle

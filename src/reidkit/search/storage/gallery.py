@@ -1035,9 +1035,9 @@ class Gallery:
     # -- search -----------------------------------------------------------------------------------
     def _filters(
         self,
-        cameras: str | Iterable[str] | None,
-        time_range: tuple[Any, Any] | None,
-        exclude_source: SourceRef | Iterable[SourceRef] | None,
+        cameras: str | Iterable[str] | None = None,
+        time_range: tuple[Any, Any] | None = None,
+        exclude_source: SourceRef | Iterable[SourceRef] | None = None,
     ) -> tuple[set[str] | None, float, float, set[int]]:
         cams = None if cameras is None else ({cameras} if isinstance(cameras, str) else {str(c) for c in cameras})
         t0, t1 = -math.inf, math.inf
@@ -1132,16 +1132,9 @@ class Gallery:
             self._tracks = cache
         return self._tracks
 
-    def search_tracks(
-        self,
-        queries: Any,
-        k: int = 100,
-        *,
-        cameras: str | Iterable[str] | None = None,
-        time_range: tuple[Any, Any] | None = None,
-        exclude_source: SourceRef | Iterable[SourceRef] | None = None,
-    ) -> list[list[TrackHit]]:
-        """Like :meth:`search`, over tracks (exact; a track matches ``time_range`` if it overlaps it)."""
+    def search_tracks(self, queries: Any, k: int = 100, **filters: Any) -> list[list[TrackHit]]:
+        """Like :meth:`search` (same ``filters``), over tracks (exact; a track matches ``time_range`` if it
+        overlaps it)."""
         with self._lock:
             q = self._prep(queries, "queries")
             if self.dim is None or k <= 0:
@@ -1149,7 +1142,7 @@ class Gallery:
             tc = self._track_cache()
             if tc.n == 0:
                 return [[] for _ in range(len(q))]
-            cams, t0, t1, excl = self._filters(cameras, time_range, exclude_source)
+            cams, t0, t1, excl = self._filters(**filters)
             ok = (tc.last[: tc.n] >= t0) & (tc.first[: tc.n] <= t1) & ~np.isin(tc.src[: tc.n], list(excl))
             if cams is not None:
                 ok &= np.array([c in cams for c in tc.cam], bool)

@@ -39,6 +39,14 @@ class _Snapshot:
     retired: bool = False
 
 
+def _retire(snap: _Snapshot | None) -> _Snapshot | None:
+    """Mark ``snap`` retired; returned when nobody uses it any more (the caller closes it, unlocked)."""
+    if snap is None:
+        return None
+    snap.retired = True
+    return snap if snap.users == 0 else None
+
+
 class LiveGallery:
     """The current read-only :class:`Gallery` at ``root``, refreshed when another process writes.
 
@@ -136,9 +144,7 @@ class LiveGallery:
                 old, self._snap = self._snap, _Snapshot(gallery, key)
                 self.reopens += 1
                 self.error = None
-            if old is not None:
-                old.retired = True
-                old = old if old.users == 0 else None
+            old = _retire(old)
         if old is not None:
             old.gallery.close()
         log.info("gallery %s: opened %d sightings in %.2f s", self.root, len(gallery), time.perf_counter() - t0)
@@ -174,8 +180,6 @@ class LiveGallery:
             if self._probe is not None:
                 self._probe.close()
                 self._probe = None
-            if snap is not None:
-                snap.retired = True
-                snap = snap if snap.users == 0 else None
+            snap = _retire(snap)
         if snap is not None:
             snap.gallery.close()
