@@ -23,6 +23,7 @@ The default video is a 30-frame cut of vtest.avi made with ``scripts/make_test_c
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -106,8 +107,7 @@ def main() -> None:
     if args.list:
         for a, b in sorted(sites):
             print(f"  {a} -> {b}")
-    moves = [b for a, b in zip(walk, walk[1:], strict=False) if a != b]
-    backs = sum(1 for i, b in enumerate(moves) if b in moves[:i] or (i == 0 and False))
+    moves = [b for a, b in itertools.pairwise(walk) if a != b]
     visited: set[str] = {walk[0]} if walk else set()
     backs = 0
     for b in moves:

@@ -40,7 +40,8 @@ def test_no_private_name_is_imported_from_another_module() -> None:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("reidkit"):
                 if node.module == name:
                     continue
-                bad += [f"{name}: from {node.module} import {a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                bad += [f"{name}: from {node.module} import {n}" for n in private]
     assert not bad, "\n".join(bad)
 
 
