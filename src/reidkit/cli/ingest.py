@@ -3,7 +3,11 @@ them (:func:`reidkit.search.api.run_ingest`) with a progress bar per source, pri
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,13 +26,21 @@ def register(app: typer.Typer) -> None:
 
 def ingest_cmd(
     sources: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="Video files, stream URLs or folders of photos (a folder of subfolders: one camera each). "
-            "With --images: folders of person crops; with --sequence: folders of video frames."
+            "With --images: folders of person crops; with --sequence: folders of video frames. "
+            "Streams are ingested all at once, in real time, until Ctrl-C / SIGTERM (or --duration).",
+            show_default=False,
         ),
-    ],
-    gallery: Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder (created when new or empty).")],
+    ] = None,
+    gallery: Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder (created when new or empty).")] = ...,
+    cameras: Annotated[
+        Path | None, typer.Option(help="Cameras file (YAML: name, uri, optional fps cap and transport per camera).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0.1, help="Stop live streams after this many seconds (default: until stopped).")
+    ] = None,
     camera: Annotated[str | None, typer.Option(help="Camera name (default: from the file or folder name).")] = None,
     detector: Annotated[
         str | None, typer.Option(help="Person detector: ssd, hog or yolo (default: ssd when installed, else hog).")
@@ -82,13 +94,14 @@ def ingest_cmd(
     """
     with failing(ApiError):
         plan = api.plan_ingest(
-            sources, images=images, sequence=sequence, detector=detector, detector_model=detector_model,
-            start_time=start_time, time_pattern=time_pattern, camera=camera, stride=stride, max_frames=max_frames,
+            sources or [], cameras=cameras, images=images, sequence=sequence, detector=detector,
+            detector_model=detector_model, start_time=start_time, time_pattern=time_pattern, camera=camera,
+            stride=stride, max_frames=max_frames,
             fps=fps, crops_per_track=crops_per_track, copy_crops=copy_crops, replace=replace, batch_size=batch_size,
         )  # fmt: skip
         model_ = api.load_model(model, weights, backend=backend, batch_size=batch_size, threads=threads)
-        with ProgressBars() as bars:
-            summary = api.run_ingest(gallery, plan, model_, progress=bars)
+        with ProgressBars() as bars, stop_on_signals() as stop:
+            summary = api.run_ingest(gallery, plan, model_, progress=bars, stop=stop, duration=duration)
     for err in summary.errors:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     console.print(report_table(summary, f"ingest into {gallery} ({model_.info.name})"))
@@ -99,7 +112,7 @@ def ingest_cmd(
             names = ", ".join(r.unreadable[:10]) + (" ..." if len(r.unreadable) > 10 else "")
             warn(f"{Path(r.uri).name}: skipped {len(r.unreadable)} unreadable picture(s): {names}")
     if summary.errors:
-        n = len(plan.jobs)
+        n = len(plan.jobs) + len(plan.live)
         console.print(f"[bold red]{len(summary.errors)} of {n} source(s) failed:[/] " + "; ".join(summary.errors),
                       highlight=False, soft_wrap=True)  # fmt: skip
         raise typer.Exit(2)
@@ -116,6 +129,28 @@ def report_table(summary: api.IngestSummary, title: str) -> Table:
     for r in summary.reports:
         table.add_row(*r.row().values())
     return table
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event that SIGINT or SIGTERM sets (the ingest then stops cleanly); the old handlers come back after."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        console.print(f"[yellow]{signal.Signals(signum).name}: stopping (closing open tracks)...[/]")
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 class ProgressBars:

@@ -16,6 +16,7 @@ both call. A command or a route parses its input, calls one function here and wo
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +84,17 @@ def load_model(
 
 @dataclass
 class IngestPlan:
-    """What ``reidkit ingest`` will do: ``jobs`` (source, sidecar of its camera folder), the ``detector``
-    (None for crop folders), the first frame's time ``start_time``, and the per-source ``options``
-    passed to :func:`reidkit.search.ingest.pipeline.ingest`."""
+    """What ``reidkit ingest`` will do: ``jobs`` (source, sidecar of its camera folder, camera name or None)
+    ingested one after another, ``live`` cameras (:class:`~reidkit.search.ingest.cameras.Camera`)
+    ingested all at once in real time beside them, the ``detector`` (None for crop folders) and the
+    per-source ``options`` passed to :func:`reidkit.search.ingest.pipeline.ingest`."""
 
-    jobs: list[tuple[str, Path | None]]
+    jobs: list[tuple[str, Path | None, str | None]]
     detector: Any
     detector_name: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    live: list[Any] = field(default_factory=list)
+    detector_opts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,6 +112,7 @@ class IngestSummary:
 def plan_ingest(
     sources: Sequence[str],
     *,
+    cameras: str | os.PathLike[str] | None = None,
     images: bool = False,
     sequence: bool = False,
     detector: str | None = None,
@@ -116,30 +121,53 @@ def plan_ingest(
     time_pattern: str | None = None,
     **options: Any,
 ) -> IngestPlan:
-    """Check ``reidkit ingest``'s sources and options and expand folders of camera folders (one source
-    each, with the sidecar found for it); build the detector once. ApiError names what is wrong."""
+    """Check ``reidkit ingest``'s sources, its ``cameras`` file and options; expand folders of camera
+    folders (one source each, with the sidecar found for it); streams become live cameras. Builds the
+    detector once. ApiError names what is wrong."""
+    from reidkit.search.ingest.cameras import Camera, CameraError, load_cameras
     from reidkit.search.ingest.detect import DETECTORS, build_detector
     from reidkit.search.ingest.photos import TimePattern
     from reidkit.search.ingest.pipeline import default_detector
-    from reidkit.search.ingest.sources import SourceError, expand_sources, parse_timestamp
+    from reidkit.search.ingest.sources import (
+        SourceError,
+        camera_from_uri,
+        expand_sources,
+        is_stream_uri,
+        parse_timestamp,
+    )
 
     if images and sequence:
         raise ApiError("--images (folders of person crops) and --sequence (folders of video frames) exclude each other")
+    if not sources and cameras is None:
+        raise ApiError("nothing to ingest: give sources or --cameras FILE")
     if time_pattern is not None:
         try:
             TimePattern(time_pattern)
         except ValueError as exc:
             raise ApiError(f"--time-pattern: {exc}") from None
+    live: list[Any] = []
+    named: list[tuple[str, str | None]] = [(s, options.get("camera")) for s in sources]
     try:
-        jobs = expand_sources(list(sources), crops=images)
-    except SourceError as exc:
+        for cam in load_cameras(cameras) if cameras is not None else []:
+            if is_stream_uri(cam.uri):
+                live.append(cam)
+            else:
+                named.append((cam.uri, cam.name))
+        for s, cam_name in list(named):
+            if is_stream_uri(s) and not images:
+                live.append(Camera(name=cam_name or camera_from_uri(s), uri=s))
+                named.remove((s, cam_name))
+        jobs = [(src, side, name) for s, name in named for src, side in expand_sources([s], crops=images)]
+    except (SourceError, CameraError, ValueError) as exc:
         raise ApiError(str(exc)) from None
+    if len({c.name for c in live}) < len(live):
+        raise ApiError("two live cameras share a name: name them (camera names must be unique)")
     if start_time is not None:
         try:
             options["start_time"] = parse_timestamp(start_time)
         except ValueError as exc:
             raise ApiError(f"--start-time: {exc}") from None
-    det, name = None, None
+    det, name, opts = None, None, {}
     if not images:
         name = detector or default_detector()
         if name not in DETECTORS:
@@ -149,32 +177,53 @@ def plan_ingest(
             det = build_detector(name, **opts)
         except (FileNotFoundError, ImportError, TypeError, ValueError) as exc:
             raise ApiError(f"detector {name}: {exc}") from None
+    options.pop("camera", None)
     options.update(images_mode=images, sequence=sequence, time_format=time_pattern)
-    return IngestPlan(jobs, det, name, options)
+    return IngestPlan(jobs, det, name, options, live, opts)
 
 
 def run_ingest(
-    gallery: str | os.PathLike[str], plan: IngestPlan, model: LoadedModel, progress: Any = None
+    gallery: str | os.PathLike[str],
+    plan: IngestPlan,
+    model: LoadedModel,
+    progress: Any = None,
+    *,
+    stop: threading.Event | None = None,
+    duration: float | None = None,
 ) -> IngestSummary:
-    """Ingest every source of ``plan`` into the gallery folder ``gallery`` (created when new), one after
-    another; a source that fails is reported and the others go on. ``progress``: a
+    """Ingest ``plan`` into the gallery folder ``gallery`` (created when new): its live cameras all at once
+    in real time (until ``stop`` is set or ``duration`` seconds pass), its other sources one after
+    another beside them; a source that fails is reported and the others go on. ``progress``: a
     :data:`reidkit.search.ingest.report.ProgressFn`. ApiError when the gallery cannot be opened."""
     from reidkit.imaging import ImageError
+    from reidkit.search.ingest.detect import build_detector
+    from reidkit.search.ingest.live import LiveIngest
     from reidkit.search.ingest.pipeline import ingest
     from reidkit.search.ingest.sources import SourceError
     from reidkit.search.storage import Gallery, GalleryError
 
+    stop = stop or threading.Event()
     try:
         g = Gallery.open(gallery)
     except GalleryError as exc:
         raise ApiError(str(exc)) from None
     reports: list[Any] = []
     errors: list[str] = []
+    thread = None
     try:
-        for source, sidecar in plan.jobs:
+        if plan.live:
+            # a detector of its own: OpenCV's networks are not safe to share between threads
+            det = build_detector(plan.detector_name or "hog", **plan.detector_opts) if plan.jobs else plan.detector
+            engine = LiveIngest(g, plan.live, model.embedder, det, batch_size=plan.options.get("batch_size", 64),
+                                crops_per_track=plan.options.get("crops_per_track", 4), progress=progress)  # fmt: skip
+            thread = threading.Thread(target=lambda: reports.extend(engine.run(stop, duration)), name="live-ingest")
+            thread.start()
+        for source, sidecar, camera in plan.jobs:
+            if stop.is_set():
+                break
             try:
                 rep = ingest(g, source, model.embedder, detector=plan.detector, sidecar=sidecar, progress=progress,
-                             **plan.options)  # fmt: skip
+                             camera=camera, stop=stop, **plan.options)  # fmt: skip
             except (SourceError, GalleryError, ImageError, ValueError) as exc:
                 msg = str(exc)
                 errors.append(msg if msg.startswith(source) else f"{source}: {msg}")
@@ -182,8 +231,15 @@ def run_ingest(
             reports.append(rep)
             if rep.message and rep.status == "truncated":
                 errors.append(rep.message)
+        if thread is not None:
+            while thread.is_alive():
+                thread.join(0.2)
+            errors += [r.message for r in reports if r.mode == "live" and r.status == "failed" and r.message]
         return IngestSummary(reports, errors, len(g), len(g.tracks()), len(g.sources()))
     finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
         g.close()
 
 

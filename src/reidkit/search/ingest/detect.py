@@ -78,6 +78,14 @@ class BoxFilter:
         return out
 
 
+def detect_batch(detector: Detector, frames_bgr: Sequence[np.ndarray]) -> list[list[Detection]]:
+    """Detections of several frames: in one call where the detector batches (``detect_many``), else one by one."""
+    many = getattr(detector, "detect_many", None)
+    if many is not None:
+        return many(frames_bgr)
+    return [detector.detect(f) for f in frames_bgr]
+
+
 def nms(detections: Sequence[Detection], iou_threshold: float = 0.45) -> list[Detection]:
     """Greedy non-maximum suppression (``cv2.dnn.NMSBoxes``), best score first."""
     if len(detections) <= 1:
@@ -245,16 +253,25 @@ class SSDDetector:
         self.box_filter = box_filter or BoxFilter()
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        h, w = frame_bgr.shape[:2]
-        blob = cv2.dnn.blobFromImage(frame_bgr, size=(self.input_size, self.input_size), swapRB=True)
-        self.net.setInput(blob)
+        return self.detect_many([frame_bgr])[0]
+
+    def detect_many(self, frames_bgr: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Several frames (e.g. one per camera) in one network call."""
+        if not frames_bgr:
+            return []
+        size = (self.input_size, self.input_size)
+        self.net.setInput(cv2.dnn.blobFromImages(list(frames_bgr), size=size, swapRB=True))
         out = self.net.forward().reshape(-1, 7)  # [image_id, class, score, x1, y1, x2, y2] (normalised)
-        keep = (out[:, 1] == self.PERSON_CLASS) & (out[:, 2] >= self.score_threshold)
-        dets = [
-            Detection((float(r[3] * w), float(r[4] * h), float(r[5] * w), float(r[6] * h)), float(r[2]))
-            for r in out[keep]
-        ]
-        return self.box_filter(nms(dets, self.nms_iou), frame_bgr.shape)
+        out = out[(out[:, 1] == self.PERSON_CLASS) & (out[:, 2] >= self.score_threshold)]
+        result = []
+        for i, frame in enumerate(frames_bgr):
+            h, w = frame.shape[:2]
+            dets = [
+                Detection((float(r[3] * w), float(r[4] * h), float(r[5] * w), float(r[6] * h)), float(r[2]))
+                for r in out[out[:, 0] == i]
+            ]
+            result.append(self.box_filter(nms(dets, self.nms_iou), frame.shape))
+        return result
 
 
 # --- ultralytics YOLO (optional) -------------------------------------------------------------------

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -154,6 +155,7 @@ def ingest_photos(
     batch_size: int = 64,
     max_photos: int | None = None,
     progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Detect the people in every picture of ``folder`` not yet in the ledger and add each as a sighting.
 
@@ -191,7 +193,7 @@ def ingest_photos(
     try:
         for path in paths:
             tell()
-            if max_photos is not None and processed >= max_photos:
+            if (max_photos is not None and processed >= max_photos) or (stop is not None and stop.is_set()):
                 report.status = "partial"
                 break
             try:

@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -114,6 +115,7 @@ def ingest(
     batch_size: int = 64,
     commit_interval: float = 10.0,
     progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
 ) -> IngestReport:
     """Ingest one source into ``gallery``; skip it when done and unchanged, resume it when interrupted.
 
@@ -138,6 +140,9 @@ def ingest(
     file name, else its folder; its frame from ``time_pattern``'s group (else its order within its
     camera) and its time from ``start_time + frame / fps`` (``fps`` defaults to 25). Crops are
     referenced where they are, or copied into the gallery with ``copy_crops``.
+
+    ``stop`` (set from another thread, e.g. on SIGTERM): end this run after the current frame or picture,
+    as ``max_frames`` does (status ``partial``; a re-run continues).
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -174,7 +179,7 @@ def ingest(
             if clock is not None:
                 ingest_photos(
                     gallery, rec.id, info.uri, embedder, det, report, camera=rec.camera, clock=clock,
-                    batch_size=batch_size, max_photos=max_frames, progress=progress,
+                    batch_size=batch_size, max_photos=max_frames, progress=progress, stop=stop,
                 )  # fmt: skip
             else:
                 assert info.frames is not None
@@ -183,7 +188,7 @@ def ingest(
                     tracker_opts=tracker_opts or {},
                     cropper_opts={"max_crops": crops_per_track, "min_gap_s": min_gap_s},
                     stride=stride, max_frames=max_frames, stream=info.kind == "stream",
-                    batch_size=batch_size, commit_interval=commit_interval, progress=progress,
+                    batch_size=batch_size, commit_interval=commit_interval, progress=progress, stop=stop,
                 )  # fmt: skip
     except Exception:
         with contextlib.suppress(Exception):

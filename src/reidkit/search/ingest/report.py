@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class IngestReport:
     unreadable: list[str] = field(default_factory=list)
     time_from: str | None = None
     message: str | None = None
+    live: dict[str, Any] | None = None  # a live camera's per-stage figures (read, dropped, gated, lag...)
 
     def row(self) -> dict[str, str]:
         """The report as a table row: source, camera, status (with what happened), where the times come
@@ -64,9 +66,10 @@ class IngestReport:
         status += " (replaced)" if self.replaced else ""
         status += f" ({self.already:,} already in)" if self.already else ""
         status += f" ({len(self.unreadable)} unreadable)" if self.unreadable else ""
-        times = self.time_from or {"photos": "-", "stream": "clock"}.get(self.mode, "start + frame/fps")
+        clock = {"photos": "-", "stream": "clock", "live": "clock"}
+        times = self.time_from or clock.get(self.mode, "start + frame/fps")
         return {
-            "source": self.uri if self.mode == "stream" else Path(self.uri).name,
+            "source": self.uri if self.mode in ("stream", "live") else Path(self.uri).name,
             "camera": self.camera,
             "status": status,
             "times": times,

@@ -13,6 +13,7 @@ import importlib
 import io
 import logging
 import pickle
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ def ingest_tracking(
     batch_size: int,
     commit_interval: float,
     progress: ProgressFn | None,
+    stop: threading.Event | None = None,
 ) -> None:
     run = _Run(gallery, uri, sid, embedder, camera, tracker_opts, cropper_opts, batch_size, commit_interval)
     run.report = report
@@ -236,6 +238,9 @@ def ingest_tracking(
             report.frames += 1
             position = pos
             tell()
+            if stop is not None and stop.is_set():
+                report.status = "partial"
+                break
             if max_frames is not None and report.frames >= max_frames:
                 if next(frames, None) is not None:  # more frames left: this run stops short of the end
                     report.status = "partial"

@@ -70,11 +70,13 @@ from reidkit.search.storage.records import (
     Sighting,
     Source,
     SourceCount,
+    SourceEvent,
     Track,
     TrackHit,
     to_seconds,
 )
 from reidkit.search.storage.schema import (
+    EVENTS_DDL,
     FORMAT,
     PHOTO_COLUMNS,
     PHOTOS_DDL,
@@ -267,6 +269,7 @@ class Gallery:
             if not read_only:
                 self._conn.execute(PHOTOS_DDL)  # galleries made before photo folders existed
                 self._conn.execute(SNAPSHOTS_DDL)
+                self._conn.execute(EVENTS_DDL)
                 self._conn.execute("DELETE FROM ingest_snapshots WHERE source_id NOT IN (SELECT id FROM sources)")
                 self._cleanup_files()
                 if self._unsaved:
@@ -683,6 +686,7 @@ class Gallery:
                 cur.execute("DELETE FROM tracks WHERE source_id = ?", (sid,))
                 cur.execute("DELETE FROM photos WHERE source_id = ?", (sid,))
                 cur.execute("DELETE FROM ingest_snapshots WHERE source_id = ?", (sid,))
+                cur.execute("DELETE FROM source_events WHERE source_id = ?", (sid,))
                 cur.execute("DELETE FROM sources WHERE id = ?", (sid,))
             self._n -= len(ids)
             if self._index is not None and len(ids):
@@ -886,6 +890,30 @@ class Gallery:
         self._writable()
         with self._lock:
             self.db.execute("DELETE FROM ingest_snapshots WHERE source_id = ?", (self._sid(source),))
+
+    def log_event(self, source: SourceRef, event: str, detail: str = "", at: float | None = None) -> None:
+        """Record that ``event`` happened to ``source`` (see :class:`SourceEvent`)."""
+        self._writable()
+        with self._lock:
+            self.db.execute(
+                "INSERT INTO source_events(source_id, time, event, detail) VALUES (?, ?, ?, ?)",
+                (self._sid(source), time.time() if at is None else float(at), str(event), str(detail)),
+            )
+
+    def events(self, source: SourceRef | None = None) -> list[SourceEvent]:
+        """What happened to ``source`` (default: every source), oldest first."""
+        q = "SELECT source_id, time, event, detail FROM source_events"
+        with self._lock:
+            if not self._has_table("source_events"):
+                return []
+            rows = self.db.execute(q + " ORDER BY id") if source is None else self.db.execute(
+                q + " WHERE source_id = ? ORDER BY id", (self._sid(source),)
+            )
+            return [SourceEvent(*r) for r in rows]
+
+    def _has_table(self, name: str) -> bool:
+        q = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self.db.execute(q, (name,)).fetchone() is not None
 
     def max_track_id(self, source: SourceRef) -> int:
         """The largest track id stored for ``source`` (0: none), so a new run's tracks follow it."""

@@ -188,3 +188,14 @@ class GalleryOverview:
         return min((c.first_time for c in self.cameras), default=None), max(
             (c.last_time for c in self.cameras), default=None
         )
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """Something that happened to a (live) source: ``online``, ``offline`` (``detail`` says why),
+    ``stopped`` or ``error``, at ``time`` (Unix seconds)."""
+
+    source_id: int
+    time: float
+    event: str
+    detail: str = ""

@@ -4,7 +4,7 @@ Tables (``gallery.db``, WAL mode, ``synchronous=FULL``):
 
 * ``meta``: ``format``, ``version``, ``dim``, ``index`` (the :class:`IndexConfig` as JSON).
 * ``sources``: one row per ingested video/folder: ``uri`` (unique), ``camera``, ``fps``, content
-  ``fingerprint``, ``status`` (pending / ingesting / done / failed) and ``progress`` (how far ingest
+  ``fingerprint``, ``status`` (pending / ingesting / done / failed / stopped) and ``progress`` (how far ingest
   got, e.g. the last frame or second written, updated in the same transaction as the rows).
 * ``detections``: one row per person crop; its id is the vector's id in the FAISS index.
 * ``features``: the float32 feature of every detection (same id), written in the same transaction,
@@ -27,7 +27,7 @@ import sqlite3
 
 FORMAT = "reidkit-gallery"
 VERSION = 1
-STATUSES = ("pending", "ingesting", "done", "failed")
+STATUSES = ("pending", "ingesting", "done", "failed", "stopped")  # stopped: a live source the operator stopped
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +87,11 @@ PHOTOS_DDL = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photos") :].strip()
 SNAPSHOTS_DDL = (
     "CREATE TABLE IF NOT EXISTS ingest_snapshots (source_id INTEGER NOT NULL, progress REAL NOT NULL, "
     "created REAL NOT NULL, state BLOB NOT NULL, PRIMARY KEY (source_id, progress))"
+)
+# What happened to a live source and when: online, offline (with why), stopped, errors in its stream.
+EVENTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS source_events (id INTEGER PRIMARY KEY AUTOINCREMENT, source_id INTEGER NOT NULL, "
+    "time REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '')"
 )
 PHOTO_COLUMNS = "source_id, frame, name, digest, size, mtime_ns, timestamp, time_from, detections"
 
