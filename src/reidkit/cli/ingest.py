@@ -119,16 +119,37 @@ def ingest_cmd(
 
 
 def report_table(summary: api.IngestSummary, title: str) -> Table:
-    """One row per ingested source: what it is, how far it got, and how fast."""
+    """One row per ingested source: what it is, how far it got, and how fast (live cameras: one row each
+    in a table of their own, with the figures of every stage)."""
     caption = f"gallery: {summary.sightings:,} sightings, {summary.tracks:,} tracks, {summary.sources:,} sources"
     table = Table(title=title, caption=caption)
+    live = [r for r in summary.reports if r.live is not None]
+    if live:
+        for col in ("camera", "status"):
+            table.add_column(col, overflow="fold")
+        for col in LIVE_COLUMNS:
+            table.add_column(col, justify="right", no_wrap=True)
+        for r in live:
+            s = r.live
+            lag = "-" if s["mean_lag_s"] is None else f"{s['mean_lag_s']:.2f} / {s['max_lag_s']:.2f}"
+            table.add_row(r.camera, r.status, *(f"{s[k]:,}" for k in LIVE_COLUMNS[:-2]), lag, f"{s['offline_s']:.0f}")
+        if len(live) == len(summary.reports):
+            return table
+        console.print(table)
+        table = Table(caption=caption)
     for col in ("source", "camera", "status", "times"):
         table.add_column(col, overflow="fold")
     for col in ("frames", "dets", "tracks", "crops", "s", "frames/s"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in summary.reports:
-        table.add_row(*r.row().values())
+        if r.live is None:
+            table.add_row(*r.row().values())
     return table
+
+
+# live cameras: frames read from the stream, dropped unprocessed, skipped by the motion gate, detected;
+# tracks and crops stored; mean / max lag (read -> detected, s); seconds offline
+LIVE_COLUMNS = ("read", "dropped", "gated", "detected", "tracks", "crops", "lag s", "offline s")
 
 
 @contextlib.contextmanager
