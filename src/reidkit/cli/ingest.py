@@ -8,13 +8,15 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from reidkit.cli.common import Backend, Model, Threads, Weights, console, failing, warn
+from reidkit.cli.common import Backend, JsonOut, Model, Threads, Weights, console, failing, warn
+from reidkit.io import write_json
 from reidkit.search import api
 from reidkit.search.api import ApiError
 
@@ -38,6 +40,7 @@ def ingest_cmd(
     cameras: Annotated[
         Path | None, typer.Option(help="Cameras file (YAML: name, uri, optional fps cap and transport per camera).")
     ] = None,
+    json_out: JsonOut = None,
     duration: Annotated[
         float | None, typer.Option(min=0.1, help="Stop live streams after this many seconds (default: until stopped).")
     ] = None,
@@ -102,6 +105,9 @@ def ingest_cmd(
         model_ = api.load_model(model, weights, backend=backend, batch_size=batch_size, threads=threads)
         with ProgressBars() as bars, stop_on_signals() as stop:
             summary = api.run_ingest(gallery, plan, model_, progress=bars, stop=stop, duration=duration)
+    if json_out is not None:
+        write_json(json_out, {"gallery": str(gallery), "reports": [asdict(r) for r in summary.reports],
+                              "errors": summary.errors})  # fmt: skip
     for err in summary.errors:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
     console.print(report_table(summary, f"ingest into {gallery} ({model_.info.name})"))

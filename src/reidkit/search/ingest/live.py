@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 THUMB = (80, 60)  # motion check resolution
 MOTION_PIXEL = 18  # grey levels a thumbnail pixel must change by to count as moving
+LAG_WINDOW = 200  # detections per camera over which the first and the latest lag are averaged
 MOTION_SHARE = 0.002  # share of moving thumbnail pixels that makes a frame worth detecting
 
 
@@ -66,7 +68,9 @@ class CameraRun:
     thumb: np.ndarray | None = None
     last_detect: float = 0.0
     gated: int = 0
-    lags: list[float] = field(default_factory=list)
+    first_lags: list[float] = field(default_factory=list)  # the first LAG_WINDOW lags of the run
+    last_lags: deque[float] = field(default_factory=lambda: deque(maxlen=LAG_WINDOW))
+    lag_sum: float = 0.0
     max_lag: float = 0.0
 
     def due(self, frame: LiveFrame, idle_s: float) -> bool:
@@ -83,7 +87,10 @@ class CameraRun:
         """Track ``detections`` of ``frame``; returns the tracks that ended, with their global track ids."""
         self.last_detect = frame.timestamp
         lag = now - frame.timestamp
-        self.lags.append(lag)
+        if len(self.first_lags) < LAG_WINDOW:
+            self.first_lags.append(lag)
+        self.last_lags.append(lag)
+        self.lag_sum += lag
         self.max_lag = max(self.max_lag, lag)
         self.report.frames += 1
         self.report.detections += len(detections)
@@ -100,12 +107,13 @@ class CameraRun:
         return [(self.id_base + tc.track_id, tc) for tc in done if tc.crops]
 
     def live_stats(self) -> dict[str, Any]:
-        s = self.reader.stats
-        lags = self.lags[-1000:]
+        s, n = self.reader.stats, self.report.frames
         return {
             "read": s.read, "dropped": s.dropped, "capped": s.capped, "gated": self.gated,
             "detected": self.report.frames, "crops": self.report.crops, "tracks": self.report.tracks,
-            "mean_lag_s": round(float(np.mean(lags)), 3) if lags else None, "max_lag_s": round(self.max_lag, 3),
+            "mean_lag_s": round(self.lag_sum / n, 3) if n else None, "max_lag_s": round(self.max_lag, 3),
+            "first_lag_s": round(float(np.mean(self.first_lags)), 3) if n else None,  # mean of the first 200
+            "last_lag_s": round(float(np.mean(self.last_lags)), 3) if n else None,  # mean of the last 200
             "offline_s": round(s.offline_s, 1), "reconnects": s.reconnects, "read_errors": s.errors,
         }  # fmt: skip
 
