@@ -139,19 +139,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def client(app, **kwargs):
+    """A TestClient that calls the app as a browser on this machine would (Host 127.0.0.1: the service
+    answers to the loopback names only, unless told otherwise)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1", **kwargs)
+
+
 class Server:
-    """uvicorn serving ``app`` on a free loopback port in a background thread (``with Server(app) as url``).
+    """uvicorn serving ``app`` on a free loopback port in a background thread (``with Server(app) as url``),
+    with ``reidkit serve``'s settings (:func:`reidkit.service.server.config`; ``options`` go there).
 
     The app's lifespan is not run: it would close the app's search pool and gallery on exit, and tests share
     one app between servers and test clients."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, **options) -> None:
         import uvicorn
 
+        from reidkit.service.server import config
+
         self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        )
+        options = {"log_level": "warning", **options}
+        self.server = uvicorn.Server(config(app, "127.0.0.1", self.port, lifespan="off", **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

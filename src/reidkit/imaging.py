@@ -1,7 +1,8 @@
 """Pixels in: file paths, bytes, PIL images, arrays and tensors as RGB, and the one checked decoder for
-untrusted pictures (:func:`open_picture`: empty / format / pixel limit / decompression bomb /
-truncated), which photo ingest and the search service's uploads both use. ``embed`` and ``pose``
-import from here; nothing here imports the rest of reidkit.
+untrusted pictures (:func:`open_picture`: empty / one of the documented formats / pixel limit /
+decompression bomb / truncated; :func:`probe_picture` for the header checks alone), which photo ingest
+and the search service's uploads both use. ``embed`` and ``pose`` import from here; nothing here
+imports the rest of reidkit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +25,9 @@ from PIL import Image, UnidentifiedImageError
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
 
 MAX_PIXELS = 120_000_000  # larger pictures are refused (decompression bombs); 120 MP covers real cameras
+# The formats an untrusted picture may be in (README): Pillow tries no other decoder on it. MPO is how Pillow
+# names a camera's multi-picture JPEG; it is opened by the JPEG decoder.
+PICTURE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 _IMREAD = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # as PIL: no EXIF rotation
 _EXIF_IFD, _DATETIME_ORIGINAL, _DATETIME_DIGITIZED = 0x8769, 36867, 36868
 _SUBSEC_ORIGINAL, _OFFSET_ORIGINAL = 37521, 36881
@@ -120,36 +125,84 @@ def _exif_time(exif: Any) -> float | None:
     return t.timestamp()  # naive: local time
 
 
-def open_picture(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[Any, Any]:
-    """A picture's bytes as a fully decoded PIL image and its EXIF block, after the checks every
-    untrusted picture gets: not empty, a known format, at most ``max_pixels`` (checked from the
-    header, before any pixel is decoded; PIL's decompression-bomb limit also applies) and whole (a
-    truncated file fails, PIL does not pad it with grey as OpenCV does). PhotoError otherwise."""
+def probe_picture(
+    data: bytes,
+    name: str | Path,
+    max_pixels: int = MAX_PIXELS,
+    *,
+    formats: Sequence[str] | None = PICTURE_FORMATS,
+    draft: tuple[int, int] | None = None,
+) -> Any:
+    """A picture's bytes opened, not decoded, after the checks that need only its header: not empty, one
+    of ``formats`` (default :data:`PICTURE_FORMATS`, the documented ones; nothing else is even tried, so
+    no other decoder, and no Ghostscript for EPS, ever runs on untrusted bytes; None: every format
+    Pillow knows), at most ``max_pixels`` (PIL's decompression-bomb limit also applies). With ``draft``
+    ``(width, height)``, a JPEG is set to decode at the smallest of 1/2, 1/4, 1/8 scale that still
+    covers it (libjpeg's DCT scaling: a 40-megapixel photo costs about what a 0.6-megapixel one does);
+    ``img.size`` is then the size it will decode to. PhotoError otherwise (``kind`` says which check)."""
     if not data:
         raise PhotoError(f"{name}: not a readable image (empty file)", "empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=None if formats is None else list(formats))
             w, h = img.size
             if w * h > max_pixels:
                 msg = f"{name}: {w}x{h} pixels is more than the {max_pixels:,} allowed"
                 raise PhotoError(msg, "too_large", size=(w, h))
             if w < 1 or h < 1:
                 raise PhotoError(f"{name}: not a readable image ({w}x{h} pixels)", "unreadable", size=(w, h))
-            exif = img.getexif()
-            img.load()
+            if draft is not None and img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
+                img.draft(img.mode, draft)
     except PhotoError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PhotoError(f"{name}: not a readable image ({exc})", "bomb", str(exc)) from None
-    except UnidentifiedImageError as exc:
-        raise PhotoError(f"{name}: not a readable image ({exc})", "format", str(exc)) from None
+    except UnidentifiedImageError:
+        why = "not " + (", ".join(formats) if formats else "a picture format Pillow knows")
+        raise PhotoError(f"{name}: not a readable image ({why})", "format", why) from None
     except Exception as exc:  # PIL raises many kinds (OSError, SyntaxError, ValueError, EOFError) for bad files
-        why = str(exc).split(" <_io.")[0] or type(exc).__name__  # not the address of the in-memory file
-        kind = "truncated" if "truncated" in why or isinstance(exc, EOFError) else "unreadable"
-        raise PhotoError(f"{name}: not a readable image ({why})", kind, why) from None
-    return img, exif
+        raise _unreadable(name, exc) from None
+    return img
+
+
+def load_picture(img: Any, name: str | Path) -> Any:
+    """Decode an image that :func:`probe_picture` opened (PhotoError when its pixels are truncated or bad)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PhotoError(f"{name}: not a readable image ({exc})", "bomb", str(exc)) from None
+    except Exception as exc:
+        raise _unreadable(name, exc) from None
+    return img
+
+
+def _unreadable(name: str | Path, exc: Exception) -> PhotoError:
+    why = str(exc).split(" <_io.")[0] or type(exc).__name__  # not the address of the in-memory file
+    kind = "truncated" if "truncated" in why or isinstance(exc, EOFError) else "unreadable"
+    return PhotoError(f"{name}: not a readable image ({why})", kind, why)
+
+
+def open_picture(
+    data: bytes,
+    name: str | Path,
+    max_pixels: int = MAX_PIXELS,
+    *,
+    formats: Sequence[str] | None = PICTURE_FORMATS,
+    draft: tuple[int, int] | None = None,
+) -> tuple[Any, Any]:
+    """A picture's bytes as a fully decoded PIL image and its EXIF block, after the checks every
+    untrusted picture gets: :func:`probe_picture`'s (not empty, one of the documented ``formats``, at
+    most ``max_pixels``, checked from the header before any pixel is decoded) and whole (a truncated
+    file fails, PIL does not pad it with grey as OpenCV does). PhotoError otherwise."""
+    img = probe_picture(data, name, max_pixels, formats=formats, draft=draft)
+    try:
+        exif = img.getexif()
+    except Exception as exc:
+        raise _unreadable(name, exc) from None
+    return load_picture(img, name), exif
 
 
 def decode_photo(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> Photo:

@@ -8,7 +8,9 @@ both call. A command or a route parses its input, calls one function here and wo
 * :class:`SearchRequest` and :func:`search`: a person search, checked once (``reidkit search`` and
   ``POST /search`` both build one), then run.
 * :func:`gallery_overview`, :func:`track_detail`, :func:`sighting_detail`, :func:`sighting_crop`,
-  :func:`sighting_frame`: what a gallery holds, by id (``GET /gallery``, ``/tracks``, ``/sightings``, ...).
+  :func:`sighting_frame`: what a gallery holds, by id (``GET /gallery``, ``/tracks``, ``/sightings``, ...),
+  as a client may see it: sources by their public form (a file's name, a stream's URL without
+  credentials: :func:`reidkit.search.storage.records.public_source`), no server path.
 * Errors: :class:`ApiError` (bad input: the message says why), with :class:`RequestError` (options that
   do not hold together), :class:`NotFound` (no such id) and :class:`EmptyGallery` (nothing to search).
 """
@@ -430,10 +432,13 @@ def open_gallery(folder: str | os.PathLike[str]) -> Gallery:
 
 def gallery_overview(gallery: Gallery, recent: int = 24, model: str | None = None) -> dict[str, Any]:
     """Totals, the time span, counts per camera and per source, and the ``recent`` sightings added last
-    (newest first, as :func:`sighting_detail`), as JSON-ready data; ``model``: the name to report."""
+    (newest first, as :func:`sighting_detail`), as JSON-ready data; ``model``: the name to report. The
+    gallery by its folder's name, each source by its id, camera and public form (``uri``: no credential,
+    no server folder)."""
     from dataclasses import asdict
 
     from reidkit.search.query.report import format_time
+    from reidkit.search.storage.records import public_source
 
     o = gallery.overview(recent)
     lo, hi = o.time_span
@@ -455,7 +460,7 @@ def gallery_overview(gallery: Gallery, recent: int = 24, model: str | None = Non
         "sources": [
             {
                 "id": s.source.id,
-                "uri": s.source.uri,
+                "uri": public_source(s.source.uri),
                 "camera": s.source.camera,
                 "status": s.source.status,
                 "progress": s.source.progress,
@@ -469,18 +474,23 @@ def gallery_overview(gallery: Gallery, recent: int = 24, model: str | None = Non
 
 
 def track_detail(gallery: Gallery, track: int) -> dict[str, Any]:
-    """A track (row id ``track``) with its sightings, as JSON-ready data; :class:`NotFound`."""
+    """A track (row id ``track``) with its sightings, as JSON-ready data (its source's public form);
+    :class:`NotFound`."""
     from dataclasses import asdict
+
+    from reidkit.search.storage.records import public_source
 
     t = gallery.track(track)
     if t is None:
         raise NotFound(f"no track {track} in the gallery")
-    return {**asdict(t), "sightings": _sightings(gallery, gallery.records(t.source_id, t.track_id))}
+    records = gallery.records(t.source_id, t.track_id)
+    return {**asdict(t), "source": public_source(t.source), "sightings": _sightings(gallery, records)}
 
 
 def sighting_detail(gallery: Gallery, sighting: int) -> dict[str, Any]:
-    """A stored detection as JSON-ready data: its record, its track's row id (``track``) and its time as
-    reidkit prints it (``time_text``); :class:`NotFound`."""
+    """A stored detection as JSON-ready data: its record (its source's public form, its crop's path within
+    the gallery folder or its file name), its track's row id (``track``) and its time as reidkit prints it
+    (``time_text``); :class:`NotFound`."""
     return _sightings(gallery, [_record(gallery, sighting)])[0]
 
 
@@ -511,11 +521,12 @@ def sighting_frame(gallery: Gallery, sighting: int) -> bytes:
     """The frame (or photo) a sighting was seen in, its box drawn as in the HTML report, as JPEG;
     :class:`NotFound` also when it cannot be read (no frame number, a missing video, a crop-only source)."""
     from reidkit.search.storage.media import draw_box
+    from reidkit.search.storage.records import public_source
 
     rec = _record(gallery, sighting)
     img = _frame(gallery, rec)
     if img is None:
-        raise NotFound(f"the frame of sighting {sighting} cannot be read (source {rec.source})")
+        raise NotFound(f"the frame of sighting {sighting} cannot be read (source {public_source(rec.source)})")
     return _jpeg(draw_box(img, rec.box) if rec.box is not None else img)
 
 
@@ -541,6 +552,7 @@ def _record(gallery: Gallery, sighting: int) -> Record:
 
 def _sightings(gallery: Gallery, records: Sequence[Record]) -> list[dict[str, Any]]:
     from reidkit.search.query.report import format_time
+    from reidkit.search.storage.records import public_path, public_source
 
     tracks = gallery.tracks_by_key({(r.source_id, r.track_id) for r in records if r.track_id is not None})
     out = []
@@ -550,7 +562,7 @@ def _sightings(gallery: Gallery, records: Sequence[Record]) -> list[dict[str, An
             {
                 "id": r.id,
                 "source_id": r.source_id,
-                "source": r.source,
+                "source": public_source(r.source),
                 "camera": r.camera,
                 "timestamp": r.timestamp,
                 "time_text": format_time(r.timestamp),
@@ -558,7 +570,7 @@ def _sightings(gallery: Gallery, records: Sequence[Record]) -> list[dict[str, An
                 "box": None if r.box is None else list(r.box),
                 "track_id": r.track_id,
                 "track": None if t is None else t.id,
-                "crop": r.crop,
+                "crop": public_path(r.crop),
                 "quality": r.quality,
             }
         )

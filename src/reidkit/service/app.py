@@ -3,7 +3,8 @@
 :func:`create_app` builds a FastAPI app over one gallery folder:
 
 * ``POST /search`` (multipart: ``image`` pictures, or a ``track`` / ``sighting`` id, and the options
-  of ``reidkit search``) answers exactly the JSON of ``reidkit search --json``;
+  of ``reidkit search``) answers the JSON of ``reidkit search --json``, as a client may see it
+  (:meth:`~reidkit.search.query.search.SearchResult.public`: no server path, no credential);
   ``POST /search/html`` the same search as the HTML fragment the page shows (one rendering with
   ``reidkit search --html``: :func:`reidkit.search.query.report.render_results`).
 * ``GET /gallery`` (overview), ``/tracks/{id}``, ``/sightings/{id}``, ``/crops/{id}`` and
@@ -16,12 +17,24 @@ once, when the app is made. Searches run in a pool of ``workers`` threads (the C
 GIL; a :class:`~reidkit.search.storage.Gallery` is thread-safe) against a read-only gallery that
 follows ``reidkit ingest`` writing from another process (:class:`LiveGallery`).
 
-Safety (:mod:`reidkit.service.security`): request bodies over ``max_upload`` bytes get 413 (from the
-Content-Length header before anything is read, else as soon as the count passes it); anything that is
-not a decodable image, or has more than ``max_pixels`` pixels (decompression bombs), gets 400 before it
-is decoded; with a ``token`` every endpoint but ``/health`` and the page needs
-``Authorization: Bearer <token>``; no CORS headers unless ``cors`` origins are given; the gallery is
-only ever read.
+Safety (:mod:`reidkit.service.security`, :mod:`reidkit.service.server`):
+
+* **Nothing private goes out.** Sources are named by their public form (a file's name; a stream's URL
+  without user, password or secret parameters), crops by their path in the gallery folder, the gallery
+  by its folder's name; error messages lose every server path and credential (:func:`answering`).
+* **Pictures.** Only the documented formats are decoded (``FORMATS``: Pillow tries no other decoder);
+  a query picture may have at most ``max_pixels`` pixels and one search decode at most
+  ``max_request_pixels`` in all, both checked from the headers before any pixel is decoded; a JPEG
+  larger than the model needs is decoded at 1/2, 1/4 or 1/8 scale (draft mode). A search that decodes
+  more than ``HEAVY_PIXELS`` waits for the one decode thread, so large pictures never hold every CPU.
+* **Queues.** At most ``max_queue`` searches wait for a search thread (``HEAVY_QUEUE`` for the decode
+  thread); one more is answered 429 with Retry-After at once, not kept waiting without end.
+* **Requests.** Bodies over ``max_upload`` bytes get 413 (from Content-Length before anything is read,
+  else as soon as the count passes it), bodies that do not arrive in time 408 (``read_timeout``); the
+  Host header must name this service (``hosts``: DNS rebinding); a browser's POST from another site
+  gets 403; with a ``token`` every endpoint but ``/health`` and the page needs ``Authorization: Bearer
+  <token>``; no CORS headers unless ``cors`` origins are given; every answer says nosniff, no referrer
+  and same-origin resources, the page has a strict CSP. The gallery is only ever read.
 """
 
 from __future__ import annotations
@@ -30,8 +43,10 @@ import asyncio
 import contextlib
 import dataclasses
 import html
+import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -49,7 +64,7 @@ from reidkit.search.api import ApiError, EmptyGallery, LoadedModel, NotFound, Se
 from reidkit.search.query.search import SearchResult
 from reidkit.search.storage.gallery import Gallery
 from reidkit.search.storage.live import LiveGallery, NoGallery
-from reidkit.search.storage.records import GalleryError, Hit
+from reidkit.search.storage.records import GalleryError, Hit, public_text
 from reidkit.service.models import (
     ErrorModel,
     GalleryModel,
@@ -58,10 +73,27 @@ from reidkit.service.models import (
     SightingModel,
     TrackDetailModel,
 )
-from reidkit.service.security import MB, BearerAuth, BodyLimit, SecurityHeaders
+from reidkit.service.security import (
+    LOOPBACK_HOSTS,
+    MB,
+    BearerAuth,
+    BodyLimit,
+    HostCheck,
+    SameOrigin,
+    SecurityHeaders,
+)
 
+# The Host names an app answers to unless told: the loopback names, and the one test clients send (Starlette's
+# TestClient, schemathesis), which no DNS gives a browser. `reidkit serve` passes its own (allowed_hosts).
+DEFAULT_HOSTS = (*LOOPBACK_HOSTS, "testserver")
 MAX_UPLOAD = 10 * MB
-MAX_PIXELS = 40_000_000  # per query picture (a 7,700 x 5,200 photo); more is refused before decoding
+MAX_PIXELS = 16_000_000  # per query picture, from its header (a 4,900 x 3,265 photo; phones take 12 MP)
+MAX_REQUEST_PIXELS = 24_000_000  # decoded per search, its pictures together (a JPEG at its draft-mode size)
+HEAVY_PIXELS = 2_000_000  # a search that decodes more waits for the one decode thread
+MAX_QUEUE = 64  # searches waiting for a search thread; one more is answered 429
+HEAVY_QUEUE = 4  # searches waiting for the decode thread; one more is answered 429
+READ_TIMEOUT = 20.0  # seconds for a request body, plus one per MIN_RATE bytes of it (408)
+MIN_RATE = 10_000
 MAX_IMAGES = 16  # query pictures per search
 MAX_TOP = 2000  # candidates (k) per search: re-ranking is O(k^2)
 MAX_REVIEW = 100
@@ -80,11 +112,15 @@ def _err(status: int, detail: str) -> HTTPException:
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     words = {
-        400: "Bad request: not a decodable picture, no query, conflicting options, a malformed time.",
+        400: "Bad request: not a picture in a format read here, too many pixels, no query, conflicting options, "
+        "a malformed time; or a Host header this service does not answer to.",
         401: "Missing or wrong bearer token (only when the service was started with one).",
+        403: "A browser's request from another site (its Origin is neither this service's nor a CORS origin).",
         404: "No such id in the gallery (or, for frames, the frame cannot be read).",
+        408: "The request body did not arrive in time.",
         409: "The gallery is empty: nothing to search yet.",
         413: "Request body larger than the upload limit.",
+        429: "Too many searches waiting: try again after the Retry-After header's seconds.",
         503: "No gallery at the folder yet (build one with reidkit ingest).",
     }
     # The JSON error body spelled out (not `model=`): FastAPI would file a model under the route's media
@@ -98,73 +134,181 @@ class BadPicture(ValueError):
 
 
 @contextlib.contextmanager
-def answering() -> Iterator[None]:
+def answering(known: dict[str, str] | None = None) -> Iterator[None]:
     """The API's errors as HTTP answers: 404 no such id, 409 nothing to search yet, 503 no gallery yet,
-    400 any other bad input (the API's message as the detail)."""
+    400 any other bad input. The detail is the API's message without server paths or credentials
+    (:func:`~reidkit.search.storage.records.public_text`; ``known``: paths and the names to say instead)."""
     try:
         yield
     except NoGallery as exc:
-        raise _err(503, str(exc)) from None
+        raise _err(503, public_text(str(exc), known)) from None
     except NotFound as exc:
-        raise _err(404, str(exc)) from None
+        raise _err(404, public_text(str(exc), known)) from None
     except EmptyGallery as exc:
-        raise _err(409, str(exc)) from None
+        raise _err(409, public_text(str(exc), known)) from None
     except (ApiError, BadPicture) as exc:
-        raise _err(400, str(exc)) from None
+        raise _err(400, public_text(str(exc), known)) from None
+
+
+class Busy(HTTPException):
+    """429: a queue is full; ``Retry-After`` says when a new try has a chance."""
+
+    def __init__(self, what: str, waiting: int, retry_after: int) -> None:
+        detail = f"the service is busy ({waiting} {what} in line): try again in {retry_after} s"
+        super().__init__(429, detail, headers={"retry-after": str(retry_after)})
 
 
 # -- pictures --------------------------------------------------------------------------------------
-def decode_picture(data: bytes, name: str, max_pixels: int = MAX_PIXELS, size: tuple[int, int] | None = None) -> Any:
-    """An uploaded file as an RGB PIL image, or :class:`BadPicture`.
+class Upload(NamedTuple):
+    """A query picture as uploaded: its file name (no folders) and bytes."""
 
-    The checks are :func:`reidkit.imaging.open_picture`'s (every untrusted picture gets the same ones);
-    this only words the answer. ``size`` ``(width, height)``: resize right away, exactly as the
-    Embedder's PIL path would (bilinear), so a large photo is not kept in memory at full size.
-    """
+    name: str
+    data: bytes
+
+
+class Probed(NamedTuple):
+    """A query picture opened and checked from its header, not decoded; ``pixels``: what it decodes to."""
+
+    name: str
+    image: Any
+    pixels: int
+
+
+def _bad(exc: Any, name: str, max_pixels: int) -> BadPicture:
+    """A :class:`reidkit.imaging.PhotoError` as the service words it."""
+    w, h = exc.size or (0, 0)
+    return BadPicture(
+        {
+            "empty": f"{name}: empty file, not a picture",
+            "format": f"{name}: not a decodable picture (not an image format the service reads: {FORMATS})",
+            "too_large": f"{name}: {w} x {h} pixels is more than the limit of {max_pixels:,} pixels per picture "
+            "(refused before decoding)",
+            "bomb": f"{name}: refused as a decompression bomb ({exc.detail})",
+            "truncated": f"{name}: truncated or corrupt picture ({exc.detail})",
+        }.get(exc.kind, f"{name}: unreadable picture ({exc.detail or exc})")
+    )
+
+
+def probe_pictures(
+    uploads: Sequence[Upload],
+    max_pixels: int = MAX_PIXELS,
+    max_total: int = MAX_REQUEST_PIXELS,
+    size: tuple[int, int] | None = None,
+) -> list[Probed]:
+    """The uploads opened and checked from their headers, no pixel decoded (a millisecond), or
+    :class:`BadPicture`: :func:`reidkit.imaging.probe_picture`'s checks (a documented format, at most
+    ``max_pixels``), then at most ``max_total`` pixels to decode in all. ``size`` ``(width, height)``:
+    a JPEG is set to decode at the smallest of 1/2, 1/4, 1/8 scale that covers it (draft mode)."""
+    from reidkit.imaging import PhotoError, probe_picture
+
+    out = []
+    for u in uploads:
+        try:
+            img = probe_picture(u.data, u.name, max_pixels, draft=size)
+        except PhotoError as exc:
+            raise _bad(exc, u.name, max_pixels) from None
+        out.append(Probed(u.name, img, img.size[0] * img.size[1]))
+    total = sum(p.pixels for p in out)
+    if total > max_total:
+        raise BadPicture(
+            f"{len(out)} pictures of {total:,} pixels to decode in all: more than the {max_total:,} one search "
+            "may decode (send fewer or smaller pictures; refused before decoding)"
+        )
+    return out
+
+
+def decode_probed(picture: Probed, size: tuple[int, int] | None = None) -> Any:
+    """A probed picture decoded as an RGB PIL image (BadPicture when its pixels are bad). ``size``
+    ``(width, height)``: resized right away, exactly as the Embedder's PIL path would (bilinear), so a
+    large photo is not kept in memory at full size."""
     from PIL import Image
 
-    from reidkit.imaging import PhotoError, open_picture
+    from reidkit.imaging import PhotoError, load_picture
 
     try:
-        img, _ = open_picture(data, name, max_pixels)
+        img = load_picture(picture.image, picture.name)
     except PhotoError as exc:
-        w, h = exc.size or (0, 0)
-        raise BadPicture(
-            {
-                "empty": f"{name}: empty file, not a picture",
-                "format": f"{name}: not a decodable picture (not an image format the service reads: {FORMATS})",
-                "too_large": f"{name}: {w} x {h} pixels is more than the limit of {max_pixels:,} pixels per picture "
-                "(refused before decoding)",
-                "bomb": f"{name}: refused as a decompression bomb ({exc.detail})",
-                "truncated": f"{name}: truncated or corrupt picture ({exc.detail})",
-            }.get(exc.kind, f"{name}: unreadable picture ({exc.detail or exc})")
-        ) from None
+        raise _bad(exc, picture.name, 0) from None
     rgb = img.convert("RGB")
     if size is not None and rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
     return rgb
 
 
-class Upload(NamedTuple):
-    """A query picture as uploaded: its file name (no folders) and bytes, decoded in the search pool."""
+def decode_picture(data: bytes, name: str, max_pixels: int = MAX_PIXELS, size: tuple[int, int] | None = None) -> Any:
+    """An uploaded file as an RGB PIL image, or :class:`BadPicture` (:func:`probe_pictures`, then
+    :func:`decode_probed`)."""
+    (picture,) = probe_pictures([Upload(name, data)], max_pixels, max_pixels, size)
+    return decode_probed(picture, size)
+
+
+# -- queues --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Lane:
+    """A thread pool with a bounded line in front of it: at most ``threads + queue`` jobs inside (running
+    or waiting); one more is refused at once (:class:`Busy`, 429 with Retry-After from the mean job time).
+    Counted on the event loop, so no lock; a job leaves the line when its thread is done with it."""
 
     name: str
-    data: bytes
+    pool: ThreadPoolExecutor
+    threads: int
+    queue: int
+    inside: int = 0
+    refused: int = 0
+    mean_s: float = 0.25
+
+    def check(self) -> None:
+        """:class:`Busy` if a job would not get into the line now."""
+        if self.inside >= self.threads + self.queue:
+            self.refused += 1
+            wait = max(1, math.ceil(self.inside * self.mean_s / self.threads))
+            raise Busy(self.name, self.inside - self.threads, wait)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        self.check()
+        loop = asyncio.get_running_loop()
+
+        def timed() -> T:
+            t0 = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                self.mean_s = 0.9 * self.mean_s + 0.1 * (time.perf_counter() - t0)
+
+        future = self.pool.submit(timed)
+        self.inside += 1
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._left))
+        return await asyncio.wrap_future(future)
+
+    def _left(self) -> None:
+        self.inside -= 1
 
 
 # -- what the routes share -------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one search may cost: pixels per query picture (``max_pixels``, from the header), decoded in all
+    (``max_request_pixels``), and decoded before it goes to the decode thread (``heavy_pixels``)."""
+
+    max_pixels: int = MAX_PIXELS
+    max_request_pixels: int = MAX_REQUEST_PIXELS
+    heavy_pixels: int = HEAVY_PIXELS
+
+
 @dataclasses.dataclass
 class Service:
-    """The state of one app: the gallery that follows the writer, the query model, the search threads,
-    the page's files and the search counters (``stats``: running now, most at once, done)."""
+    """The state of one app: the gallery that follows the writer, the query model, the search and decode
+    lanes, the page's files and the search counters (``stats``: running now, most at once, done)."""
 
     live: LiveGallery
     model: LoadedModel
-    pool: ThreadPoolExecutor
-    max_pixels: int
+    searches: Lane
+    decodes: Lane
+    limits: Limits
     query_size: tuple[int, int] | None  # decode uploads straight to the model's input size (PIL resize)
     static: dict[str, bytes]
     auth: bool
+    known: dict[str, str]  # server paths and the names clients are told instead
     stats: dict[str, int] = dataclasses.field(default_factory=lambda: {"active": 0, "max_active": 0, "searches": 0})
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -172,12 +316,20 @@ class Service:
     def model_name(self) -> str | None:
         return getattr(self.model.info, "name", None)
 
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        return self.searches.pool
+
     async def in_pool(self, fn: Callable[[], T]) -> T:
+        """``fn`` in a search thread, unqueued (work that must not be refused: the page's fragments)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+
+    def answering(self) -> contextlib.AbstractContextManager[None]:
+        return answering(self.known)
 
     def leased(self, fn: Callable[[Gallery], T]) -> T:
         """``fn`` of the gallery as it is now, its errors answered (:func:`answering`)."""
-        with answering(), self.live.lease() as g:
+        with self.answering(), self.live.lease() as g:
             return fn(g)
 
     @contextlib.contextmanager
@@ -269,21 +421,35 @@ async def search_request(
 SearchForm = Annotated[SearchRequest, Depends(search_request)]
 
 
-async def _search(svc: Service, request: SearchRequest) -> SearchResult:
-    """Run the search in the pool: decode the uploads, then :func:`reidkit.search.api.search`."""
+async def _search(svc: Service, request: SearchRequest, finish: Callable[[SearchResult], T]) -> T:
+    """Run the search and ``finish`` its result in a search thread. The pictures are checked from their
+    headers here (400 at once, before any queue), then decoded in the search thread, or first in the
+    decode thread when they decode to more than ``heavy_pixels``; a full line answers 429."""
+    lim = svc.limits
+    with svc.answering():
+        probed = probe_pictures(request.pictures, lim.max_pixels, lim.max_request_pixels, svc.query_size)
 
-    def work() -> SearchResult:
-        with svc.counting(), answering():
-            pictures = [decode_picture(u.data, u.name, svc.max_pixels, svc.query_size) for u in request.pictures]
+    def decode() -> list[Any]:
+        with svc.answering():
+            return [decode_probed(p, svc.query_size) for p in probed]
+
+    pictures: list[Any] | None = None
+    if sum(p.pixels for p in probed) > lim.heavy_pixels:
+        svc.searches.check()  # no decoding for a search that would then find no place in the line
+        pictures = await svc.decodes.run(decode)
+
+    def work() -> T:
+        with svc.counting(), svc.answering():
+            decoded = decode() if pictures is None else pictures
             with svc.live.lease() as g:
-                result = api.search(g, dataclasses.replace(request, pictures=pictures), svc.model)
-        result.query_images = []  # not kept: the pictures are the client's
-        return result
+                result = api.search(g, dataclasses.replace(request, pictures=decoded), svc.model)
+            result.query_images = []  # not kept: the pictures are the client's
+            return finish(result)
 
-    return await svc.in_pool(work)
+    return await svc.searches.run(work)
 
 
-SEARCH_ERRORS = _responses(400, 404, 409, 413, 503)
+SEARCH_ERRORS = _responses(400, 403, 404, 408, 409, 413, 429, 503)
 
 
 @router.post(
@@ -296,8 +462,10 @@ async def search(svc: Svc, request: SearchForm) -> Response:
     """Search the gallery for the person in the uploaded picture(s), or for a gallery track or sighting.
 
     Appearances come grouped by camera in time order, with the match rule and the closest
-    non-matches (`near_misses`) for review. Query pictures are named by their upload file names."""
-    return JSONResponse((await _search(svc, request)).to_dict())
+    non-matches (`near_misses`) for review. Query pictures are named by their upload file names, sources
+    by their public form (a file's name; a stream's URL without credentials), the gallery by its folder's
+    name: no server path."""
+    return JSONResponse(await _search(svc, request, lambda r: r.public().to_dict()))
 
 
 @router.post(
@@ -311,15 +479,17 @@ async def search_html(svc: Svc, http: Request, request: SearchForm) -> HTMLRespo
     appearances by camera, review), with pictures as URLs of /crops/{id} and frames of /frames/{id}."""
     from reidkit.search.query.report import render_results, result_meta
 
-    result = await _search(svc, request)
     base = _base(http)
 
-    def url(hit: Hit, kind: str) -> str | None:
-        if kind == "crop":
-            return f"{base}/crops/{hit.id}"
-        return f"{base}/frames/{hit.id}" if api.has_frame(result.gallery, hit) else None
+    def render(raw: SearchResult) -> str:
+        framed = {h.id for h in _every_hit(raw) if api.has_frame(raw.gallery, h)}  # read with the server's paths
+        result = raw.public()
 
-    def render() -> str:
+        def url(hit: Hit, kind: str) -> str | None:
+            if kind == "crop":
+                return f"{base}/crops/{hit.id}"
+            return f"{base}/frames/{hit.id}" if hit.id in framed else None
+
         q = result.query
         attrs = {
             "appearances": len(result.appearances),
@@ -334,7 +504,11 @@ async def search_html(svc: Svc, http: Request, request: SearchForm) -> HTMLRespo
         body = render_results(result, url, interactive=True)
         return f'<div class="results"{data}><div class="result-meta">{meta}</div>{body}</div>'
 
-    return HTMLResponse(await svc.in_pool(render))
+    return HTMLResponse(await _search(svc, request, render))
+
+
+def _every_hit(result: SearchResult) -> list[Hit]:
+    return [*result.hits, *(a.best for a in [*result.appearances, *result.near_misses])]
 
 
 # -- gallery -----------------------------------------------------------------------------------------
@@ -420,8 +594,12 @@ def create_app(
     token: str | None = None,
     max_upload: int = MAX_UPLOAD,
     max_pixels: int = MAX_PIXELS,
+    max_request_pixels: int = MAX_REQUEST_PIXELS,
     cors: Sequence[str] | None = None,
+    hosts: Sequence[str] | None = None,
     workers: int | None = None,
+    max_queue: int = MAX_QUEUE,
+    read_timeout: float | None = READ_TIMEOUT,
     refresh_s: float = 1.0,
 ) -> FastAPI:
     """The search service over the gallery at ``gallery_dir`` (see the module docstring).
@@ -433,6 +611,13 @@ def create_app(
     counts, as in ``reidkit search``, so the answers are bit-identical to the command's (FAISS's thread
     count changes its float rounding). ``refresh_s``: how often to look for rows written by another process.
     The gallery folder need not hold a gallery yet (503 until it does).
+
+    Limits (see the module docstring): ``max_upload`` bytes per request, ``max_pixels`` per query picture,
+    ``max_request_pixels`` decoded per search, ``max_queue`` searches waiting, a body in ``read_timeout``
+    seconds plus one per 10 kB (None: no limit). ``hosts``: the Host names it answers to (default:
+    ``DEFAULT_HOSTS``, the loopback names; ``*.example.org`` a domain's, ``*`` any;
+    :func:`reidkit.service.security.allowed_hosts` gives ``reidkit serve``'s). ``cors``: browser origins
+    whose pages may call it.
     """
     from reidkit.search.query.report import RESULTS_CSS
 
@@ -443,14 +628,21 @@ def create_app(
         loaded = dataclasses.replace(loaded, info=model_info)
     static = {n: (resources.files("reidkit.service") / "static" / n).read_bytes() for n in STATIC}
     static["results.css"] = RESULTS_CSS.encode()
-    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="reidkit-search")
+    threads = workers or os.cpu_count() or 1
+    searches = Lane("searches", ThreadPoolExecutor(threads, thread_name_prefix="reidkit-search"), threads, max_queue)
+    decodes = Lane("large-picture searches", ThreadPoolExecutor(1, thread_name_prefix="reidkit-decode"), 1, HEAVY_QUEUE)
     live = _follow(gallery_dir, loaded.embedder, refresh_s)
-    svc = Service(live, loaded, pool, max_pixels, _query_size(loaded.embedder), static, auth=bool(token))
+    folder = Path(gallery_dir)
+    known = {str(folder): folder.name, str(folder.resolve()): folder.resolve().name}
+    limits = Limits(int(max_pixels), int(max_request_pixels))
+    query_size = _query_size(loaded.embedder)
+    svc = Service(live, loaded, searches, decodes, limits, query_size, static, auth=bool(token), known=known)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         yield
-        pool.shutdown(wait=True, cancel_futures=True)
+        for lane in (searches, decodes):
+            lane.pool.shutdown(wait=True, cancel_futures=True)
         live.close()
 
     app = FastAPI(
@@ -458,8 +650,8 @@ def create_app(
         version="1",
         summary="Find every appearance of a person in a reidkit gallery.",
         description=(
-            "The JSON of `POST /search` is exactly what `reidkit search --json` writes. Crops and frames are "
-            "served by sighting id. "
+            "The JSON of `POST /search` is what `reidkit search --json` writes, with sources by their public "
+            "form and no server path. Crops and frames are served by sighting id. "
             + ("Every endpoint but /health needs `Authorization: Bearer <token>`." if token else "")
         ),
         docs_url=None,  # Swagger UI loads from a CDN; the service works offline
@@ -471,13 +663,16 @@ def create_app(
     app.state.service = svc
     app.state.live, app.state.stats = live, svc.stats
     app.state.embedder, app.state.model_info = loaded.embedder, loaded.info
-    # Middleware, innermost first: body limit, then token, then security headers, then CORS (outermost,
-    # so it answers pre-flight requests, which carry no token).
-    app.add_middleware(BodyLimit, limit=int(max_upload))
+    # Middleware, innermost first: body size and time, token, same-origin POSTs, Host names, the security
+    # headers (on every answer, refusals too), then CORS (outermost, so it answers pre-flight requests,
+    # which carry no token).
+    app.add_middleware(BodyLimit, limit=int(max_upload), timeout=read_timeout, min_rate=MIN_RATE)
     if token:
         _document_token(app)
         open_paths = {"/", "/health", *(f"/static/{n}" for n in static)}
         app.add_middleware(BearerAuth, token=token, open_paths=open_paths)
+    app.add_middleware(SameOrigin, origins=list(cors or ()))
+    app.add_middleware(HostCheck, hosts=list(DEFAULT_HOSTS if hosts is None else hosts), open_paths={"/health"})
     app.add_middleware(SecurityHeaders)
     if cors:
         from fastapi.middleware.cors import CORSMiddleware

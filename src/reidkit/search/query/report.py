@@ -27,7 +27,7 @@ import numpy as np
 
 from reidkit.search.query.search import Appearance, SearchResult
 from reidkit.search.storage.media import FrameReader, cut_box, draw_box, imread
-from reidkit.search.storage.records import Hit
+from reidkit.search.storage.records import Hit, redact_uri
 
 EPOCH_CUTOFF = 1e8  # timestamps above this are Unix times (after 1973), below: seconds into a video
 MAX_FRAMES = 60  # full frames embedded per report (the best-scoring appearances get them)
@@ -71,9 +71,15 @@ def _query_text(result: SearchResult) -> str:
     q = result.query
     if q.kind == "track" and q.track is not None:
         t = q.track
-        return f"track {t.id} ({t.camera}, {t.source} #{t.track_id}, {t.n_crops} crops)"
+        return f"track {t.id} ({t.camera}, {redact_uri(t.source)} #{t.track_id}, {t.n_crops} crops)"
     names = [Path(label).name if q.kind == "images" else label for label in q.labels]
     return ", ".join(names) if len(names) <= 3 else f"{len(names)} pictures"
+
+
+def _source_name(uri: str) -> str:
+    """A source in a table: a file's or folder's name, a stream's URL without credentials."""
+    shown = redact_uri(uri)
+    return shown if "://" in shown else Path(shown).name or shown
 
 
 def match_rule(result: SearchResult) -> str:
@@ -118,7 +124,7 @@ def result_table(result: SearchResult, limit: int | None = None) -> Any:
             "" if a.z is None else f"{a.z:.1f}",
             "" if a.track_id is None else str(a.track_id),
             f"{len(a.hit_ids)}/{a.n_crops}",
-            Path(a.source).name or a.source,
+            _source_name(a.source),
             str(a.best.id),
         )
         prev = a.camera
@@ -156,7 +162,7 @@ def review_table(result: SearchResult) -> Any:
             f"{a.score:.3f}",
             "" if a.z is None else f"{a.z:.1f}",
             "" if a.track_id is None else str(a.track_id),
-            Path(a.source).name or a.source,
+            _source_name(a.source),
         )
     return table
 
@@ -441,7 +447,7 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
             + ("" if a.z is None else f" (z {a.z:.1f})")
             + "<br>"
             f"<b>track</b> {esc(track)}<br>"
-            f"<b>source</b> {esc(a.source)}{frame_no}<br>"
+            f"<b>source</b> {esc(redact_uri(a.source))}{frame_no}<br>"
             f"<b>detection</b> {b.id}{actions}</div>{frame_tag}</div>"
         )
 

@@ -36,6 +36,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import weakref
@@ -47,7 +48,16 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from reidkit.search.storage.gallery import Gallery
-from reidkit.search.storage.records import GalleryError, Hit, Track, to_seconds
+from reidkit.search.storage.records import (
+    GalleryError,
+    Hit,
+    Track,
+    public_path,
+    public_source,
+    public_text,
+    redact_uri,
+    to_seconds,
+)
 
 DEFAULT_K = 200
 RERANK_K1 = 20
@@ -154,12 +164,48 @@ class SearchResult:
         p = Path(crop)
         return p if p.is_absolute() else Path(self.gallery) / p
 
+    def public(self) -> SearchResult:
+        """The result as the search service hands it out: no server path and no credential in it. Sources
+        are :func:`~reidkit.search.storage.records.public_source` (a file's name, a stream's URL without
+        user, password or secret parameters), crops their path within the gallery folder (else their file
+        name), the gallery its folder's name, query pictures their file names; ids, times, boxes, scores
+        and the match rule are unchanged. (``reidkit search --json`` keeps the paths: the operator's own
+        machine; :meth:`to_dict` strips credentials there too.)"""
+
+        def hit(h: Hit) -> Hit:
+            return dataclasses.replace(h, source=public_source(h.source), crop=public_path(h.crop))
+
+        def app(a: Appearance) -> Appearance:
+            return dataclasses.replace(a, source=public_source(a.source), best=hit(a.best))
+
+        q = self.query
+        query = dataclasses.replace(
+            q,
+            labels=tuple(public_source(x) if q.kind == "images" else public_text(x) for x in q.labels),
+            track=None if q.track is None else dataclasses.replace(q.track, source=public_source(q.track.source)),
+            crops=tuple(c for c in (public_path(c) for c in q.crops) if c),
+        )
+        return dataclasses.replace(
+            self,
+            gallery=Path(self.gallery).name,
+            query=query,
+            threshold_source=public_text(self.threshold_source),
+            hits=[hit(h) for h in self.hits],
+            appearances=[app(a) for a in self.appearances],
+            near_misses=[app(a) for a in self.near_misses],
+            time_from={public_source(uri): basis for uri, basis in self.time_from.items()},
+            query_images=[],
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (see :meth:`from_dict`)."""
+        """A JSON-ready dict (see :meth:`from_dict`); sources without credentials (:func:`redact_uri`)."""
+        query = asdict(self.query)
+        if query["track"] is not None:
+            query["track"]["source"] = redact_uri(query["track"]["source"])
         d = {
             "gallery": self.gallery,
             "model": self.model,
-            "query": asdict(self.query),
+            "query": query,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
             "z_threshold": self.z_threshold,
@@ -176,15 +222,16 @@ class SearchResult:
             "z": self.z,
             "appearances": [self._app_dict(a) for a in self.appearances],
             "near_misses": [self._app_dict(a) for a in self.near_misses],
-            "time_from": dict(self.time_from),
+            "time_from": {redact_uri(uri): basis for uri, basis in self.time_from.items()},
         }
         return _jsonable(d)
 
     def _hit_dict(self, h: Hit) -> dict[str, Any]:
-        return {**asdict(h), "box": None if h.box is None else list(h.box), "picture": self.pictures.get(h.id)}
+        box = None if h.box is None else list(h.box)
+        return {**asdict(h), "source": redact_uri(h.source), "box": box, "picture": self.pictures.get(h.id)}
 
     def _app_dict(self, a: Appearance) -> dict[str, Any]:
-        return {**asdict(a), "best": self._hit_dict(a.best)}
+        return {**asdict(a), "source": redact_uri(a.source), "best": self._hit_dict(a.best)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchResult:

@@ -4,9 +4,12 @@ backend."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from urllib.parse import unquote
 
 
 class GalleryError(ValueError):
@@ -199,3 +202,72 @@ class SourceEvent:
     time: float
     event: str
     detail: str = ""
+
+
+# -- what a client may be told of a source --------------------------------------------------------------
+# A parameter name that says it holds a credential: user, password, key, token, secret, signature, session...
+SECRET_NAME = re.compile(
+    r"(?i)(user|usr|login|pass|pwd|secret|token|key|auth|sig|credential|session|cookie|jwt|bearer)"
+)
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()\[\]{},]+")
+_ABSOLUTE = re.compile(r"(?<![\w.~/:-])(?:/[^\s'\"<>:;,()\[\]{}]+)+")
+
+
+def _secret_pair(pair: str) -> bool:
+    name = unquote(pair.split("=", 1)[0])
+    return bool(SECRET_NAME.search(name))
+
+
+def redact_uri(uri: str) -> str:
+    """A source URI without its credentials, to show or hand out (the gallery keeps the raw one, which ingest
+    needs to reconnect): no user or password (``rtsp://user:pass@host`` -> ``rtsp://host``), no query
+    parameter whose name says it holds a secret (``apikey``, ``token``, ``password``, ``sig``, ...; the others
+    stay, ``channel=1``), the value of such a ``name=value`` in the path masked as ``***`` (cameras that
+    take ``/user=admin&password=x/``), no fragment. A local path comes back as it is."""
+    if "://" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    rest = rest.split("#", 1)[0]
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    netloc = netloc.rsplit("@", 1)[-1]  # user[:password]@ dropped
+    path = re.sub(
+        r"((?:^|[/&;?])([^/&;?=]*)=)([^/&;?]*)",
+        lambda m: m.group(1) + "***" if SECRET_NAME.search(unquote(m.group(2))) else m.group(0),
+        path,
+    )
+    kept = [p for p in re.split(r"[&;]", query) if p and not _secret_pair(p)]
+    return f"{scheme}://{netloc}{slash}{path}" + (f"?{'&'.join(kept)}" if kept else "")
+
+
+def is_url(uri: str) -> bool:
+    """A network source (``rtsp://``, ``http://`` ...), not a local file or folder (``file://`` is local)."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def public_source(uri: str) -> str:
+    """What a client of the search service is told of a source: a stream's URL without credentials
+    (:func:`redact_uri`), a local file's or folder's name without the server's folders (``lobby.avi``)."""
+    if is_url(uri):
+        return redact_uri(uri)
+    return PurePosixPath(uri.removeprefix("file://").rstrip("/")).name or uri
+
+
+def public_path(path: str | None) -> str | None:
+    """A file path as a client may see it: a path relative to the gallery folder as it is, any other (an
+    absolute path, one that climbs out with ``..``) as its file name."""
+    if not path:
+        return path
+    p = PurePosixPath(path)
+    return path if not p.is_absolute() and ".." not in p.parts else p.name
+
+
+def public_text(text: str, known: dict[str, str] | None = None) -> str:
+    """A message with no server path and no credential in it: every ``known`` string (a gallery folder, a
+    source URI) replaced by its public form, then every URL redacted (:func:`redact_uri`) and every other
+    absolute path shortened to its last part."""
+    for raw, shown in sorted((known or {}).items(), key=lambda kv: -len(kv[0])):
+        if raw:
+            text = text.replace(raw, shown)
+    text = _URL.sub(lambda m: redact_uri(m.group(0)), text)
+    return _ABSOLUTE.sub(lambda m: PurePosixPath(m.group(0)).name, text)
