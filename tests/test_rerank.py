@@ -89,3 +89,88 @@ def test_bad_arguments() -> None:
         rerank(qf, gf, k1=20)
     with pytest.raises(ValueError, match="equal width"):
         rerank(qf, gf[:, :4])
+
+
+# --- the blocked, symmetric neighbour pass and the public building blocks ---
+
+
+def _integer_features(seed: int, n: int, d: int = 6) -> np.ndarray:
+    """Small-integer features: every distance is an exact integer in any summation order, so exact
+    ties between different items are everywhere and the same whatever the blocking."""
+    return np.random.default_rng(seed).integers(-2, 3, (n, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("block", [1, 7, 32, 1000])
+def test_neighbours_are_a_stable_sort(block: int) -> None:
+    import torch
+
+    from reidkit.evaluation.rerank import neighbours
+
+    f = _integer_features(0, 90)
+    x = torch.from_numpy(f)
+    dist = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(dist, -1)  # the item itself first, whatever its duplicates
+    row_max, nn = neighbours(x, (x * x).sum(1), 12, block)
+    want = np.argsort(dist, axis=1, kind="stable")[:, :12]
+    assert np.array_equal(nn.numpy(), want)
+    np.fill_diagonal(dist, 0)
+    assert np.array_equal(row_max.numpy(), dist.max(1))
+
+
+def test_ties_follow_the_reference_order() -> None:
+    # Exact ties everywhere (integer features): the neighbour lists, hence the result, must follow the
+    # dense reference's stable sort; any other tie order moves whole k-reciprocal sets.
+    f = _integer_features(1, 140, d=5)
+    qf, gf = f[:30], f[30:]
+    want = dense_reference(qf, gf, k1=8, k2=3, lam=0.3)
+    got = rerank(qf, gf, k1=8, k2=3, lambda_value=0.3, block=16)
+    assert np.abs(got - want).max() <= 1e-5
+
+
+def test_block_size_does_not_change_the_result() -> None:
+    qf, gf = _features(3, 40, 150)
+    a = rerank(qf, gf, block=2048)
+    b = rerank(qf, gf, block=13)
+    assert np.abs(a - b).max() <= 1e-6
+
+
+def test_public_building_blocks() -> None:
+    import torch
+
+    from reidkit.evaluation import rerank as _  # noqa: F401  (the package re-exports the function)
+    from reidkit.evaluation.rerank import (
+        _as_tensor,
+        _expanded_sets,
+        _jaccard_min_sum,
+        _neighbours,
+        _weights,
+        as_tensor,
+        expanded_sets,
+        jaccard_min_sum,
+        neighbours,
+        weights,
+    )
+
+    assert (_as_tensor, _neighbours, _expanded_sets, _weights, _jaccard_min_sum) == (
+        as_tensor, neighbours, expanded_sets, weights, jaccard_min_sum,
+    )
+    qf, gf = _features(4, 10, 40)
+    x = as_tensor(np.concatenate([qf, gf]), torch.float64)
+    x_sq = (x * x).sum(1)
+    row_max, nn = neighbours(x, x_sq, 9, 16)
+    sets = expanded_sets(nn, 8)
+    v = weights(x, x_sq, row_max, sets)
+    # V rows: softmax of -d / row_max over each expanded set, as the dense reference builds them.
+    xd = x.numpy()
+    dist = ((xd[:, None] - xd[None]) ** 2).sum(-1)
+    dist /= dist.max(1, keepdims=True)
+    dense = v.toarray()
+    for i in range(len(xd)):
+        members = sets[i][sets[i] >= 0].numpy()
+        w = np.exp(-dist[i, members])
+        assert np.allclose(dense[i, members], w / w.sum(), atol=1e-12)
+        assert np.count_nonzero(dense[i]) == len(members)
+    vg = v[10:].tocsc()
+    vg.sort_indices()
+    ms = jaccard_min_sum(v[:10], vg)
+    assert np.allclose(ms, np.minimum(dense[:10, None, :], dense[None, 10:, :]).sum(-1))
