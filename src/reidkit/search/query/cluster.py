@@ -60,7 +60,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
-from reidkit.evaluation.rerank import _as_tensor, _expanded_sets, _jaccard_min_sum, _neighbours, _weights
+from reidkit.evaluation.rerank import as_tensor, expanded_sets, jaccard_min_sum, neighbours, weights
 
 if TYPE_CHECKING:
     from reidkit.search.storage.gallery import Gallery
@@ -105,12 +105,12 @@ def _encode(f: np.ndarray, k1: int, k2: int) -> _Encoding:
         raise ValueError(f"need k1 >= 1 and k2 >= 1, got {k1}, {k2}")
     if k1 + 1 > n:
         raise ValueError(f"k1={k1} needs more than {k1} items, got {n}")
-    x = _as_tensor(f, torch.float32)
+    x = as_tensor(f, torch.float32)
     x_sq = (x * x).sum(1)
     with torch.inference_mode():
-        row_max, nn_idx = _neighbours(x, x_sq, min(max(k1 + 1, k2), n), _BLOCK)
+        row_max, nn_idx = neighbours(x, x_sq, min(max(k1 + 1, k2), n), _BLOCK)
         row_max = row_max.clamp_min(torch.finfo(torch.float32).tiny)
-        v = _weights(x, x_sq, row_max, _expanded_sets(nn_idx, k1))
+        v = weights(x, x_sq, row_max, expanded_sets(nn_idx, k1))
     if k2 != 1:
         rows = np.repeat(np.arange(n), k2)
         qe = sp.csr_matrix((np.full(n * k2, 1.0 / k2), (rows, nn_idx[:, :k2].numpy().ravel())), shape=(n, n))
@@ -152,7 +152,7 @@ def reranked_distances(features: np.ndarray, *, k1: int = 20, k2: int = 6, lambd
     for s, e in _row_chunks(enc):
         for s2 in range(s, e, 256):  # also bound the chunk x N float64 block of the bincount
             e2 = min(e, s2 + 256)
-            min_sum = _jaccard_min_sum(enc.v[s2:e2], enc.v_csc)
+            min_sum = jaccard_min_sum(enc.v[s2:e2], enc.v_csc)
             block = 1.0 - min_sum / (2.0 - min_sum)
             if lambda_value > 0:
                 xb = enc.x[s2:e2]
