@@ -4,6 +4,8 @@ Added to the main app by :func:`register`."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +28,36 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)  # typer's own click's ParameterSource: compared by name
+    return getattr(source, "name", None) == "COMMANDLINE"
+
+
+def _token(ctx: typer.Context, token: str | None, token_file: Path | None) -> str | None:
+    """The token from --token-file, REIDKIT_TOKEN or --token (warned: every user of the machine sees a
+    command line in ps); None for none."""
+    if token_file is not None:
+        if _on_command_line(ctx, "token"):
+            fail("give the token once: --token-file or --token, not both")
+        try:
+            text = token_file.read_text(encoding="utf-8").strip()
+            mode = token_file.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"--token-file {token_file}: cannot read it ({getattr(exc, 'strerror', None) or exc})")
+        if not text or len(text.splitlines()) != 1:
+            fail(f"--token-file {token_file}: want the token on one line, got {'nothing' if not text else 'more'}")
+        if os.name == "posix" and mode & (stat.S_IRGRP | stat.S_IROTH):
+            warn(f"{token_file} can be read by other users of this machine (chmod 600 {token_file})")
+        return text
+    if token and _on_command_line(ctx, "token"):
+        warn(
+            "--token on a command line is visible to every user of this machine (ps): use --token-file or REIDKIT_TOKEN"
+        )
+    return token or None
+
+
 def serve_cmd(
+    ctx: typer.Context,
     gallery: Annotated[Path, typer.Option(help="Gallery folder (built by reidkit ingest; may still be empty).")],
     host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
@@ -35,7 +66,19 @@ def serve_cmd(
         typer.Option(
             envvar="REIDKIT_TOKEN",
             show_envvar=True,
-            help="Require `Authorization: Bearer <token>` on every endpoint but /health and the page.",
+            help="Require `Authorization: Bearer <token>` on every endpoint but /health and the page (prefer "
+            "--token-file or the environment variable: a command line is visible in ps).",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Read the token from this file (one line; keep it chmod 600).")
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also answer to this Host name (repeatable; *.example.org for a domain, * for any). Default: "
+            "the loopback names and the --host address (a wildcard address: this machine's names).",
         ),
     ] = None,
     weights: Weights = None,
@@ -46,18 +89,24 @@ def serve_cmd(
         list[str] | None, typer.Option("--cors", help="Allow this browser origin (repeatable; default: no CORS).")
     ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Search threads (default: the CPU count).")] = None,
+    max_queue: Annotated[
+        int, typer.Option(min=0, help="Searches that may wait for a search thread; more are answered 429.")
+    ] = 64,
+    read_timeout: Annotated[
+        float,
+        typer.Option(min=1.0, help="Seconds for a request's headers, and for its body (plus one per 10 kB)."),
+    ] = 20.0,
     refresh: Annotated[
         float, typer.Option(min=0.0, help="Seconds between looks for sightings added by reidkit ingest.")
     ] = 1.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve searches over HTTP, with a web page at / (drop a picture, see every appearance)."""
-    import uvicorn
-
     from reidkit.search.api import ApiError
     from reidkit.search.storage import GalleryError
+    from reidkit.service import server
     from reidkit.service.app import create_app
-    from reidkit.service.security import MB
+    from reidkit.service.security import MB, allowed_hosts
 
     if gallery.exists() and not gallery.is_dir():
         fail(f"{gallery} is a file, not a gallery folder")
@@ -68,16 +117,22 @@ def serve_cmd(
             style="yellow",
             highlight=False,
         )
-    if not _loopback(host) and not token:
+    secret = _token(ctx, token, token_file)
+    if not _loopback(host) and not secret:
         warn(
             f"listening on {host} without a token: anyone who can reach it can search the gallery "
-            "(set --token or REIDKIT_TOKEN)"
+            "(set --token-file or REIDKIT_TOKEN)"
         )
+    hosts = allowed_hosts(host, allow_host or ())
     with failing(ApiError, GalleryError):
         app = create_app(
-            gallery, model=model, weights=weights, backend=backend, token=token or None,
-            max_upload=int(max_upload_mb * MB), cors=cors or None, workers=workers, refresh_s=refresh,
+            gallery, model=model, weights=weights, backend=backend, token=secret, max_upload=int(max_upload_mb * MB),
+            cors=cors or None, hosts=hosts, workers=workers, max_queue=max_queue, read_timeout=read_timeout,
+            refresh_s=refresh,
         )  # fmt: skip
-    auth = "token required" if token else "no token"
-    console.print(f"serving {gallery} on http://{host}:{port}/ ({auth}; schema at /openapi.json)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    auth = "token required" if secret else "no token"
+    names = "any Host name" if "*" in hosts else "Host " + ", ".join(hosts)
+    console.print(
+        f"serving {gallery} on http://{host}:{port}/ ({auth}; {names}; schema at /openapi.json)", highlight=False
+    )
+    server.run(app, host, port, log_level=log_level, read_timeout=read_timeout)

@@ -255,6 +255,7 @@ class Lane:
     queue: int
     inside: int = 0
     refused: int = 0
+    done: int = 0
     mean_s: float = 0.25
 
     def check(self) -> None:
@@ -282,6 +283,7 @@ class Lane:
 
     def _left(self) -> None:
         self.inside -= 1
+        self.done += 1
 
 
 # -- what the routes share -------------------------------------------------------------------------------
