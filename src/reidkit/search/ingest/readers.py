@@ -55,18 +55,20 @@ class ReaderStats:
     last_error: str = ""
 
 
-def open_capture(uri: str, transport: str = "udp", timeout_s: float = 5.0) -> Any:
+def open_capture(uri: str, transport: str = "udp", timeout_s: float = 5.0, read_timeout_s: float = 3.0) -> Any:
     """A ``cv2.VideoCapture`` on ``uri`` (RTSP over ``transport``), or None when it cannot be opened within
-    ``timeout_s`` (reads time out after the same)."""
+    ``timeout_s``; a read waits at most ``read_timeout_s``. (OpenCV's timeout properties, not FFmpeg's
+    ``stimeout``/``timeout`` options, whose meaning changed across FFmpeg versions.)"""
     src: Any = int(uri) if uri.isdigit() else uri
-    ms = int(timeout_s * 1000)
+    ms, read_ms = int(timeout_s * 1000), int(read_timeout_s * 1000)
     with _OPEN_LOCK:
         old = os.environ.get(_ENV)
         if isinstance(src, str) and src.lower().startswith("rtsp"):
             os.environ[_ENV] = f"rtsp_transport;{transport}"
         try:
             api = cv2.CAP_FFMPEG if isinstance(src, str) else cv2.CAP_ANY
-            cap = cv2.VideoCapture(src, api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
+            cap = cv2.VideoCapture(src, api, params)
         finally:
             if old is None:
                 os.environ.pop(_ENV, None)
@@ -82,7 +84,10 @@ class StreamReader(threading.Thread):
     """Reads ``uri`` in a daemon thread; :meth:`take` gives the newest unread frame (see the module docstring).
 
     ``fps``: keep at most this many frames a second (the rest are ``capped``). ``on_event(kind, detail)``
-    is called (from this thread) with ``online`` / ``offline`` as the connection changes.
+    is called (from this thread) with ``online`` / ``offline`` as the connection changes. A stream that
+    sends no decodable frame for ``stall_s`` seconds is lost (a camera that goes away just stops sending
+    over UDP: nothing says so) and is reopened; reads that fail in between (garbage the decoder
+    rejects) are counted as ``errors`` and skipped.
     """
 
     def __init__(
@@ -94,12 +99,12 @@ class StreamReader(threading.Thread):
         transport: str = "udp",
         timeout_s: float = 5.0,
         backoff: tuple[float, float] = (1.0, 30.0),
-        max_read_failures: int = 3,
+        stall_s: float = 3.0,
         on_event: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__(name=f"reader-{name}", daemon=True)
         self.camera, self.uri, self.fps, self.transport = name, uri, fps, transport
-        self.timeout_s, self.backoff, self.max_read_failures = timeout_s, backoff, max_read_failures
+        self.timeout_s, self.backoff, self.stall_s = timeout_s, backoff, stall_s
         self.on_event = on_event
         self.stats = ReaderStats()
         self._halt = threading.Event()
@@ -141,7 +146,7 @@ class StreamReader(threading.Thread):
         delay = self.backoff[0]
         announced_offline = False
         while not self._halt.is_set():
-            cap = open_capture(self.uri, self.transport, self.timeout_s)
+            cap = open_capture(self.uri, self.transport, self.timeout_s, self.stall_s)
             if cap is None:
                 if not announced_offline:
                     self._event("offline", "cannot connect")
@@ -162,22 +167,25 @@ class StreamReader(threading.Thread):
             self.stats.offline_s += time.time() - self._offline_since
 
     def _read_until_failure(self, cap: Any) -> str:
-        failures = 0
+        last_good = time.monotonic()
         last_kept = 0.0
         gap = 1.0 / self.fps if self.fps else 0.0
         while not self._halt.is_set():
+            t_read = time.monotonic()
             try:
                 ok, img = cap.read()
+                # a read that waited out the timeout and still "succeeded" hands back the decoder's last
+                # frame after the stream stopped (measured: the first two after a camera goes away)
+                ok = ok and time.monotonic() - t_read < 0.9 * self.stall_s
             except cv2.error as exc:  # a garbage frame the decoder chokes on: counted, not fatal
                 ok, img = False, None
                 self.stats.last_error = str(exc).strip().splitlines()[-1]
             if not ok or img is None or img.ndim != 3:
-                failures += 1
                 self.stats.errors += 1
-                if failures >= self.max_read_failures:
-                    return "stream ended or stopped sending frames"
+                if time.monotonic() - last_good >= self.stall_s:
+                    return f"no frame for {self.stall_s:g} s (stream ended or camera gone)"
                 continue
-            failures = 0
+            last_good = time.monotonic()
             now = time.time()
             self._index += 1
             self.stats.read += 1
