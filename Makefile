@@ -11,7 +11,7 @@ export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test demo bench lint peer vtest chromium
+.PHONY: install test demo bench lint peer vtest chromium rtsp
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -33,13 +33,21 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "note: $(CHROMIUM) not installed (needs apt-get as root); the browser test will skip"; }
 
+# A real RTSP server on loopback for the live-camera tests (tests/rtsp.py): ffmpeg publishes, Debian's
+# rtsp-server-perl relays, OpenCV reads.
+rtsp:
+	@{ command -v ffmpeg && command -v rtsp-server-perl; } >/dev/null || { command -v apt-get >/dev/null && \
+	  [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq ffmpeg rtsp-server-perl >/dev/null) || \
+	  echo "note: ffmpeg/rtsp-server-perl not installed (needs apt-get as root); the live-camera tests will skip"; }
+
 install: $(STAMP) vtest
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/lint-imports
 
-test: lint chromium
+test: lint chromium rtsp
 	$(PY) -m pytest
 
 demo: install

@@ -1,12 +1,14 @@
-"""Shared fixtures: the real datasets and weights under ``$REIDKIT_DATA`` / ``$REIDKIT_WEIGHTS``.
+"""Shared fixtures: the real datasets and weights under ``$REIDKIT_DATA`` / ``$REIDKIT_WEIGHTS``, and
+live cameras (``rtsp_server``, ``rtsp_clip``: a real RTSP server on loopback, see tests/rtsp.py).
 
-Tests that need them skip with a reason when they are absent, unless ``REIDKIT_REQUIRE_DATA=1``
-(as in CI), where a missing asset fails the test instead.
+Tests that need them (or ffmpeg, rtsp-server-perl, vtest.avi) skip with a reason when they are absent,
+unless ``REIDKIT_REQUIRE_DATA=1`` (as in CI), where a missing asset fails the test instead.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,3 +45,41 @@ def weights_root() -> Path:
         "reid/osnet_x0_25_market1501.pth",
         "set REIDKIT_WEIGHTS to the folder holding reid/osnet_x0_25_market1501.pth",
     )
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("REIDKIT_REQUIRE_DATA") == "1":
+        pytest.fail(f"REIDKIT_REQUIRE_DATA=1 but: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def rtsp_server(tmp_path_factory):
+    """A real RTSP server on loopback (``tests/rtsp.py``'s ``RtspServer``), one per test module, stopped
+    with every publisher at the module's end. ``rtsp_server.publish(name, rtsp_clip())`` gives a URL."""
+    import rtsp
+
+    missing = rtsp.missing_tools()
+    if missing:
+        _unavailable(f"{', '.join(missing)} missing: apt-get install -y ffmpeg rtsp-server-perl (or make rtsp)")
+    with rtsp.RtspServer(tmp_path_factory.mktemp("rtsp")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rtsp_clip(tmp_path_factory):
+    """``rtsp_clip(variant="asis", seconds=20, start=0)``: a cut of vtest.avi encoded for publishing
+    (``rtsp.encode_clip``; each distinct cut encoded once per session)."""
+    import rtsp
+
+    if not rtsp.VTEST.is_file():
+        _unavailable(f"{rtsp.VTEST} missing: apt-get install opencv-doc (or set REIDKIT_VTEST)")
+    if shutil.which("ffmpeg") is None:
+        _unavailable("ffmpeg missing: apt-get install -y ffmpeg (or make rtsp)")
+    folder = tmp_path_factory.mktemp("clips")
+
+    def clip(variant: str = "asis", *, seconds: float = 20, start: float = 0) -> Path:
+        out = folder / f"vtest-{variant}-{start:g}-{seconds:g}.mp4"
+        return rtsp.encode_clip(rtsp.VTEST, out, seconds=seconds, start=start, variant=variant)
+
+    return clip
