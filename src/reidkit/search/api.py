@@ -199,7 +199,7 @@ def run_ingest(
     :data:`reidkit.search.ingest.report.ProgressFn`. ApiError when the gallery cannot be opened."""
     from reidkit.imaging import ImageError
     from reidkit.search.ingest.detect import build_detector
-    from reidkit.search.ingest.live import LiveIngest
+    from reidkit.search.ingest.live import LiveIngest, LiveOptions
     from reidkit.search.ingest.pipeline import ingest
     from reidkit.search.ingest.sources import SourceError
     from reidkit.search.storage import Gallery, GalleryError
@@ -216,8 +216,9 @@ def run_ingest(
         if plan.live:
             # a detector of its own: OpenCV's networks are not safe to share between threads
             det = build_detector(plan.detector_name or "hog", **plan.detector_opts) if plan.jobs else plan.detector
-            engine = LiveIngest(g, plan.live, model.embedder, det, batch_size=plan.options.get("batch_size", 64),
-                                crops_per_track=plan.options.get("crops_per_track", 4), progress=progress)  # fmt: skip
+            opts = LiveOptions(batch_size=plan.options.get("batch_size", 64),
+                               crops_per_track=plan.options.get("crops_per_track", 4))  # fmt: skip
+            engine = LiveIngest(g, plan.live, model.embedder, det, opts, progress)
             thread = threading.Thread(target=lambda: reports.extend(engine.run(stop, duration)), name="live-ingest")
             thread.start()
         for source, sidecar, camera in plan.jobs:

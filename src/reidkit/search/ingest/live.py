@@ -165,6 +165,23 @@ class _Writer(threading.Thread):
             cam.report.crops += len(tc.crops)
 
 
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a live run behaves: ``tracker`` options, crops kept per track and their spacing, ``idle_s``
+    between detections of a still scene, crops per embedding batch, seconds between commits, stream open
+    and stall timeouts, reconnect backoff (first, longest wait)."""
+
+    tracker: dict[str, Any] = field(default_factory=dict)
+    crops_per_track: int = 4
+    min_gap_s: float = 0.5
+    idle_s: float = 2.0
+    batch_size: int = 64
+    commit_interval: float = 2.0
+    open_timeout_s: float = 5.0
+    stall_s: float = 3.0
+    backoff: tuple[float, float] = (1.0, 30.0)
+
+
 class LiveIngest:
     """Ingest ``cameras`` (``(name, uri, fps, transport)`` each) into ``gallery`` until stopped; see the
     module docstring. :meth:`run` returns one :class:`IngestReport` per camera (``live`` holds its
@@ -176,36 +193,30 @@ class LiveIngest:
         cameras: Sequence[Any],
         embedder: FeatureExtractor,
         detector: Detector,
-        *,
-        tracker_opts: dict[str, Any] | None = None,
-        crops_per_track: int = 4,
-        min_gap_s: float = 0.5,
-        idle_s: float = 2.0,
-        batch_size: int = 64,
-        commit_interval: float = 2.0,
-        reader_timeout_s: float = 5.0,
-        backoff: tuple[float, float] = (1.0, 30.0),
+        options: LiveOptions | None = None,
         progress: ProgressFn | None = None,
     ) -> None:
-        self.gallery, self.embedder, self.detector = gallery, embedder, detector
-        self.idle_s, self.progress = idle_s, progress
-        self.writer = _Writer(gallery, embedder, batch_size, commit_interval)
+        o = self.options = options or LiveOptions()
+        self.gallery, self.embedder, self.detector, self.progress = gallery, embedder, detector, progress
+        self.writer = _Writer(gallery, embedder, o.batch_size, o.commit_interval)
         self.events: queue.Queue[tuple[int, str, str, float]] = queue.Queue()
-        self.cams: list[CameraRun] = []
-        for c in cameras:
-            rec, _ = gallery.register(c.uri, c.name, c.fps, f"stream:{c.uri}", live=True)
-            gallery.set_source_status(rec.id, "ingesting")
-            sid = rec.id
+        self.cams = [self._camera(c) for c in cameras]
 
-            def on_event(kind: str, detail: str, sid: int = sid) -> None:
-                self.events.put((sid, kind, detail, time.time()))
+    def _camera(self, c: Any) -> CameraRun:
+        """Register camera ``c`` (name, uri, fps, transport) and set up its stages."""
+        o, g = self.options, self.gallery
+        rec, _ = g.register(c.uri, c.name, c.fps, f"stream:{c.uri}", live=True)
+        g.set_source_status(rec.id, "ingesting")
 
-            reader = StreamReader(c.name, c.uri, fps=c.fps, transport=getattr(c, "transport", "udp"),
-                                  timeout_s=reader_timeout_s, backoff=backoff, on_event=on_event)  # fmt: skip
-            report = IngestReport(c.uri, c.name, sid, "ingesting", mode="live")
-            cropper = TrackCropper(max_crops=crops_per_track, min_gap_s=min_gap_s, camera=c.name)
-            tracker = Tracker(**(tracker_opts or {}))
-            self.cams.append(CameraRun(c.name, c.uri, sid, reader, tracker, cropper, gallery.max_track_id(sid), report))
+        def on_event(kind: str, detail: str, sid: int = rec.id) -> None:
+            self.events.put((sid, kind, detail, time.time()))
+
+        transport = getattr(c, "transport", "udp")
+        reader = StreamReader(c.name, c.uri, fps=c.fps, transport=transport, timeout_s=o.open_timeout_s,
+                              stall_s=o.stall_s, backoff=o.backoff, on_event=on_event)  # fmt: skip
+        cropper = TrackCropper(max_crops=o.crops_per_track, min_gap_s=o.min_gap_s, camera=c.name)
+        report = IngestReport(c.uri, c.name, rec.id, "ingesting", mode="live")
+        return CameraRun(c.name, c.uri, rec.id, reader, Tracker(**o.tracker), cropper, g.max_track_id(rec.id), report)
 
     def _log_events(self) -> None:
         while True:
@@ -238,7 +249,7 @@ class LiveIngest:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 self._log_events()
                 batch = [(cam, f) for cam in self.cams if (f := cam.reader.take()) is not None]
-                batch = [(cam, f) for cam, f in batch if cam.due(f, self.idle_s)]
+                batch = [(cam, f) for cam, f in batch if cam.due(f, self.options.idle_s)]
                 if batch:
                     found = detect_batch(self.detector, [f.image_bgr for _, f in batch])
                     now = time.time()
