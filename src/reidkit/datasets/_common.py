@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from reidkit.datasets.base import DatasetError, Sample, relabel
+from reidkit.datasets.base import DatasetError, ReIDDataset, Sample, relabel
 from reidkit.paths import DATA_ENV, data_root
 
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -15,6 +15,8 @@ IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif",
 # Market-style names: ``<pid>_c<cam>...`` with pid possibly -1, e.g. 0002_c1s1_000451_03.jpg,
 # 0001_c2_f0046182.jpg (Duke), 0001_c1_1.png (CUHK03-NP). Only the prefix carries labels.
 MARKET_STYLE = re.compile(r"(-?\d+)_c(\d+)(?![0-9])")
+# The split folders of a Market-style release (Market-1501, DukeMTMC-reID, CUHK03-NP, ...).
+MARKET_SPLITS = ("bounding_box_train", "query", "bounding_box_test")
 
 
 def is_image_name(name: str) -> bool:
@@ -88,6 +90,29 @@ def market_style_splits(
         scan_market_style(folder / query, example),
         scan_market_style(folder / gallery, example),
     )
+
+
+def load_market_style(
+    root: str | os.PathLike[str] | None,
+    name: str,
+    folders: Sequence[str],
+    what: str,
+    layout: str,
+    example: str,
+    *,
+    notes: str | None = None,
+    count_junk: bool = False,
+) -> ReIDDataset:
+    """Load a release in the Market-1501 layout (:data:`MARKET_SPLITS`, names like ``example``).
+
+    The folder is found as :func:`locate` finds it (``root`` or ``root/<one of folders>``; ``what``
+    and ``layout`` word the error when it is missing). The dataset is called ``name``; its notes are
+    ``notes`` (default ``what``), followed with ``count_junk`` by the :func:`junk_note` of its test splits.
+    """
+    folder = locate(root, folders, MARKET_SPLITS, what, layout)
+    train, query, gallery = market_style_splits(folder, example, *MARKET_SPLITS)
+    junk = junk_note(query, gallery) if count_junk else ""
+    return ReIDDataset(name, folder, train, query, gallery, "; ".join(filter(None, [notes or what, junk])))
 
 
 def relabel_keep_origin(samples: Sequence[Sample]) -> list[Sample]:

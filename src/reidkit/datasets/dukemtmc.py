@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import os
 
-from reidkit.datasets._common import locate, market_style_splits
+from reidkit.datasets._common import MARKET_SPLITS, load_market_style
 from reidkit.datasets.base import ReIDDataset
 
 NAME = "dukemtmc"
 FOLDERS = ("dukemtmc-reid/DukeMTMC-reID", "DukeMTMC-reID", "dukemtmc-reid", "dukemtmc")
-SPLITS = ("bounding_box_train", "query", "bounding_box_test")
+SPLITS = MARKET_SPLITS
 LAYOUT = "dukemtmc-reid/DukeMTMC-reID/ with bounding_box_train/, query/ and bounding_box_test/"
 EXAMPLE = "0001_c2_f0046182.jpg"
 
 
 def load(root: str | os.PathLike[str] | None = None) -> ReIDDataset:
     """Load DukeMTMC-reID from ``root`` (the folder holding ``dukemtmc-reid/``, or the release)."""
-    folder = locate(root, FOLDERS, SPLITS, "DukeMTMC-reID", LAYOUT)
-    train, query, gallery = market_style_splits(folder, EXAMPLE, *SPLITS)
-    return ReIDDataset(NAME, folder, train, query, gallery, "DukeMTMC-reID")
+    return load_market_style(root, NAME, FOLDERS, "DukeMTMC-reID", LAYOUT, EXAMPLE)

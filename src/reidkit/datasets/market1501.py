@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import os
 
-from reidkit.datasets._common import junk_note, locate, market_style_splits
+from reidkit.datasets._common import MARKET_SPLITS, load_market_style
 from reidkit.datasets.base import ReIDDataset
 
 NAME = "market1501"
 FOLDERS = ("market1501", "Market-1501-v15.09.15", "market1501/Market-1501-v15.09.15", "Market-1501")
-SPLITS = ("bounding_box_train", "query", "bounding_box_test")
+SPLITS = MARKET_SPLITS
 LAYOUT = "market1501/ with bounding_box_train/, query/ and bounding_box_test/"
 EXAMPLE = "0002_c1s1_000451_03.jpg"
 
 
 def load(root: str | os.PathLike[str] | None = None) -> ReIDDataset:
     """Load Market-1501 from ``root`` (the folder holding ``market1501/``, or that folder)."""
-    folder = locate(root, FOLDERS, SPLITS, "Market-1501", LAYOUT)
-    train, query, gallery = market_style_splits(folder, EXAMPLE, *SPLITS)
-    notes = "; ".join(filter(None, ["Market-1501", junk_note(query, gallery)]))
-    return ReIDDataset(NAME, folder, train, query, gallery, notes)
+    return load_market_style(root, NAME, FOLDERS, "Market-1501", LAYOUT, EXAMPLE, count_junk=True)

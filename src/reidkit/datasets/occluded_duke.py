@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from reidkit.datasets import dukemtmc
-from reidkit.datasets._common import locate, market_style_splits
+from reidkit.datasets._common import load_market_style
 from reidkit.datasets.base import ReIDDataset
 
 NAME = "occluded_duke"
@@ -21,6 +21,4 @@ LAYOUT = "Occluded_Duke/ with bounding_box_train/, query/ and bounding_box_test/
 
 def load(root: str | os.PathLike[str] | None = None) -> ReIDDataset:
     """Load Occluded-DukeMTMC from ``root`` (the folder holding ``Occluded_Duke/``, or it)."""
-    folder = locate(root, FOLDERS, SPLITS, "Occluded-DukeMTMC", LAYOUT)
-    train, query, gallery = market_style_splits(folder, dukemtmc.EXAMPLE, *SPLITS)
-    return ReIDDataset(NAME, folder, train, query, gallery, "Occluded-DukeMTMC")
+    return load_market_style(root, NAME, FOLDERS, "Occluded-DukeMTMC", LAYOUT, dukemtmc.EXAMPLE)
