@@ -142,3 +142,18 @@ def test_kill_9_then_a_rerun_continues(rtsp_server, rtsp_clip, tmp_path: Path) -
         rows = [(r.track_id, r.frame) for r in g.records()]
         assert len(rows) > before and len(set(rows)) == len(rows)  # appended, no (track, frame) twice
         assert [s.status for s in g.sources()] == ["stopped"]
+
+
+def test_a_file_beside_a_stream_and_duration(rtsp_server, rtsp_clip, tmp_path: Path) -> None:
+    """A file listed with the streams is ingested whole, as fast as the machine allows; --duration ends the run."""
+    short = rtsp_clip("asis", seconds=4, start=20)
+    cams = _cameras(tmp_path / "cams.yaml", {"cam5": rtsp_server.publish("cam5", rtsp_clip("mirror", seconds=30)),
+                                             "archive": str(short)})  # fmt: skip
+    p = _start(tmp_path, cams, tmp_path / "g", "--duration", "12")
+    rc = p.wait(timeout=120)
+    assert rc == 0, (tmp_path / "out.txt").read_text()
+    report = {r["camera"]: r for r in json.loads((tmp_path / "report.json").read_text())["reports"]}
+    archive = report["archive"]
+    assert archive["status"] == "done" and archive["frames"] == 40 and archive["live"] is None
+    assert report["cam5"]["status"] == "stopped" and report["cam5"]["live"]["detected"] > 10
+    assert set(_sightings_by_camera(tmp_path / "g")) == {"archive", "cam5"}
