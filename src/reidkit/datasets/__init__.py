@@ -15,7 +15,7 @@ import inspect
 import os
 from collections.abc import Callable
 
-from reidkit.datasets import cuhk03, dukemtmc, folder, market1501, msmt17, occluded_duke
+from reidkit.datasets import cuhk03, folder, msmt17
 from reidkit.datasets._common import relabel_keep_origin
 from reidkit.datasets.base import (
     JUNK_PID,
@@ -29,11 +29,10 @@ from reidkit.datasets.base import (
     split_stats,
 )
 from reidkit.datasets.folder import validate
+from reidkit.datasets.market_style import RELEASES
 
 _LOADERS: dict[str, Callable[..., ReIDDataset]] = {
-    "market1501": market1501.load,
-    "dukemtmc": dukemtmc.load,
-    "occluded_duke": occluded_duke.load,
+    **{name: release.load for name, release in RELEASES.items()},  # market1501, dukemtmc, occluded_duke
     "cuhk03": cuhk03.load,
     "msmt17": msmt17.load,
     "folder": folder.load,

@@ -17,6 +17,7 @@ IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif",
 MARKET_STYLE = re.compile(r"(-?\d+)_c(\d+)(?![0-9])")
 # The split folders of a Market-style release (Market-1501, DukeMTMC-reID, CUHK03-NP, ...).
 MARKET_SPLITS = ("bounding_box_train", "query", "bounding_box_test")
+_MARKET_FOLDERS = "bounding_box_train/, query/ and bounding_box_test/"
 
 
 def is_image_name(name: str) -> bool:
@@ -95,21 +96,21 @@ def market_style_splits(
 def load_market_style(
     root: str | os.PathLike[str] | None,
     name: str,
-    folders: Sequence[str],
     what: str,
-    layout: str,
     example: str,
+    folders: Sequence[str],
     *,
     notes: str | None = None,
     count_junk: bool = False,
 ) -> ReIDDataset:
     """Load a release in the Market-1501 layout (:data:`MARKET_SPLITS`, names like ``example``).
 
-    The folder is found as :func:`locate` finds it (``root`` or ``root/<one of folders>``; ``what``
-    and ``layout`` word the error when it is missing). The dataset is called ``name``; its notes are
-    ``notes`` (default ``what``), followed with ``count_junk`` by the :func:`junk_note` of its test splits.
+    The folder is found as :func:`locate` finds it: ``root`` or ``root/<one of folders>``; when it is
+    missing, the error names ``what`` and the layout under ``folders[0]``. The dataset is called
+    ``name``; its notes are ``notes`` (default ``what``), followed with ``count_junk`` by the
+    :func:`junk_note` of its test splits.
     """
-    folder = locate(root, folders, MARKET_SPLITS, what, layout)
+    folder = locate(root, folders, MARKET_SPLITS, what, f"{folders[0]}/ with {_MARKET_FOLDERS}")
     train, query, gallery = market_style_splits(folder, example, *MARKET_SPLITS)
     junk = junk_note(query, gallery) if count_junk else ""
     return ReIDDataset(name, folder, train, query, gallery, "; ".join(filter(None, [notes or what, junk])))

@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reidkit.datasets._common import MARKET_SPLITS, load_market_style
+from reidkit.datasets._common import load_market_style
 from reidkit.datasets.base import DatasetError, ReIDDataset
 
 NAME = "cuhk03"
 VARIANTS = ("labeled", "detected")
-SPLITS = MARKET_SPLITS
 EXAMPLE = "0001_c1_1.png"
 
 
@@ -32,5 +31,4 @@ def load(root: str | os.PathLike[str] | None = None, variant: str = "labeled") -
     folders = tuple(
         f"{parent}{variant}" for parent in ("cuhk03-np/", "cuhk03_np/", "cuhk03/cuhk03-np/", "")
     )
-    layout = f"cuhk03-np/{variant}/ with bounding_box_train/, query/ and bounding_box_test/"
-    return load_market_style(root, NAME, folders, "CUHK03-NP", layout, EXAMPLE, notes=f"CUHK03-NP {variant}")
+    return load_market_style(root, NAME, "CUHK03-NP", EXAMPLE, folders, notes=f"CUHK03-NP {variant}")
