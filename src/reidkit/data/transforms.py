@@ -8,6 +8,7 @@ normalise, the same pixels as :class:`reidkit.embed.Preprocess` gives at inferen
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from torchvision.transforms import v2 as T
 
 from reidkit.embed import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["KeypointTrainTransform", "build_test_transform", "build_train_transform"]
+__all__ = ["KeypointTrainTransform", "TrainAugmentation", "build_test_transform", "build_train_transform"]
 
 
 def _to_normalised() -> list[T.Transform]:
@@ -27,24 +28,37 @@ def _to_normalised() -> list[T.Transform]:
     ]
 
 
-def build_train_transform(
-    height: int = 256,
-    width: int = 128,
-    hflip: float = 0.5,
-    pad: int = 10,
-    random_erasing: float = 0.5,
-    erasing_scale: Sequence[float] = (0.02, 0.4),
-    erasing_ratio: Sequence[float] = (0.3, 3.33),
-) -> T.Compose:
-    """PIL image -> augmented, normalised ``(3, height, width)`` float32 tensor."""
-    ops: list[T.Transform] = [T.Resize((height, width), interpolation=InterpolationMode.BILINEAR)]
-    if hflip > 0:
-        ops.append(T.RandomHorizontalFlip(p=hflip))
-    if pad > 0:
-        ops += [T.Pad(pad), T.RandomCrop((height, width))]
+@dataclass(frozen=True)
+class TrainAugmentation:
+    """The train augmentation's settings (BoT defaults), the one list of them that
+    :func:`build_train_transform` and :class:`KeypointTrainTransform` take: resize to ``height`` x
+    ``width``, horizontal flip with probability ``hflip``, pad by ``pad`` px and random crop back,
+    random erasing with probability ``random_erasing`` (area ``erasing_scale``, aspect ``erasing_ratio``).
+    """
+
+    height: int = 256
+    width: int = 128
+    hflip: float = 0.5
+    pad: int = 10
+    random_erasing: float = 0.5
+    erasing_scale: Sequence[float] = (0.02, 0.4)
+    erasing_ratio: Sequence[float] = (0.3, 3.33)
+
+
+def build_train_transform(height: int = 256, width: int = 128, **augmentation: Any) -> T.Compose:
+    """PIL image -> augmented, normalised ``(3, height, width)`` float32 tensor; ``augmentation``: the
+    other :class:`TrainAugmentation` settings (``hflip``, ``pad``, ``random_erasing``, ``erasing_scale``,
+    ``erasing_ratio``)."""
+    a = TrainAugmentation(height, width, **augmentation)
+    ops: list[T.Transform] = [T.Resize((a.height, a.width), interpolation=InterpolationMode.BILINEAR)]
+    if a.hflip > 0:
+        ops.append(T.RandomHorizontalFlip(p=a.hflip))
+    if a.pad > 0:
+        ops += [T.Pad(a.pad), T.RandomCrop((a.height, a.width))]
     ops += _to_normalised()
-    if random_erasing > 0:
-        ops.append(T.RandomErasing(p=random_erasing, scale=tuple(erasing_scale), ratio=tuple(erasing_ratio), value=0))
+    if a.random_erasing > 0:
+        scale, ratio = tuple(a.erasing_scale), tuple(a.erasing_ratio)
+        ops.append(T.RandomErasing(p=a.random_erasing, scale=scale, ratio=ratio, value=0))
     return T.Compose(ops)
 
 
@@ -63,26 +77,21 @@ class KeypointTrainTransform:
     + random crop shifts them; random erasing blanks the image *and* the keypoint maps inside the
     rectangle (a pose model would not see a keypoint under an occluder). Randomness comes from the
     torch RNG, as the other transforms (so :class:`reidkit.data.loaders.SeededBatches` seeds it).
+    ``augmentation``: the :class:`TrainAugmentation` settings past ``height`` and ``width``;
+    ``sigma_px``: the keypoint maps' Gaussian radius (default: the pose source's, scaled to ``height``).
     """
 
     wants_keypoints = True
 
     def __init__(
-        self,
-        height: int = 256,
-        width: int = 128,
-        hflip: float = 0.5,
-        pad: int = 10,
-        random_erasing: float = 0.5,
-        erasing_scale: Sequence[float] = (0.02, 0.4),
-        erasing_ratio: Sequence[float] = (0.3, 3.33),
-        sigma_px: float | None = None,
+        self, height: int = 256, width: int = 128, *, sigma_px: float | None = None, **augmentation: Any
     ) -> None:
         from reidkit.pose.source import SIGMA, STRIDE
 
-        self.size = (height, width)
-        self.hflip, self.pad, self.erasing = hflip, pad, random_erasing
-        self.erasing_scale, self.erasing_ratio = tuple(erasing_scale), tuple(erasing_ratio)
+        a = TrainAugmentation(height, width, **augmentation)
+        self.size = (a.height, a.width)
+        self.hflip, self.pad, self.erasing = a.hflip, a.pad, a.random_erasing
+        self.erasing_scale, self.erasing_ratio = tuple(a.erasing_scale), tuple(a.erasing_ratio)
         self.sigma = sigma_px if sigma_px is not None else SIGMA * STRIDE * height / 256
         self.normalise = T.Compose(_to_normalised())
 
