@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reidkit.models.backbones.layers import Conv2dSame
 from reidkit.models.backbones.torchreid_common import TorchreidHead, init_params
 
 __all__ = [
@@ -40,19 +41,12 @@ _LAYERS = (2, 2, 2)
 
 
 class ConvLayer(nn.Module):
-    """Conv (no bias) + BatchNorm + ReLU."""
+    """Conv (no bias, padding ``(kernel_size - 1) // 2``) + BatchNorm + ReLU; ``conv``: ``stride``, ``groups``
+    (the conv is a :class:`~reidkit.models.backbones.layers.Conv2dSame` with symmetric padding)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
-        groups: int = 1,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, **conv: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
+        self.conv = Conv2dSame(in_channels, out_channels, kernel_size, tf_same=False, **conv)
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
 
@@ -155,7 +149,7 @@ class _OSNetTrunk(nn.Module):
     def __init__(self, channels: tuple[int, int, int, int], layers: tuple[int, int, int] = _LAYERS) -> None:
         super().__init__()
         c0, c1, c2, c3 = channels
-        self.conv1 = ConvLayer(3, c0, 7, stride=2, padding=3)
+        self.conv1 = ConvLayer(3, c0, 7, stride=2)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.conv2 = _make_stage(layers[0], c0, c1, reduce_spatial_size=True)
         self.conv3 = _make_stage(layers[1], c1, c2, reduce_spatial_size=True)
