@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from reidkit.models.heads import POOLINGS, BNNeck, make_classifier
+from reidkit.models.heads import POOLINGS, BNNeck, ResettableClassifier, make_classifier
 
 __all__ = ["NECKS", "ReIDBaseline"]
 
@@ -19,7 +19,7 @@ def _no_neck(num_features: int) -> nn.Module:
 NECKS: dict[str, Callable[[int], nn.Module]] = {"bnneck": BNNeck, "none": _no_neck}
 
 
-class ReIDBaseline(nn.Module):
+class ReIDBaseline(ResettableClassifier, nn.Module):
     """Strong-baseline re-id model around any backbone returning ``(N, C, H, W)`` maps.
 
     ``forward(x)``:
@@ -51,14 +51,11 @@ class ReIDBaseline(nn.Module):
         self.neck = NECKS[neck](dim)
         self.feat_dim = dim
         self.feat_after_bn = feat_after_bn
-        self.num_classes = 0
-        self.classifier: nn.Linear | None = None
         self.reset_classifier(num_classes)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a fresh one for ``num_classes`` (0 removes it)."""
-        self.num_classes = num_classes
-        self.classifier = make_classifier(self.feat_dim, num_classes) if num_classes > 0 else None
+    def new_classifier(self, num_classes: int) -> nn.Linear:
+        """The BoT classifier on the embedding: bias-free, ``N(0, 0.001)``."""
+        return make_classifier(self.feat_dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         feat = self.pool(self.backbone(x))

@@ -1,11 +1,12 @@
-"""Re-id heads: global pooling (avg, max, GeM), the BNNeck and the bias-free classifier."""
+"""Re-id heads: global pooling (avg, max, GeM), the BNNeck, the bias-free classifier and the way a
+model replaces its classifier (:class:`ResettableClassifier`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["POOLINGS", "BNNeck", "GeM", "GlobalAvgPool", "GlobalMaxPool", "make_classifier"]
+__all__ = ["POOLINGS", "BNNeck", "GeM", "GlobalAvgPool", "GlobalMaxPool", "ResettableClassifier", "make_classifier"]
 
 
 class GlobalAvgPool(nn.Module):
@@ -65,3 +66,24 @@ def make_classifier(in_features: int, num_classes: int) -> nn.Linear:
     fc = nn.Linear(in_features, num_classes, bias=False)
     nn.init.normal_(fc.weight, std=0.001)
     return fc
+
+
+class ResettableClassifier:
+    """Mixin for an ``nn.Module`` with an identity classifier sized by the number of classes.
+
+    The model says how a classifier is made (:meth:`new_classifier`); :meth:`reset_classifier` (called
+    by the model's ``__init__``, and to train on other identities) sets ``num_classes`` and replaces
+    ``classifier`` by a fresh one, or by None for 0 classes.
+    """
+
+    num_classes: int
+    classifier: nn.Module | None
+
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        """A fresh classifier for ``num_classes`` (> 0) identities."""
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a fresh one for ``num_classes`` identities (0 removes it)."""
+        self.num_classes = num_classes
+        self.classifier = self.new_classifier(num_classes) if num_classes > 0 else None

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidkit.models.heads import ResettableClassifier
 from reidkit.pose.skeleton import EDGES, GLOBAL, NUM_LOCAL, adjacency
 
 K = NUM_LOCAL + 1
@@ -231,7 +232,7 @@ class _NodeLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-class HOReIDNet(nn.Module):
+class HOReIDNet(ResettableClassifier, nn.Module):
     """HOReID around a backbone returning ``(N, C, h, w)`` maps.
 
     Input: ``(N, 3 + 13, H, W)``: the normalised RGB image and the 13 keypoint channels of
@@ -272,19 +273,14 @@ class HOReIDNet(nn.Module):
         self.topology = GraphMatching(c, gm_hidden) if topology else None
         self.verifier = Verifier(c) if topology else None
         self.feat_dim = K * c
-        self.num_classes = 0
-        self.classifier: nn.ModuleDict | None = None
         self.reset_classifier(num_classes)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Per-node identity classifiers for the semantic (and relation) nodes (0 removes them)."""
-        self.num_classes = num_classes
-        self.classifier = None
-        if num_classes > 0:
-            heads = {"semantic": _NodeLinear(K, self.channels, num_classes)}
-            if self.relation is not None:
-                heads["relation"] = _NodeLinear(K, self.channels, num_classes)
-            self.classifier = nn.ModuleDict(heads)
+    def new_classifier(self, num_classes: int) -> nn.ModuleDict:
+        """Per-node identity classifiers for the semantic (and relation) nodes."""
+        heads = {"semantic": _NodeLinear(K, self.channels, num_classes)}
+        if self.relation is not None:
+            heads["relation"] = _NodeLinear(K, self.channels, num_classes)
+        return nn.ModuleDict(heads)
 
     def graph(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(N, K, C)`` semantic nodes and ``(N, K)`` confidences of a ``(N, 16, H, W)`` batch."""

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidkit.models.heads import ResettableClassifier
+
 __all__ = ["PartConv", "RelationHead", "RelationNet", "part_bounds"]
 
 Embedding = Literal["all", "global"]
@@ -117,7 +119,7 @@ class RelationHead(nn.Module):
         return parts, g.squeeze(1)
 
 
-class RelationNet(nn.Module):
+class RelationNet(ResettableClassifier, nn.Module):
     """RRID around a backbone returning ``(N, C, H, W)`` maps (see the module docstring)."""
 
     def __init__(
@@ -144,19 +146,15 @@ class RelationNet(nn.Module):
         self.heads = nn.ModuleList(RelationHead(n, channels, dim, relation, gcp) for n in parts)
         self.num_branches = sum(parts) + len(parts)
         self.feat_dim = dim * (self.num_branches if embedding == "all" else len(parts))
-        self.num_classes = 0
-        self.classifier: nn.ModuleList | None = None
         self.reset_classifier(num_classes)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """One linear classifier per branch for ``num_classes`` identities (0 removes them)."""
-        self.num_classes = num_classes
-        self.classifier = None
-        if num_classes > 0:
-            self.classifier = nn.ModuleList(nn.Linear(self.dim, num_classes) for _ in range(self.num_branches))
-            for fc in self.classifier:
-                nn.init.normal_(fc.weight, std=0.001)
-                nn.init.zeros_(fc.bias)
+    def new_classifier(self, num_classes: int) -> nn.ModuleList:
+        """One linear classifier per branch, ``N(0, 0.001)`` with zero bias."""
+        classifier = nn.ModuleList(nn.Linear(self.dim, num_classes) for _ in range(self.num_branches))
+        for fc in classifier:
+            nn.init.normal_(fc.weight, std=0.001)
+            nn.init.zeros_(fc.bias)
+        return classifier
 
     def branches(self, x: Tensor) -> Tensor:
         """``(N, B, dim)``: the part features of every granularity, then the global features."""
