@@ -185,19 +185,13 @@ def _unreadable(name: str | Path, exc: Exception) -> PhotoError:
     return PhotoError(f"{name}: not a readable image ({why})", kind, why)
 
 
-def open_picture(
-    data: bytes,
-    name: str | Path,
-    max_pixels: int = MAX_PIXELS,
-    *,
-    formats: Sequence[str] | None = PICTURE_FORMATS,
-    draft: tuple[int, int] | None = None,
-) -> tuple[Any, Any]:
+def open_picture(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS, **probe: Any) -> tuple[Any, Any]:
     """A picture's bytes as a fully decoded PIL image and its EXIF block, after the checks every
     untrusted picture gets: :func:`probe_picture`'s (not empty, one of the documented ``formats``, at
-    most ``max_pixels``, checked from the header before any pixel is decoded) and whole (a truncated
-    file fails, PIL does not pad it with grey as OpenCV does). PhotoError otherwise."""
-    img = probe_picture(data, name, max_pixels, formats=formats, draft=draft)
+    most ``max_pixels``, checked from the header before any pixel is decoded; ``probe`` holds its
+    keywords, ``formats`` and ``draft``) and whole (a truncated file fails, PIL does not pad it with
+    grey as OpenCV does). PhotoError otherwise."""
+    img = probe_picture(data, name, max_pixels, **probe)
     try:
         exif = img.getexif()
     except Exception as exc:
