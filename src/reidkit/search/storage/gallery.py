@@ -279,22 +279,16 @@ class Gallery:
             raise
 
     @classmethod
-    def open(
-        cls,
-        path: str | os.PathLike[str],
-        create: bool = True,
-        dim: int | None = None,
-        index: str | IndexConfig | None = None,
-        **kwargs: Any,
-    ) -> Gallery:
-        """Open the gallery at ``path``, creating it (an empty or new folder) if ``create``.
+    def open(cls, path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Gallery:
+        """Open the gallery at ``path``, creating it (an empty or new folder) if ``create``; the
+        constructor's arguments (``create``, ``dim``, ``index``, then keywords only).
 
         ``index``: ``"flat"`` (exact; default for a new gallery), ``"hnsw"``, ``"ivf"`` or an
         :class:`IndexConfig`; for an existing gallery it must match what it was built with (see
         :meth:`reindex`). Keywords: ``ef_search``, ``nprobe`` (search knobs for this session),
         ``read_only`` and ``autosave`` (save the index every that many added rows; None: never).
         """
-        return cls(path, create, dim, index, **kwargs)
+        return cls(path, *args, **kwargs)
 
     # -- opening ----------------------------------------------------------------------------------
     def _check_creatable(self, create: bool) -> None:
