@@ -374,15 +374,8 @@ def search(gallery: Gallery, request: SearchRequest, model: LoadedModel) -> Sear
             gallery,
             model.embedder if r.pictures else None,
             k=r.top,
-            rerank=r.rerank,
-            threshold=r.threshold,
-            z_threshold=r.z_threshold,
-            adaptive=r.adaptive,
             model_info=model.info,
-            cameras=r.cameras,
-            time_range=r.time_range,
-            fuse=r.fuse,
-            review=r.review,
+            **{name: getattr(r, name) for name in _SEARCH_KEYWORDS},
             **query,
         )
     except GalleryError as exc:
@@ -397,6 +390,10 @@ def search(gallery: Gallery, request: SearchRequest, model: LoadedModel) -> Sear
     if labels:
         result.query = dataclasses.replace(result.query, labels=tuple(labels))
     return result
+
+
+# The SearchRequest fields that search_person takes as keywords of the same name (``top`` is its ``k``).
+_SEARCH_KEYWORDS = ("rerank", "threshold", "z_threshold", "adaptive", "cameras", "time_range", "fuse", "review")
 
 
 def _person(gallery: Gallery, request: SearchRequest) -> tuple[dict[str, Any], str | None]:
