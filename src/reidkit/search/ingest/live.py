@@ -40,7 +40,7 @@ import numpy as np
 from reidkit.embed import FeatureExtractor
 from reidkit.search.ingest.crops import TrackCropper, TrackCrops
 from reidkit.search.ingest.detect import Detection, Detector, detect_batch
-from reidkit.search.ingest.readers import LiveFrame, StreamReader
+from reidkit.search.ingest.readers import LiveFrame, ReaderOptions, StreamReader
 from reidkit.search.ingest.report import IngestReport, Progress, ProgressFn
 from reidkit.search.ingest.track import Tracker
 from reidkit.search.storage import Gallery, Sighting
@@ -168,8 +168,8 @@ class _Writer(threading.Thread):
 @dataclass(frozen=True)
 class LiveOptions:
     """How a live run behaves: ``tracker`` options, crops kept per track and their spacing, ``idle_s``
-    between detections of a still scene, crops per embedding batch, seconds between commits, stream open
-    and stall timeouts, reconnect backoff (first, longest wait)."""
+    between detections of a still scene, crops per embedding batch, seconds between commits, and the
+    readers' timeouts and backoff."""
 
     tracker: dict[str, Any] = field(default_factory=dict)
     crops_per_track: int = 4
@@ -177,9 +177,7 @@ class LiveOptions:
     idle_s: float = 2.0
     batch_size: int = 64
     commit_interval: float = 2.0
-    open_timeout_s: float = 5.0
-    stall_s: float = 3.0
-    backoff: tuple[float, float] = (1.0, 30.0)
+    reader: ReaderOptions = field(default_factory=ReaderOptions)
 
 
 class LiveIngest:
@@ -212,8 +210,7 @@ class LiveIngest:
             self.events.put((sid, kind, detail, time.time()))
 
         transport = getattr(c, "transport", "udp")
-        reader = StreamReader(c.name, c.uri, fps=c.fps, transport=transport, timeout_s=o.open_timeout_s,
-                              stall_s=o.stall_s, backoff=o.backoff, on_event=on_event)  # fmt: skip
+        reader = StreamReader(c.name, c.uri, fps=c.fps, transport=transport, options=o.reader, on_event=on_event)
         cropper = TrackCropper(max_crops=o.crops_per_track, min_gap_s=o.min_gap_s, camera=c.name)
         report = IngestReport(c.uri, c.name, rec.id, "ingesting", mode="live")
         return CameraRun(c.name, c.uri, rec.id, reader, Tracker(**o.tracker), cropper, g.max_track_id(rec.id), report)

@@ -37,6 +37,16 @@ class LiveFrame:
     index: int
 
 
+@dataclass(frozen=True)
+class ReaderOptions:
+    """How long to wait for a stream to open, how long without a frame before it counts as lost, and the
+    reconnect backoff (first wait, longest wait; doubling in between)."""
+
+    open_timeout_s: float = 5.0
+    stall_s: float = 3.0
+    backoff: tuple[float, float] = (1.0, 30.0)
+
+
 @dataclass
 class ReaderStats:
     """What a reader did: frames ``read`` from the stream, ``dropped`` (replaced before they were taken),
@@ -83,7 +93,8 @@ def open_capture(uri: str, transport: str = "udp", timeout_s: float = 5.0, read_
 class StreamReader(threading.Thread):
     """Reads ``uri`` in a daemon thread; :meth:`take` gives the newest unread frame (see the module docstring).
 
-    ``fps``: keep at most this many frames a second (the rest are ``capped``). ``on_event(kind, detail)``
+    ``fps``: keep at most this many frames a second (the rest are ``capped``); ``options``: timeouts and
+    backoff (:class:`ReaderOptions`). ``on_event(kind, detail)``
     is called (from this thread) with ``online`` / ``offline`` as the connection changes. A stream that
     sends no decodable frame for ``stall_s`` seconds is lost (a camera that goes away just stops sending
     over UDP: nothing says so) and is reopened; reads that fail in between (garbage the decoder
@@ -97,14 +108,13 @@ class StreamReader(threading.Thread):
         *,
         fps: float | None = None,
         transport: str = "udp",
-        timeout_s: float = 5.0,
-        backoff: tuple[float, float] = (1.0, 30.0),
-        stall_s: float = 3.0,
+        options: ReaderOptions | None = None,
         on_event: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__(name=f"reader-{name}", daemon=True)
         self.camera, self.uri, self.fps, self.transport = name, uri, fps, transport
-        self.timeout_s, self.backoff, self.stall_s = timeout_s, backoff, stall_s
+        o = options or ReaderOptions()
+        self.timeout_s, self.backoff, self.stall_s = o.open_timeout_s, o.backoff, o.stall_s
         self.on_event = on_event
         self.stats = ReaderStats()
         self._halt = threading.Event()
