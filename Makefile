@@ -59,7 +59,7 @@ peer:
 FEATS := bench/out/osnet_x0_25_market1501.npz
 DEFAULT_MODEL := src/reidkit/models/pretrained/mobilenet_v2_market1501_bot_cpu.pth
 
-bench: install peer
+bench: install peer rtsp
 	$(VENV)/bin/reidkit extract --model osnet_x0_25 --weights $(REIDKIT_WEIGHTS)/reid/osnet_x0_25_market1501.pth \
 	  --batch-size 64 --out $(FEATS)
 	$(PY) bench/eval_speed.py --features $(FEATS)
@@ -67,3 +67,4 @@ bench: install peer
 	$(PY) bench/extract_speed.py
 	$(PY) bench/extract_speed.py --model none --weights $(DEFAULT_MODEL) --peer-images 0
 	$(PY) bench/train_speed.py
+	$(PY) bench/live_ingest.py
