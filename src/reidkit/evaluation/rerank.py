@@ -73,28 +73,34 @@ def _block_dist(dot, sq_i, sq_j, zero, row_tau, col_tau, col_max, mask):
             m[b] = v < (ct if ct > ta else ta)
 
 
-def _block_insert(dist, flat, i0, j0, cols_too, best_d, best_i):
-    """Insert a block's candidates (``flat`` indices into ``dist``, ascending) into the k-nearest lists
-    of their rows (``i0 + a`` gets ``(d, j0 + b)``) and, with ``cols_too``, of their columns. Each list
-    meets its candidates in ascending index order and a new entry goes after any equal distance, so a
-    list holds the first k of a stable sort."""
+def _block_insert(dist, mask, words, i0, j0, cols_too, best_d, best_i):
+    """Insert a block's candidates (``mask``, flat, row-major; ``words``: the same bytes 8 at a time,
+    to skip empty stretches) into the k-nearest lists of their rows (``i0 + a`` gets ``(d, j0 + b)``)
+    and, with ``cols_too``, of their columns. Each list meets its candidates in ascending index order
+    and a new entry goes after any equal distance, so a list holds the first k of a stable sort."""
     bj = dist.shape[1]
     k = best_d.shape[1]
-    for t in range(flat.shape[0]):
-        a = flat[t] // bj
-        b = flat[t] - a * bj
-        v = dist[a, b]
-        for r, c in ((i0 + a, j0 + b), (j0 + b, i0 + a)):
-            if v < best_d[r, k - 1]:
-                p = k - 1
-                while p > 0 and best_d[r, p - 1] > v:
-                    best_d[r, p] = best_d[r, p - 1]
-                    best_i[r, p] = best_i[r, p - 1]
-                    p -= 1
-                best_d[r, p] = v
-                best_i[r, p] = c
-            if not cols_too:
-                break
+    total = dist.shape[0] * bj
+    for w in range((total + 7) // 8):
+        if words[w] == 0:
+            continue
+        for f in range(8 * w, min(8 * w + 8, total)):
+            if not mask[f]:
+                continue
+            a = f // bj
+            b = f - a * bj
+            v = dist[a, b]
+            for r, c in ((i0 + a, j0 + b), (j0 + b, i0 + a)):
+                if v < best_d[r, k - 1]:
+                    p = k - 1
+                    while p > 0 and best_d[r, p - 1] > v:
+                        best_d[r, p] = best_d[r, p - 1]
+                        best_i[r, p] = best_i[r, p - 1]
+                        p -= 1
+                    best_d[r, p] = v
+                    best_i[r, p] = c
+                if not cols_too:
+                    break
 
 
 def _rows_kernel(vq_ptr, vq_idx, vq_val, vg_ptr, vg_idx, vg_val, s, e, orig, orig_row0, row_max, lam, out):
@@ -137,6 +143,11 @@ def _kernel(name: str) -> Callable:
     return _KERNELS[name]
 
 
+def _sq_norms(x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """``(x * x).sum(1)``, ``chunk`` rows at a time (the same sums without an N x D temporary)."""
+    return torch.cat([(c * c).sum(1) for c in x.split(chunk)]) if len(x) else x.new_zeros(0)
+
+
 def _sq_dist(a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances between the rows of ``a`` and ``b`` (clamped at 0)."""
     return (a_sq[:, None] + b_sq[None, :] - 2.0 * (a @ b.T)).clamp_min_(0)
@@ -167,7 +178,8 @@ def _neighbours_parts(
     best_i = np.full((n, k), -1, dtype=np.int64)
     row_max = np.zeros(n, dtype=np_dtype)
     buf = torch.empty(block * block, dtype=dtype)
-    mask_buf = np.empty(block * block, dtype=np.bool_)
+    mask_buf = np.zeros(-(-block * block // 8) * 8, dtype=np.bool_)  # whole 8-byte words
+    mask_words = mask_buf.view(np.uint64)
     dist_kernel, insert_kernel = _kernel("block_dist"), _kernel("block_insert")
     zero = np_dtype(0)
     no_cols = np.full(block, -np.inf, dtype=np_dtype)
@@ -191,7 +203,7 @@ def _neighbours_parts(
                     np.maximum(row_max[j0 : j0 + nj], col_max, out=row_max[j0 : j0 + nj])
                 if out is not None and i0 < nq <= j0:
                     out[i0 : i0 + ni, j0 - nq : j0 - nq + nj] = d
-                insert_kernel(d, np.flatnonzero(mask), i0, j0, not diag, best_d, best_i)
+                insert_kernel(d, mask_buf, mask_words, i0, j0, not diag, best_d, best_i)
     return torch.from_numpy(row_max), torch.from_numpy(best_i)
 
 
@@ -242,9 +254,10 @@ def expanded_sets(nn_idx: torch.Tensor, k1: int, chunk: int = 2048) -> torch.Ten
         dup = torch.zeros_like(merged, dtype=torch.bool)
         dup[:, 1:] = merged[:, 1:] == merged[:, :-1]
         merged[dup] = -1
-        out.append(merged.sort(1).values)
-    width = max(int((m >= 0).sum(1).max()) for m in out)
-    return torch.cat([m[:, -width:] for m in out])
+        merged = merged.sort(1).values  # -1 first, the set at the end of each row
+        out.append(merged[:, -max(int((merged >= 0).sum(1).max()), 1) :].clone())  # no 250-wide rows kept
+    width = max(m.shape[1] for m in out)
+    return torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0), value=-1) for m in out])
 
 
 def _weights_kernel(xq, xg, nq, x_sq, row_max, sets, zero, vals):
@@ -342,7 +355,7 @@ def rerank(
     k = min(max(k1 + 1, k2), n)
     if k1 + 1 > n:
         raise ValueError(f"k1={k1} needs more than {k1} items, got {n}")
-    q_sq, g_sq = (q * q).sum(1), (g * g).sum(1)
+    q_sq, g_sq = _sq_norms(q), _sq_norms(g)
     x_sq = torch.cat([q_sq, g_sq])
 
     out = np.empty((nq, n - nq), dtype=np.float32)
