@@ -42,8 +42,8 @@ def world(tmp_path_factory, data_root, model):
 
 
 @pytest.fixture(scope="module")
-def app(world, model):
-    return create_app(world.gallery, embedder=model[0], model_info=model[1])
+def app(world, model):  # refusals answered at once here (the delay has a test of its own)
+    return create_app(world.gallery, embedder=model[0], model_info=model[1], refusal_delay=0)
 
 
 @pytest.fixture(scope="module")

@@ -56,8 +56,8 @@ def world(tmp_path_factory, data_root, model):
 
 
 @pytest.fixture(scope="module")
-def app(world, model):
-    return create_app(world.gallery, embedder=model[0], model_info=model[1])
+def app(world, model):  # refusals answered at once here (the delay has a test of its own)
+    return create_app(world.gallery, embedder=model[0], model_info=model[1], refusal_delay=0)
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +227,17 @@ def test_pixel_caps_per_picture_and_per_search(client):
     t0 = time.perf_counter()
     r = client.post("/search", files=sixteen)  # the sixteen 40-MP pictures: refused from the first header
     assert r.status_code == 400 and time.perf_counter() - t0 < 2.0
+
+
+def test_a_client_sending_bad_pictures_waits(world, model):
+    app = create_app(world.gallery, embedder=model[0], model_info=model[1])  # the default delay: a second
+    with _service_world.client(app) as c:
+        t0 = time.perf_counter()
+        r = c.post("/search", files=[("image", ("q.tga", encoded("TGA"), "image/x-tga"))])
+        assert r.status_code == 400 and time.perf_counter() - t0 >= 1.0
+        t0 = time.perf_counter()
+        assert c.post("/search", data={"track": "999999"}).status_code == 404  # other refusals: at once
+        assert time.perf_counter() - t0 < 1.0
 
 
 def test_large_jpegs_decode_in_draft_mode(client, world):

@@ -26,9 +26,12 @@ Safety (:mod:`reidkit.service.security`, :mod:`reidkit.service.server`):
   a query picture may have at most ``max_pixels`` pixels and one search decode at most
   ``max_request_pixels`` in all, both checked from the headers before any pixel is decoded; a JPEG
   larger than the model needs is decoded at 1/2, 1/4 or 1/8 scale (draft mode). A search that decodes
-  more than ``HEAVY_PIXELS`` waits for the one decode thread, so large pictures never hold every CPU.
+  more than ``HEAVY_PIXELS`` waits for the one decode thread, which runs at the lowest CPU priority:
+  large pictures get the CPU that searches leave, never every CPU.
 * **Queues.** At most ``max_queue`` searches wait for a search thread (``HEAVY_QUEUE`` for the decode
-  thread); one more is answered 429 with Retry-After at once, not kept waiting without end.
+  thread); one more is answered 429 with Retry-After at once, not kept waiting without end. A search
+  refused for its pictures is answered after ``refusal_delay`` (1 s, no CPU spent): a client that sends
+  nothing else gets through one request a second per connection.
 * **Requests.** Bodies over ``max_upload`` bytes get 413 (from Content-Length before anything is read,
   else as soon as the count passes it), bodies that do not arrive in time 408 (``read_timeout``); the
   Host header must name this service (``hosts``: DNS rebinding); a browser's POST from another site
@@ -92,6 +95,7 @@ MAX_REQUEST_PIXELS = 24_000_000  # decoded per search, its pictures together (a 
 HEAVY_PIXELS = 2_000_000  # a search that decodes more waits for the one decode thread
 MAX_QUEUE = 64  # searches waiting for a search thread; one more is answered 429
 HEAVY_QUEUE = 4  # searches waiting for the decode thread; one more is answered 429
+REFUSAL_DELAY = 1.0  # seconds before a search refused for its pictures is answered: slows a client that floods
 READ_TIMEOUT = 20.0  # seconds for a request body, plus one per MIN_RATE bytes of it (408)
 MIN_RATE = 10_000
 MAX_IMAGES = 16  # query pictures per search
@@ -290,11 +294,13 @@ class Lane:
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """What one search may cost: pixels per query picture (``max_pixels``, from the header), decoded in all
-    (``max_request_pixels``), and decoded before it goes to the decode thread (``heavy_pixels``)."""
+    (``max_request_pixels``), and decoded before it goes to the decode thread (``heavy_pixels``); how long
+    a search refused for its pictures waits for its answer (``refusal_delay``)."""
 
     max_pixels: int = MAX_PIXELS
     max_request_pixels: int = MAX_REQUEST_PIXELS
     heavy_pixels: int = HEAVY_PIXELS
+    refusal_delay: float = REFUSAL_DELAY
 
 
 @dataclasses.dataclass
@@ -428,8 +434,12 @@ async def _search(svc: Service, request: SearchRequest, finish: Callable[[Search
     headers here (400 at once, before any queue), then decoded in the search thread, or first in the
     decode thread when they decode to more than ``heavy_pixels``; a full line answers 429."""
     lim = svc.limits
-    with svc.answering():
-        probed = probe_pictures(request.pictures, lim.max_pixels, lim.max_request_pixels, svc.query_size)
+    try:
+        with svc.answering():
+            probed = probe_pictures(request.pictures, lim.max_pixels, lim.max_request_pixels, svc.query_size)
+    except HTTPException:
+        await asyncio.sleep(lim.refusal_delay)  # no CPU: a client that sends nothing but bad pictures waits
+        raise
 
     def decode() -> list[Any]:
         with svc.answering():
@@ -602,6 +612,7 @@ def create_app(
     workers: int | None = None,
     max_queue: int = MAX_QUEUE,
     read_timeout: float | None = READ_TIMEOUT,
+    refusal_delay: float = REFUSAL_DELAY,
     refresh_s: float = 1.0,
 ) -> FastAPI:
     """The search service over the gallery at ``gallery_dir`` (see the module docstring).
@@ -616,10 +627,11 @@ def create_app(
 
     Limits (see the module docstring): ``max_upload`` bytes per request, ``max_pixels`` per query picture,
     ``max_request_pixels`` decoded per search, ``max_queue`` searches waiting, a body in ``read_timeout``
-    seconds plus one per 10 kB (None: no limit). ``hosts``: the Host names it answers to (default:
-    ``DEFAULT_HOSTS``, the loopback names; ``*.example.org`` a domain's, ``*`` any;
-    :func:`reidkit.service.security.allowed_hosts` gives ``reidkit serve``'s). ``cors``: browser origins
-    whose pages may call it.
+    seconds plus one per 10 kB (None: no limit); a search refused for its pictures is answered after
+    ``refusal_delay`` seconds (a client that floods bad pictures sends one a second per connection).
+    ``hosts``: the Host names it answers to (default: ``DEFAULT_HOSTS``, the loopback names;
+    ``*.example.org`` a domain's, ``*`` any; :func:`reidkit.service.security.allowed_hosts` gives
+    ``reidkit serve``'s). ``cors``: browser origins whose pages may call it.
     """
     from reidkit.search.query.report import RESULTS_CSS
 
@@ -632,11 +644,12 @@ def create_app(
     static["results.css"] = RESULTS_CSS.encode()
     threads = workers or os.cpu_count() or 1
     searches = Lane("searches", ThreadPoolExecutor(threads, thread_name_prefix="reidkit-search"), threads, max_queue)
-    decodes = Lane("large-picture searches", ThreadPoolExecutor(1, thread_name_prefix="reidkit-decode"), 1, HEAVY_QUEUE)
+    decoder = ThreadPoolExecutor(1, thread_name_prefix="reidkit-decode", initializer=_low_priority)
+    decodes = Lane("large-picture searches", decoder, 1, HEAVY_QUEUE)
     live = _follow(gallery_dir, loaded.embedder, refresh_s)
     folder = Path(gallery_dir)
     known = {str(folder): folder.name, str(folder.resolve()): folder.resolve().name}
-    limits = Limits(int(max_pixels), int(max_request_pixels))
+    limits = Limits(int(max_pixels), int(max_request_pixels), refusal_delay=float(refusal_delay))
     query_size = _query_size(loaded.embedder)
     svc = Service(live, loaded, searches, decodes, limits, query_size, static, auth=bool(token), known=known)
 
@@ -686,6 +699,13 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     return app
+
+
+def _low_priority() -> None:
+    """Run this thread at the lowest CPU priority (nice 19, Linux: per thread): a large picture is decoded
+    with the CPU that searches leave, so a stream of them cannot slow everyone else's searches."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _follow(gallery_dir: str | os.PathLike[str], embedder: Any, refresh_s: float) -> LiveGallery:

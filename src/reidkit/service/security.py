@@ -244,7 +244,10 @@ class SameOrigin:
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS or self.allowed(scope):
             await self.app(scope, receive, send)
             return
-        detail = "cross-site request refused: this service takes searches from its own page only"
+        detail = (
+            "cross-site request refused: this service takes searches from its own page only (a page elsewhere: "
+            "reidkit serve --cors ORIGIN; behind a proxy, pass the Host header on)"
+        )
         await send_json(send, 403, {"detail": detail}, [(b"connection", b"close")])
 
 
