@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,detect]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,detect,cluster]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 # Real pedestrian footage (Debian's opencv-doc ships vtest.avi); installed where apt is usable.

@@ -83,3 +83,32 @@ def rtsp_clip(tmp_path_factory):
         return rtsp.encode_clip(rtsp.VTEST, out, seconds=seconds, start=start, variant=variant)
 
     return clip
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real Milvus standalone server (the ``milvus`` package's), reachable on 127.0.0.1 only
+    (``tests/milvus_local.py``), one per session, stopped at its end. ``.port``, ``.uri``. Skips when the
+    server cannot start; under ``REIDKIT_REQUIRE_DATA=1`` that fails where the package is installable
+    (Linux x86_64, where ``make test`` installs it with the ``cluster`` extra)."""
+    import platform
+    import sys
+
+    import milvus_local
+
+    installable = sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+    missing = (installable and _unavailable) or pytest.skip
+    if not milvus_local.installed():
+        missing("the milvus package (a standalone Milvus server) is not installed: pip install -e '.[cluster]'")
+    # A 20 ms time tick (default 200) makes reads right after a write wait less; a 100 ms query-coordinator
+    # check (default 1 s) makes a collection load sooner.
+    settings = {"proxy.timeTickInterval": 20, "queryCoord.checkInterval": 100}
+    server = milvus_local.LoopbackMilvus(tmp_path_factory.mktemp("milvus"), settings)
+    try:
+        server.start()
+    except milvus_local.MilvusUnavailable as exc:
+        missing(f"the Milvus server did not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
