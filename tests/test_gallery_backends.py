@@ -410,3 +410,36 @@ def test_milvus_lite_is_one_process_per_folder(tmp_path):
         assert "REFUSED" in out.stdout and "one process per folder" in out.stdout, out.stdout + out.stderr[-2000:]
     with open_gallery(path) as g:  # closed: free again
         assert len(g) == 3
+
+
+WRITER = """
+import sys
+import numpy as np
+from reidkit.search.storage import Sighting, open_gallery
+uri, me = sys.argv[1], int(sys.argv[2])
+x = np.random.default_rng(me).standard_normal((200, 32)).astype(np.float32)
+with open_gallery(uri) as g:
+    ids = [g.add(x[i : i + 50], [Sighting(f"w{me}.mp4", float(i + j), camera=f"cam{me}", track_id=j % 5)
+                                 for j in range(50)], progress=i + 49, source=None) for i in range(0, 200, 50)]
+    g.set_source_status(f"w{me}.mp4", "done")
+print(" ".join(str(int(i)) for i in np.concatenate(ids)))
+"""
+
+
+def test_two_writers_at_once_share_one_server_gallery(backend):
+    if backend.kind != "milvus":
+        pytest.skip("a folder and a Milvus Lite folder have one writer")
+    uri = backend.uri("shared")
+    g = backend.open(uri, dim=DIM)  # made first, as the first ingest would
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(me)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for me in (1, 2)]  # fmt: skip
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    ids = [set(map(int, out.split())) for out, _ in outs]
+    assert len(ids[0]) == len(ids[1]) == 200 and not ids[0] & ids[1]
+    assert len(g) == 400 and set(g.ids().tolist()) == ids[0] | ids[1]
+    assert {s.uri: s.status for s in g.sources()} == {"w1.mp4": "done", "w2.mp4": "done"}
+    assert {t.source: t.n_crops for t in g.tracks()} == {"w1.mp4": 40, "w2.mp4": 40}
+    x1 = unit(np.random.default_rng(1).standard_normal((200, 32)))
+    hit = g.search(x1[7], k=1, exclude_source="w2.mp4")[0][0]
+    assert (hit.source, hit.timestamp, hit.score) == ("w1.mp4", 7.0, pytest.approx(1.0, abs=1e-5))

@@ -511,11 +511,18 @@ class MilvusGallery:
     def _ensure_loaded(self, coll: str) -> None:
         if not self.client.has_collection(coll):
             raise GalleryError(f"{self.where}: collection {coll} is missing (a damaged gallery)")
-        state = str(self.client.get_load_state(coll).get("state", ""))
-        if "Loaded" not in state:
-            if "Loading" not in state:
-                self.client.load_collection(coll, _async=True)
-            self._wait_loaded([coll])
+        from pymilvus.exceptions import MilvusException
+
+        deadline = time.monotonic() + 60
+        while "Loaded" not in (state := str(self.client.get_load_state(coll).get("state", ""))):
+            try:
+                if "Loading" not in state:
+                    self.client.load_collection(coll, _async=True)
+                self._wait_loaded([coll])
+            except MilvusException:  # another process is making it (no index yet): wait for it
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _vector_specs(self, dim: int) -> dict[str, tuple[Any, Any]]:
         flat = IndexConfig()
