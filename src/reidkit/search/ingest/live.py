@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 THUMB = (80, 60)  # motion check resolution
 MOTION_PIXEL = 18  # grey levels a thumbnail pixel must change by to count as moving
-LAG_WINDOW = 200  # detections per camera over which the first and the latest lag are averaged
+LAG_WINDOW = 50  # detections per camera over which the first and the latest lag are averaged
 MOTION_SHARE = 0.002  # share of moving thumbnail pixels that makes a frame worth detecting
 
 
@@ -112,8 +112,8 @@ class CameraRun:
             "read": s.read, "dropped": s.dropped, "capped": s.capped, "gated": self.gated,
             "detected": self.report.frames, "crops": self.report.crops, "tracks": self.report.tracks,
             "mean_lag_s": round(self.lag_sum / n, 3) if n else None, "max_lag_s": round(self.max_lag, 3),
-            "first_lag_s": round(float(np.mean(self.first_lags)), 3) if n else None,  # mean of the first 200
-            "last_lag_s": round(float(np.mean(self.last_lags)), 3) if n else None,  # mean of the last 200
+            "first_lag_s": round(float(np.mean(self.first_lags)), 3) if n else None,  # mean of the first LAG_WINDOW
+            "last_lag_s": round(float(np.mean(self.last_lags)), 3) if n else None,  # mean of the last LAG_WINDOW
             "offline_s": round(s.offline_s, 1), "reconnects": s.reconnects, "read_errors": s.errors,
         }  # fmt: skip
 
