@@ -142,7 +142,7 @@ def test_query_by_track_excludes_its_own_track(world):
 
 def test_near_misses_are_the_closest_failed_candidates_merged_per_track(world):
     everyone = search_person(world.g, world.emb, ["target.jpg"], threshold=-1.0)  # all 18, in final rank order
-    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5)
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review_floor=-1.0)  # no floor
     assert [h.id for h in everyone.hits if h.id in {m.id for m in r.hits}] == [h.id for h in r.hits]
     matched = {h.id for h in r.hits}
     occluded = next(h.id for h in everyone.hits if h.camera == "cam1" and h.track_id == 1 and h.id not in matched)
@@ -155,7 +155,8 @@ def test_near_misses_are_the_closest_failed_candidates_merged_per_track(world):
             tracks_in_rank_order.append(key)
     assert sorted(tracks_in_rank_order) == [("cam1", 2), ("cam3", 7), ("cam3", 8)]
     near = r.near_misses
-    assert [(a.camera, a.track_id) for a in near] == tracks_in_rank_order
+    assert sorted((a.camera, a.track_id) for a in near) == sorted(tracks_in_rank_order)
+    assert [a.score for a in near] == sorted((a.score for a in near), reverse=True)  # listed by similarity (issue 22)
     ids = [i for a in near for i in a.hit_ids]
     assert len(ids) == 9 and not set(ids) & matched and occluded not in ids
     assert all(len(a.hit_ids) == 3 == a.n_crops and a.best.id in a.hit_ids for a in near)
@@ -163,8 +164,8 @@ def test_near_misses_are_the_closest_failed_candidates_merged_per_track(world):
     assert (t2.start, t2.end) == (20.0, 22.0) and t2.track == track_row(world.g, "cam1.mp4", 2)
     assert all(a.score < 0.5 and a.z is None for a in near)  # no z test on a 20-detection gallery
     # review caps the appearances, not the detections: the closest track keeps all its failed detections
-    (one,) = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review=1).near_misses
-    assert one == near[0]
+    (one,) = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review=1, review_floor=-1).near_misses
+    assert one == next(a for a in near if (a.camera, a.track_id) == tracks_in_rank_order[0])  # the best-ranked
     assert search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review=0).near_misses == []
     assert [h.id for h in search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review=0).hits] == [
         h.id for h in r.hits
@@ -176,6 +177,19 @@ def test_near_misses_are_the_closest_failed_candidates_merged_per_track(world):
     assert none.hits == [] and len(none.near_misses) == 3
     assert {(a.camera, a.track_id) for a in none.near_misses} == {("cam1", 1), ("cam2", 5), ("cam2", None)}
     assert [a.score for a in none.near_misses] == sorted((a.score for a in none.near_misses), reverse=True)
+    assert none.review_floor == pytest.approx(0.999 - 0.2)
+
+
+def test_review_list_has_a_floor(world):
+    # the default floor: REVIEW_MARGIN below the threshold; the others are orthogonal to the target (similarity ~0)
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5)
+    assert r.review_floor == pytest.approx(0.3) and r.near_misses == []
+    low = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review_floor=-0.05)
+    assert low.near_misses and all(a.score >= -0.05 for a in low.near_misses)
+    assert len(low.near_misses) < len(search_person(world.g, world.emb, ["target.jpg"], threshold=0.5,
+                                                    review_floor=-1).near_misses) or all(
+        a.score >= -0.05 for a in low.near_misses)  # fmt: skip
+    assert SearchResult.from_dict(json.loads(json.dumps(low.to_dict()))).review_floor == -0.05
 
 
 def test_threshold_applied_and_defaults(world):
@@ -268,7 +282,8 @@ def test_adaptive_rule_on_footage_where_everyone_looks_alike(tmp_path: Path):
 
 
 def test_json_round_trip(world, tmp_path: Path):
-    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras=["cam1", "cam2"], time_range=(0, None))
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras=["cam1", "cam2"], time_range=(0, None),
+                      review_floor=-1)  # fmt: skip
     path = save_json(r, tmp_path / "r.json")
     data = json.loads(path.read_text())
     assert data["n_matches"] == len(r.hits) and len(data["appearances"]) == 3
@@ -382,11 +397,19 @@ def test_html_report(tmp_path: Path):
 def test_terminal_table_and_time_format(world):
     from rich.console import Console
 
-    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5)
+    r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, review_floor=-1)
     console = Console(record=True, width=200)
     console.print(result_table(r))
     out = console.export_text()
     assert "cam1" in out and "cam2" in out and "3/4" in out
+    # the track column: the gallery's track number (what --track takes), not the tracker's id in its source
+    (row,) = [[c.strip() for c in line.split("│")] for line in out.splitlines() if "4/4" in line]  # cam2's track 5
+    assert row[6] == str(track_row(world.g, "cam2.mp4", 5)) != "5"
+    assert "3 appearances on 2 cameras" in out
+    one = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras=["cam1"])
+    console = Console(record=True, width=200)
+    console.print(result_table(one))
+    assert "1 appearance on 1 camera " in console.export_text()  # not "1 appearances on 1 cameras"
     console = Console(record=True, width=200)
     print_result(r, console)
     out = console.export_text()
@@ -544,7 +567,7 @@ def test_cli_search(world, tmp_path: Path, monkeypatch):
     assert data["query"]["kind"] == "track" and {a["camera"] for a in data["appearances"]} == {"cam2"}
     assert (tmp_path / "o.html").read_text().startswith("<!DOCTYPE html>")
     assert data["near_misses"] == []  # every cam2 candidate matched
-    base = ["search", "--gallery", gdir, "--track", str(tid), "--threshold", "0.5"]
+    base = ["search", "--gallery", gdir, "--track", str(tid), "--threshold", "0.5", "--review-floor", "-1"]
     res = runner.invoke(app, [*base, "--review", "1", "--json", str(tmp_path / "r.json")])
     assert res.exit_code == 0 and "for review" in res.output, res.output
     assert len(json.loads((tmp_path / "r.json").read_text())["near_misses"]) == 1

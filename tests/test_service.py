@@ -24,7 +24,14 @@ import pytest
 from reidkit.search.query.search import SearchResult, search_person
 from reidkit.search.storage import Gallery
 from reidkit.service.app import create_app
-from reidkit.service.models import GalleryModel, SearchResultModel, SightingModel, TrackDetailModel
+from reidkit.service.models import (
+    BrowseModel,
+    ClustersModel,
+    GalleryModel,
+    SearchResultModel,
+    SightingModel,
+    TrackDetailModel,
+)
 
 pytestmark = pytest.mark.data
 
@@ -176,6 +183,73 @@ def test_search_html_fragment_is_the_report_rendering(client, world):
         assert (f'data-frame="/frames/{a.best.id}"' in text) == (a.camera == "lobby")
 
 
+def test_search_from_several_sightings(client, world, model):
+    """Search again from the confirmed ones: several sightings, each by its track's feature (else its own),
+    fused; one sighting alone is the `sighting` search."""
+    market = world.market_ids[:2]
+    ids = [world.lobby_ids[0], world.lobby_ids[1], *market]
+    r = client.post("/search", data={"sightings": [str(i) for i in ids]})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    SearchResultModel.model_validate(got)
+    assert got["query"]["kind"] == "features"
+    assert got["query"]["labels"] == [f"sightings {world.lobby_ids[0]}, {world.lobby_ids[1]}, 1, 2"]
+    with Gallery.open(world.gallery, read_only=True) as g:
+        track = g.track_features([world.lobby_track])[0]  # both lobby sightings are of one track: counted once
+        feats = np.stack([track, *g.features(market)])
+        direct = search_person(g, features=feats, model_info=model[1])
+    assert got["hits"] == direct.public().to_dict()["hits"]
+    one = client.post("/search", data={"sightings": [str(world.lobby_ids[1])]}).json()
+    assert one == client.post("/search", data={"sighting": str(world.lobby_ids[1])}).json()
+    assert client.post("/search", data={"sightings": ["1", "999999"]}).status_code == 404
+    many = client.post("/search", data={"sightings": [str(i) for i in range(1, 203)]})
+    assert many.status_code == 400 and "at most 200 sightings" in many.json()["detail"]
+    both = client.post("/search", data={"sightings": ["1", "2"], "track": "1"})
+    assert both.status_code == 400 and "exactly one" in both.json()["detail"]
+
+
+def test_review_list_sorted_with_a_floor(client, world):
+    got = client.post("/search", files=upload(world.query), data={"review": "20"}).json()
+    scores = [a["score"] for a in got["near_misses"]]
+    assert scores == sorted(scores, reverse=True) and got["review_floor"] == pytest.approx(got["threshold"] - 0.2)
+    assert all(s >= got["review_floor"] for s in scores)
+    low = client.post("/search", files=upload(world.query), data={"review": "20", "review_floor": "-1"}).json()
+    assert len(low["near_misses"]) == 20 > len(scores) and low["review_floor"] == -1
+    html_text = client.post("/search/html", files=upload(world.query)).text
+    assert f"none below similarity {got['review_floor']:.2f}" in html_text
+
+
+def test_search_report_is_the_cli_html(client, world, tmp_path):
+    from typer.testing import CliRunner
+
+    from reidkit.cli import app as cli
+
+    r = client.post("/search/report", data={"track": str(world.lobby_track)})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-disposition"].startswith('attachment; filename="reidkit-search-')
+    page = r.text
+    assert page.startswith("<!DOCTYPE html>") and "data:image/jpeg;base64," in page
+    assert str(world.root) not in page and "/tmp" not in page  # no server path
+    out = tmp_path / "cli.html"
+    res = CliRunner().invoke(cli, ["search", "--gallery", str(world.gallery), "--track", str(world.lobby_track),
+                                   "--html", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cli_page = out.read_text()
+    import reidkit.models
+
+    calibrations = Path(reidkit.models.__file__).parent / "pretrained"
+    known = ((world.folder, world.folder.name), (world.video, world.video.name), (world.gallery, "gallery"))
+    for path, name in (*known, (calibrations, "")):
+        cli_page = cli_page.replace(str(path) + ("/" if not name else ""), name)  # the CLI's report keeps the paths
+
+    def body(text: str) -> str:
+        return text[: text.index("<footer")]  # the footer says when it was made
+
+    assert body(page) == body(cli_page)
+    pictures = client.post("/search/report", files=upload(world.query), params={"frames": "false"}).text
+    assert world.query.name in pictures and 'class="frame"' not in pictures and "Query" in pictures
+
+
 # -- gallery, tracks, sightings, pictures -----------------------------------------------------------------
 def test_gallery_overview(client, world):
     r = client.get("/gallery", params={"recent": 5})
@@ -202,6 +276,59 @@ def test_tracks_and_sightings(client, world):
     SightingModel.model_validate(s)
     assert s["track"] == world.lobby_track and s["frame"] == 0 and s["frame_url"] == f"/frames/{world.lobby_ids[0]}"
     assert client.get("/sightings/1").json()["track"] is None
+
+
+def test_gallery_says_which_clock(client, world):
+    g = client.get("/gallery").json()
+    assert [c["clock"] for c in g["clocks"]] == ["offset"]  # every time here is an offset, none a date
+    assert {c["clock"] for c in g["cameras"]} == {"offset"}
+    assert {s["times"] for s in g["sources"]} == {"offset (no date)"}
+
+
+def test_browse_a_camera_by_time(client, world):
+    r = client.get("/sightings", params={"camera": "lobby"})
+    assert r.status_code == 200, r.text
+    b = r.json()
+    BrowseModel.model_validate(b)
+    assert b["total"] == 2 and b["clock"] == "offset" and b["per_track"]  # one per track: the two tracks
+    assert [s["n_crops"] for s in b["sightings"]] == [4, 3]
+    times = [s["timestamp"] for s in b["sightings"]]
+    assert times == sorted(times) and b["sightings"][0]["track"] == world.lobby_track
+    assert b["sightings"][0]["crop_url"].startswith("/crops/")
+    every = client.get("/sightings", params={"camera": "lobby", "per_track": "false"}).json()
+    assert every["total"] == 7 and [s["id"] for s in every["sightings"]] == sorted(
+        world.lobby_ids, key=lambda i: next(s["timestamp"] for s in every["sightings"] if s["id"] == i)
+    )
+    page = client.get("/sightings", params={"camera": "lobby", "per_track": "false", "offset": 2, "limit": 3}).json()
+    assert [s["id"] for s in page["sightings"]] == [s["id"] for s in every["sightings"][2:5]] and page["total"] == 7
+    late = client.get("/sightings", params={"camera": "lobby", "per_track": "false", "since": "1.0"}).json()
+    assert late["total"] == sum(s["timestamp"] >= 1.0 for s in every["sightings"])
+    assert client.get("/sightings", params={"camera": "nowhere"}).status_code == 404
+    assert client.get("/sightings", params={"camera": "lobby", "since": "noon"}).status_code == 400
+
+
+def test_clusters_are_albums(client, world):
+    r = client.get("/clusters")
+    assert r.status_code == 200, r.text
+    c = r.json()
+    ClustersModel.model_validate(c)
+    # the Market crops have no tracks: sightings are clustered; a gallery this small is clustered on cosine
+    assert c["level"] == "sightings" and c["n_items"] == world.n and c["rerank"] is False
+    sizes = [a["size"] for a in c["clusters"]]
+    assert sizes == sorted(sizes, reverse=True) and len(sizes) >= 5
+    for album in c["clusters"]:
+        assert album["first_time"] <= album["last_time"] and 1 <= len(album["sightings"]) <= 12
+        assert all(s["crop_url"] == f"/crops/{s['id']}" for s in album["sightings"])
+    # albums are people: most of an album's Market crops are of one identity (their file names start with it)
+    pure = 0
+    for album in c["clusters"]:
+        pids = [s["crop"][:4] for s in album["sightings"] if s["crop"] and s["crop"][:4].isdigit()]
+        pure += bool(pids) and max(pids.count(p) for p in set(pids)) >= 0.8 * len(pids)
+    assert pure >= 0.8 * len(c["clusters"])
+    assert client.get("/clusters").json() == c  # kept until the gallery grows
+    tracks = client.get("/clusters", params={"level": "tracks", "min_samples": 1}).json()
+    assert tracks["level"] == "tracks" and tracks["n_items"] == 2
+    assert client.get("/clusters", params={"eps": "1.5", "rerank": "true"}).status_code == 400
 
 
 @pytest.mark.parametrize("path", ["/tracks/999999", "/sightings/999999", "/crops/999999", "/frames/999999"])
@@ -501,7 +628,8 @@ def test_openapi_schema_fuzzed(app, world):
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     seen: dict[str, set[int]] = {}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 8  # search, search/html, gallery, tracks, sightings, crops, frames, health
+    # search, search/html, search/report, gallery, tracks, sightings (one, a camera's), clusters, crops, frames, health
+    assert len(operations) == 11
 
     def fuzz(op, mode):
         @given(case=op.as_strategy(mode))
@@ -519,10 +647,14 @@ def test_openapi_schema_fuzzed(app, world):
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE and op.label == "GET /health"  # nothing to break there
     # and valid searches, which random ids seldom are: their 200 answers checked against the served schema too
-    for label in ("POST /search", "POST /search/html"):
+    for label in ("POST /search", "POST /search/html", "POST /search/report"):
         op = next(o for o in operations if o.label == label)
-        for body in ({"track": world.lobby_track}, {"sighting": 1, "camera": ["c1"], "review": 2}):
+        bodies = ({"track": world.lobby_track}, {"sighting": 1, "camera": ["c1"], "review": 2}, {"sightings": [1, 2]})
+        for body in bodies:
             case = op.Case(body=body, media_type="multipart/form-data")
             assert case.call_and_validate(checks=checks).status_code == 200
+    for label, query in (("GET /sightings", {"camera": "lobby"}), ("GET /clusters", {})):
+        op = next(o for o in operations if o.label == label)
+        assert op.Case(query=query).call_and_validate(checks=checks).status_code == 200
     assert set(seen) == {op.label for op in operations}
     assert all(code < 500 for codes in seen.values() for code in codes), seen

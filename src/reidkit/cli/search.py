@@ -37,7 +37,10 @@ def search_cmd(
     image: Annotated[
         list[Path] | None, typer.Option("--image", help="Picture of the person (repeat for several).")
     ] = None,
-    track: Annotated[int | None, typer.Option("--track", help="Search for a gallery track (its id).")] = None,
+    track: Annotated[
+        int | None,
+        typer.Option("--track", help="Search for a gallery track: its track number, as tables and the page show it."),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Candidates taken from the gallery (k).")] = 200,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip k-reciprocal re-ranking.")] = False,
     threshold: Annotated[
@@ -64,20 +67,27 @@ def search_cmd(
     review: Annotated[
         int, typer.Option("--review", help="Also show this many closest non-matches, for review (0: off).")
     ] = 8,
+    review_floor: Annotated[
+        float | None,
+        typer.Option(help="Least similarity of a non-match shown for review (default: 0.2 below the threshold)."),
+    ] = None,
 ) -> None:
     """Find a person in a gallery: appearances per camera in time order (table, JSON, HTML)."""
-    from reidkit.search.query.report import photo_times, print_result, save_json, write_html
+    from reidkit.search.query.report import photo_times, print_result, query_text, save_json, write_html
 
     images = [str(p) for p in [*(pictures or []), *(image or [])]]
     try:
         request = api.SearchRequest(
             images, track=track, top=top, cameras=camera or None, since=since, until=until, rerank=not no_rerank,
-            review=review, threshold=threshold, z_threshold=z_threshold, adaptive=not no_adaptive, fuse=fuse,
+            review=review, review_floor=review_floor, threshold=threshold, z_threshold=z_threshold,
+            adaptive=not no_adaptive, fuse=fuse,
         )  # fmt: skip
         with api.open_gallery(gallery) as g:
             result = api.search(g, request, api.load_model(model, weights, embedder=bool(images)))
     except ApiError as exc:
         fail(worded(exc))
+    if result.query.kind == "track":  # say whom: the track number is the gallery's, as every table shows it
+        console.print(f"searched for {query_text(result)}", highlight=False, soft_wrap=True)
     print_result(result, console)
     if result.time_from:
         console.print(photo_times(result), highlight=False, soft_wrap=True)

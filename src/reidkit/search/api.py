@@ -272,24 +272,29 @@ class SearchRequest:
     (:class:`RequestError`), so a request that exists can be run.
 
     The person is exactly one of: ``pictures`` (paths, PIL images or RGB arrays; ``labels`` name them
-    in the result, default: their paths), a gallery ``track`` (row id) or a ``sighting`` (id: its
-    track, or for a detection without one, its stored feature). ``top``: candidates taken from the
-    gallery (k); ``cameras`` and ``since`` / ``until`` (seconds or ISO-8601, naive = UTC) filter them;
-    ``rerank``, ``threshold`` / ``z_threshold`` (default: the model's calibrated ones), ``adaptive``,
-    ``fuse`` and ``review`` are :func:`reidkit.search.query.search.search_person`'s. ``time_range`` is
-    ``(since, until)`` in seconds (None: no time filter).
+    in the result, default: their paths), a gallery ``track`` (its track number, :attr:`Track.id`, the
+    one number every table, card and route shows), a ``sighting`` (id: its track, or for a detection
+    without one, its stored feature) or several ``sightings`` (e.g. the hits an operator confirmed:
+    each one's track feature, or its own, fused as ``fuse`` says; one alone is a ``sighting``).
+    ``top``: candidates taken from the gallery (k); ``cameras`` and ``since`` / ``until`` (seconds or
+    ISO-8601, naive = UTC) filter them; ``rerank``, ``threshold`` / ``z_threshold`` (default: the
+    model's calibrated ones), ``adaptive``, ``fuse``, ``review`` and ``review_floor`` are
+    :func:`reidkit.search.query.search.search_person`'s. ``time_range`` is ``(since, until)`` in
+    seconds (None: no time filter).
     """
 
     pictures: Sequence[Any] = ()
     labels: Sequence[str] | None = None
     track: int | None = None
     sighting: int | None = None
+    sightings: Sequence[int] = ()
     top: int = 200
     cameras: Sequence[str] | None = None
     since: str | float | None = None
     until: str | float | None = None
     rerank: bool = True
     review: int = 8
+    review_floor: float | None = None
     threshold: float | None = None
     z_threshold: float | None = None
     adaptive: bool = True
@@ -304,15 +309,21 @@ class SearchRequest:
 
         put("pictures", tuple(self.pictures))
         put("labels", None if self.labels is None else tuple(self.labels))
+        put("sightings", tuple(dict.fromkeys(int(i) for i in self.sightings)))  # in order, once each
+        if len(self.sightings) == 1 and self.sighting is None:
+            put("sighting", self.sightings[0])  # one sighting is searched as `sighting` is
+            put("sightings", ())
         if self.cameras is not None:  # no camera named (an empty form field): every camera
             put("cameras", tuple(str(c) for c in self.cameras if c) or None)
-        given = sum([bool(self.pictures), self.track is not None, self.sighting is not None])
+        given = sum([bool(self.pictures), self.track is not None, self.sighting is not None, bool(self.sightings)])
         if given != 1:
             raise RequestError(
-                "give the person to search for: pictures, a track id or a sighting id "
+                "give the person to search for: pictures, a track id or sighting id(s) "
                 f"(exactly one of them; got {given})",
                 "query",
             )
+        if len(self.sightings) > MAX_SIGHTINGS:
+            raise RequestError(f"at most {MAX_SIGHTINGS} sightings per search, got {len(self.sightings)}", "sightings")
         if self.labels is not None and len(self.labels) != len(self.pictures):
             raise RequestError(f"{len(self.labels)} labels for {len(self.pictures)} pictures", "labels")
         for p in self.pictures:
@@ -322,6 +333,9 @@ class SearchRequest:
             raise RequestError(f"top must be at least 1, got {self.top}", "top")
         if self.review < 0:
             raise RequestError(f"review must be at least 0, got {self.review}", "review")
+        if self.review_floor is not None and not -1.0 <= self.review_floor <= 1.0:
+            msg = f"review_floor is a cosine similarity in [-1, 1], got {self.review_floor}"
+            raise RequestError(msg, "review_floor")
         if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
             raise RequestError(f"threshold is a cosine similarity in [-1, 1], got {self.threshold}", "threshold")
         if self.z_threshold is not None and not math.isfinite(self.z_threshold):
@@ -393,7 +407,9 @@ def search(gallery: Gallery, request: SearchRequest, model: LoadedModel) -> Sear
 
 
 # The SearchRequest fields that search_person takes as keywords of the same name (``top`` is its ``k``).
-_SEARCH_KEYWORDS = ("rerank", "threshold", "z_threshold", "adaptive", "cameras", "time_range", "fuse", "review")
+_SEARCH_KEYWORDS = ("rerank", "threshold", "z_threshold", "adaptive", "cameras", "time_range", "fuse", "review",
+                    "review_floor")  # fmt: skip
+MAX_SIGHTINGS = 200  # sightings one search may start from
 
 
 def _person(gallery: Gallery, request: SearchRequest) -> tuple[dict[str, Any], str | None]:
@@ -404,12 +420,33 @@ def _person(gallery: Gallery, request: SearchRequest) -> tuple[dict[str, Any], s
         if gallery.track(request.track) is None:
             raise NotFound(f"gallery {gallery.root} has no track {request.track}")
         return {"track_id": request.track}, None
+    if request.sightings:
+        return {"features": _sighting_features(gallery, request.sightings)}, "sightings " + ", ".join(
+            str(i) for i in request.sightings
+        )
     rec = _record(gallery, int(request.sighting))  # type: ignore[arg-type]
     key = (rec.source_id, rec.track_id)
     track = None if rec.track_id is None else gallery.tracks_by_key([key]).get(key)  # type: ignore[list-item]
     if track is not None:
         return {"track_id": track.id}, None
     return {"features": gallery.features([rec.id])}, f"sighting {rec.id}"
+
+
+def _sighting_features(gallery: Gallery, ids: Sequence[int]) -> Any:
+    """One feature per sighting: its track's (the mean of its crops), else its own; :class:`NotFound`."""
+    import numpy as np
+
+    records = [_record(gallery, i) for i in ids]
+    keys = {(r.source_id, r.track_id) for r in records if r.track_id is not None}
+    tracks = gallery.tracks_by_key(keys)  # type: ignore[arg-type]
+    rows: dict[tuple[str, int], Any] = {}  # two sightings of one track count once
+    for r in records:
+        t = None if r.track_id is None else tracks.get((r.source_id, r.track_id))
+        if t is not None:
+            rows.setdefault(("track", t.id), gallery.track_features([t.id])[0])
+        else:
+            rows.setdefault(("sighting", r.id), gallery.features([r.id])[0])
+    return np.stack(list(rows.values()))
 
 
 # --- gallery -----------------------------------------------------------------------------------------
@@ -435,11 +472,30 @@ def gallery_overview(gallery: Gallery, recent: int = 24, model: str | None = Non
     no server folder)."""
     from dataclasses import asdict
 
-    from reidkit.search.query.report import format_time
+    from reidkit.search.query.report import TIME_BASES, format_time, is_dated
     from reidkit.search.storage.records import public_source
 
     o = gallery.overview(recent)
     lo, hi = o.time_span
+    bases = gallery.time_bases()
+    clock = {c.camera: _clock(c.first_time, c.last_time) for c in o.cameras}
+
+    def times(source_id: int, camera: str) -> str:
+        """How a source's times were made, in words: the photo bases, else a video's offsets or dates."""
+        basis = bases.get(source_id)
+        if basis is not None:  # "exif", or a mix: "exif 12, mtime 1"
+            parts = [b.partition(" ") for b in basis.split(", ")]
+            return ", ".join(TIME_BASES.get(name, name) + (f" ({n})" if n else "") for name, _, n in parts)
+        return {"offset": "offset (no date)", "date": "date", "mixed": "dates and offsets"}[clock[camera]]
+
+    clocks = []
+    for name, dated in (("date", True), ("offset", False)):
+        cams = [c for c in o.cameras if is_dated(c.first_time) == dated or is_dated(c.last_time) == dated]
+        if cams:
+            a = min(c.first_time if is_dated(c.first_time) == dated else c.last_time for c in cams)
+            b = max(c.last_time if is_dated(c.last_time) == dated else c.first_time for c in cams)
+            clocks.append({"clock": name, "start": a, "end": b, "start_text": format_time(a),
+                           "end_text": format_time(b), "cameras": [c.camera for c in cams]})  # fmt: skip
     return {
         "gallery": gallery.root.name,
         "model": model,
@@ -451,8 +507,14 @@ def gallery_overview(gallery: Gallery, recent: int = 24, model: str | None = Non
             "start_text": None if lo is None else format_time(lo),
             "end_text": None if hi is None else format_time(hi),
         },
+        "clocks": clocks,
         "cameras": [
-            {**asdict(c), "first_text": format_time(c.first_time), "last_text": format_time(c.last_time)}
+            {
+                **asdict(c),
+                "first_text": format_time(c.first_time),
+                "last_text": format_time(c.last_time),
+                "clock": clock[c.camera],
+            }
             for c in o.cameras
         ],
         "sources": [
@@ -464,11 +526,159 @@ def gallery_overview(gallery: Gallery, recent: int = 24, model: str | None = Non
                 "progress": s.source.progress,
                 "sightings": s.sightings,
                 "tracks": s.tracks,
+                "times": times(s.source.id, s.source.camera) if s.source.camera in clock else None,
             }
             for s in o.sources
         ],
         "recent": _sightings(gallery, o.recent),
     }
+
+
+def _clock(first: float, last: float) -> str:
+    """``date`` (Unix times), ``offset`` (seconds into a video: no date) or ``mixed``."""
+    from reidkit.search.query.report import is_dated
+
+    return "date" if is_dated(first) else "offset" if not is_dated(last) else "mixed"
+
+
+def camera_sightings(
+    gallery: Gallery,
+    camera: str,
+    *,
+    since: str | float | None = None,
+    until: str | float | None = None,
+    offset: int = 0,
+    limit: int = 60,
+    per_track: bool = True,
+) -> dict[str, Any]:
+    """A camera's sightings in time order, for browsing: ``limit`` of them from ``offset`` (``since`` /
+    ``until``: seconds or ISO-8601, naive = UTC). ``per_track``: one per track (its best crop: highest
+    quality, then earliest) with the track's crop count, and every sighting without a track. The answer
+    says the ``total``, the camera's ``clock`` (``date``, ``offset``: seconds into a video, or ``mixed``)
+    and the sightings as :func:`sighting_detail` (``n_crops`` added). :class:`NotFound` for an unknown camera."""
+    if camera not in gallery.cameras():
+        raise NotFound(f"no camera {camera!r} in the gallery")
+    if limit < 1 or offset < 0:
+        raise RequestError("limit must be at least 1 and offset at least 0", "limit", "offset")
+    lo = None if since is None else _seconds(since, "since")
+    hi = None if until is None else _seconds(until, "until")
+    records = [r for src in gallery.sources() if src.camera == camera for r in gallery.records(src.id)]
+    records = [r for r in records if (lo is None or r.timestamp >= lo) and (hi is None or r.timestamp <= hi)]
+    crops: dict[Any, int] = {}
+    if per_track:
+        best: dict[Any, Record] = {}
+        for r in records:
+            key = ("sighting", r.id) if r.track_id is None else (r.source_id, r.track_id)
+            crops[key] = crops.get(key, 0) + 1
+            q = -1.0 if r.quality is None else r.quality
+            b = best.get(key)
+            if b is None or (q, -r.timestamp) > (-1.0 if b.quality is None else b.quality, -b.timestamp):
+                best[key] = r
+        records = list(best.values())
+    records.sort(key=lambda r: (r.timestamp, r.id))
+    page = records[offset : offset + limit]
+    items = _sightings(gallery, page)
+    for item, r in zip(items, page, strict=True):
+        key = ("sighting", r.id) if r.track_id is None else (r.source_id, r.track_id)
+        item["n_crops"] = crops.get(key, 1)
+    times = [r.timestamp for r in records]
+    return {
+        "camera": camera,
+        "clock": _clock(min(times), max(times)) if times else None,
+        "total": len(records),
+        "offset": offset,
+        "limit": limit,
+        "per_track": per_track,
+        "sightings": items,
+    }
+
+
+MAX_CLUSTER_ITEMS = 20_000  # tracks (or sightings) the page's albums cluster at most: O(N^2) work
+CLUSTER_SAMPLE = 12  # sightings shown per album
+# Cosine albums: eps as this share of the model's match distance (1 - threshold); DBSCAN chains neighbours of
+# neighbours, so the album rule is stricter than the pair rule (Market crops, shipped model: 0.95 purity at 0.75).
+ALBUM_EPS_SHARE = 0.75
+
+
+def gallery_clusters(
+    gallery: Gallery,
+    *,
+    level: Literal["tracks", "sightings"] | None = None,
+    rerank: bool | None = None,
+    eps: float | None = None,
+    min_samples: int = 2,
+    sample: int = CLUSTER_SAMPLE,
+    model: LoadedModel | None = None,
+) -> dict[str, Any]:
+    """The gallery grouped into albums (one per identity found; :func:`reidkit.search.query.cluster.cluster_gallery`,
+    DBSCAN), largest first, as JSON-ready data: each album's size, cameras, crops, time span and ``sample``
+    sightings (one per track, spread over its time, as :func:`sighting_detail`); the items left alone.
+    ``rerank`` None: k-reciprocal distances when there are enough items for them (``10 x k1``), else
+    cosine (on a small gallery every k-reciprocal neighbourhood spans several people, and albums mix
+    them). ``eps`` None: the tuned re-ranked one, or for cosine :data:`ALBUM_EPS_SHARE` of the match
+    distance of ``model`` (1 - its calibrated threshold). ``level`` None: tracks when every sighting has
+    one (videos, photos), else sightings (folders of crops have no tracks). ApiError above
+    :data:`MAX_CLUSTER_ITEMS` items or for bad options."""
+    from reidkit.search.query.calibrate import thresholds_for
+    from reidkit.search.query.cluster import DEFAULT_EPS, cluster_gallery
+    from reidkit.search.query.report import format_time
+
+    tracks = gallery.tracks()
+    if level is None:
+        level = "tracks" if tracks and sum(t.n_crops for t in tracks) >= len(gallery) else "sightings"
+    n = len(tracks) if level == "tracks" else len(gallery)
+    if n > MAX_CLUSTER_ITEMS:
+        raise ApiError(f"{n:,} {level} is more than the page clusters ({MAX_CLUSTER_ITEMS:,}): use reidkit cluster")
+    k1 = 20
+    rerank = n >= 10 * k1 if rerank is None else bool(rerank)
+    if eps is None:
+        match = 1.0 - thresholds_for(None if model is None else model.info).threshold
+        eps = DEFAULT_EPS[True] if rerank else round(ALBUM_EPS_SHARE * match, 4)
+    eps = float(eps)
+    if not 0.0 < eps < (1.0 if rerank else 2.0):
+        raise RequestError(f"eps must be in (0, {1 if rerank else 2}) with rerank={rerank}, got {eps}", "eps")
+    if min_samples < 1:
+        raise RequestError(f"min_samples must be at least 1, got {min_samples}", "min_samples")
+    try:
+        result = cluster_gallery(gallery, level=level, rerank=rerank, eps=eps, min_samples=min_samples, k1=k1)
+    except ValueError as exc:
+        raise ApiError(str(exc)) from None
+    albums = []
+    for c in result.clusters:
+        records = sorted(gallery.get(c.records), key=lambda r: (r.timestamp, r.id))
+        firsts: dict[Any, Record] = {}
+        for r in records:  # one per track, its best crop
+            key = ("sighting", r.id) if r.track_id is None else (r.source_id, r.track_id)
+            b = firsts.get(key)
+            if b is None or (r.quality or 0.0) > (b.quality or 0.0):
+                firsts[key] = r
+        picks = sorted(firsts.values(), key=lambda r: (r.timestamp, r.id))
+        if len(picks) > sample:
+            step = (len(picks) - 1) / (sample - 1) if sample > 1 else 0
+            picks = [picks[round(i * step)] for i in range(sample)]
+        lo, hi = records[0].timestamp, records[-1].timestamp
+        albums.append({
+            "id": c.id, "size": c.size, "crops": len(c.records), "cameras": c.cameras,
+            "first_time": lo, "last_time": hi, "first_text": format_time(lo), "last_text": format_time(hi),
+            "sightings": _sightings(gallery, picks),
+        })  # fmt: skip
+    return {
+        "level": result.level,
+        "n_items": result.n_items,
+        "n_noise": len(result.noise),
+        "rerank": rerank,
+        "eps": eps,
+        "clusters": albums,
+    }
+
+
+def search_report(result: SearchResult, frames: bool = True) -> str:
+    """The self-contained HTML report of a search result, as ``reidkit search --html`` writes it
+    (:func:`reidkit.search.query.report.render_html`), worded for a client (:meth:`SearchResult.public`:
+    no server path, no credential); its pictures are read from the gallery's files here."""
+    from reidkit.search.query.report import render_html
+
+    return render_html(result, frames=frames, public=True)
 
 
 def track_detail(gallery: Gallery, track: int) -> dict[str, Any]:

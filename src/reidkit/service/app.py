@@ -2,14 +2,16 @@
 
 :func:`create_app` builds a FastAPI app over one gallery folder:
 
-* ``POST /search`` (multipart: ``image`` pictures, or a ``track`` / ``sighting`` id, and the options
-  of ``reidkit search``) answers the JSON of ``reidkit search --json``, as a client may see it
-  (:meth:`~reidkit.search.query.search.SearchResult.public`: no server path, no credential);
-  ``POST /search/html`` the same search as the HTML fragment the page shows (one rendering with
-  ``reidkit search --html``: :func:`reidkit.search.query.report.render_results`).
-* ``GET /gallery`` (overview), ``/tracks/{id}``, ``/sightings/{id}``, ``/crops/{id}`` and
-  ``/frames/{id}`` (JPEGs, by id only: no client-given path reaches the file system), ``/health``,
-  the page at ``/`` and the schema at ``/openapi.json``.
+* ``POST /search`` (multipart: ``image`` pictures, or a ``track`` number, a ``sighting`` id or several
+  ``sightings``, and the options of ``reidkit search``) answers the JSON of ``reidkit search --json``,
+  as a client may see it (:meth:`~reidkit.search.query.search.SearchResult.public`: no server path, no
+  credential); ``POST /search/html`` the same search as the HTML fragment the page shows (one
+  rendering with ``reidkit search --html``: :func:`reidkit.search.query.report.render_results`);
+  ``POST /search/report`` the whole self-contained report ``reidkit search --html`` writes.
+* ``GET /gallery`` (overview), ``/tracks/{id}``, ``/sightings/{id}``, ``/sightings?camera=`` (a camera's
+  sightings in time order), ``/clusters`` (albums), ``/crops/{id}`` and ``/frames/{id}`` (JPEGs, by id
+  only: no client-given path reaches the file system), ``/health``, the page at ``/`` and the schema
+  at ``/openapi.json``.
 
 Every route parses its input, makes one call into :mod:`reidkit.search.api` (the CLI's calls too)
 and words the answer; :func:`answering` turns the API's errors into HTTP statuses. The model loads
@@ -61,6 +63,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import Field
 
 from reidkit.search import api
 from reidkit.search.api import ApiError, EmptyGallery, LoadedModel, NotFound, SearchRequest
@@ -69,6 +72,8 @@ from reidkit.search.storage.gallery import Gallery
 from reidkit.search.storage.live import LiveGallery, NoGallery
 from reidkit.search.storage.records import GalleryError, Hit, public_text
 from reidkit.service.models import (
+    BrowseModel,
+    ClustersModel,
     ErrorModel,
     GalleryModel,
     HealthModel,
@@ -101,6 +106,7 @@ MIN_RATE = 10_000
 MAX_IMAGES = 16  # query pictures per search
 MAX_TOP = 2000  # candidates (k) per search: re-ranking is O(k^2)
 MAX_REVIEW = 100
+MAX_BROWSE = 500  # sightings per page of a camera's
 MAX_ID = 2**63 - 1  # SQLite's largest integer
 RECENT = 24
 STATIC = ("index.html", "app.js", "app.css")
@@ -319,6 +325,7 @@ class Service:
     known: dict[str, str]  # server paths and the names clients are told instead
     stats: dict[str, int] = dataclasses.field(default_factory=lambda: {"active": 0, "max_active": 0, "searches": 0})
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    albums: dict[tuple[Any, ...], dict[str, Any]] = dataclasses.field(default_factory=dict)  # the last clustering
 
     @property
     def model_name(self) -> str | None:
@@ -395,12 +402,28 @@ async def search_request(
             description="Search from a sighting: its track, or (a detection without a track) its stored feature.",
         ),
     ] = None,
+    sightings: Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
+        Form(
+            description=f"Search from several sightings (repeat the field, at most {api.MAX_SIGHTINGS}; e.g. the hits "
+            "confirmed on the page): their tracks' features, or their own, fused as `fuse` says."
+        ),
+    ] = None,
     top: Annotated[int, Form(ge=1, le=MAX_TOP, description="Candidates taken from the gallery (k).")] = 200,
     camera: Annotated[list[str] | None, Form(description="Only these cameras (repeat the field).")] = None,
     since: Annotated[str | None, Form(description="Only from this time (seconds or ISO-8601).")] = None,
     until: Annotated[str | None, Form(description="Only until this time (seconds or ISO-8601).")] = None,
     rerank: Annotated[bool, Form(description="k-reciprocal re-ranking of the candidates.")] = True,
     review: Annotated[int, Form(ge=0, le=MAX_REVIEW, description="Closest non-matches kept for review (0: none).")] = 8,
+    review_floor: Annotated[
+        float | None,
+        Form(
+            ge=-1.0,
+            le=1.0,
+            allow_inf_nan=False,
+            description="Least cosine similarity of a non-match kept for review (default: 0.2 below the threshold).",
+        ),
+    ] = None,
     threshold: Annotated[
         float | None,
         Form(ge=-1.0, le=1.0, allow_inf_nan=False, description="Cosine match threshold (default: calibrated)."),
@@ -418,9 +441,9 @@ async def search_request(
     names = [Path(f.filename or f"picture {i + 1}").name for i, f in enumerate(files)]
     with answering():
         request = SearchRequest(
-            files, names or None, track=track, sighting=sighting, top=top, cameras=camera, since=since or None,
-            until=until or None, rerank=rerank, review=review, threshold=threshold, z_threshold=z_threshold,
-            adaptive=adaptive, fuse=fuse,
+            files, names or None, track=track, sighting=sighting, sightings=sightings or (), top=top, cameras=camera,
+            since=since or None, until=until or None, rerank=rerank, review=review, review_floor=review_floor,
+            threshold=threshold, z_threshold=z_threshold, adaptive=adaptive, fuse=fuse,
         )  # fmt: skip
     uploads = [Upload(name, await f.read()) for name, f in zip(names, files, strict=True)]
     return dataclasses.replace(request, pictures=uploads)
@@ -455,8 +478,10 @@ async def _search(svc: Service, request: SearchRequest, finish: Callable[[Search
             decoded = decode() if pictures is None else pictures
             with svc.live.lease() as g:
                 result = api.search(g, dataclasses.replace(request, pictures=decoded), svc.model)
-            result.query_images = []  # not kept: the pictures are the client's
-            return finish(result)
+            try:
+                return finish(result)  # the report shows the query pictures
+            finally:
+                result.query_images = []  # not kept: the pictures are the client's
 
     return await svc.searches.run(work)
 
@@ -510,6 +535,7 @@ async def search_html(svc: Svc, http: Request, request: SearchForm) -> HTMLRespo
             "cameras": len(result.by_camera()),
             "query-kind": q.kind,
             "query-track": "" if q.track is None else q.track.id,
+            "review-floor": "" if result.review_floor is None else f"{result.review_floor:.2f}",
         }
         data = "".join(f' data-{k}="{html.escape(str(v))}"' for k, v in attrs.items())
         meta = "".join(f'<p class="meta">{m}</p>' for m in result_meta(result))
@@ -517,6 +543,28 @@ async def search_html(svc: Svc, http: Request, request: SearchForm) -> HTMLRespo
         return f'<div class="results"{data}><div class="result-meta">{meta}</div>{body}</div>'
 
     return HTMLResponse(await _search(svc, request, render))
+
+
+@router.post(
+    "/search/report",
+    response_class=HTMLResponse,
+    responses={
+        **SEARCH_ERRORS,
+        200: {"content": {"text/html": {}}, "description": "A self-contained HTML page (an attachment)."},
+    },
+    summary="The same search as the HTML report `reidkit search --html` writes (a download)",
+)
+async def search_report(
+    svc: Svc,
+    request: SearchForm,
+    frames: Annotated[bool, Query(description="Embed the full frames of the best appearances.")] = True,
+) -> HTMLResponse:
+    """One self-contained page, every picture embedded (:func:`reidkit.search.query.report.render_html`, as
+    `reidkit search --html`), worded for a client: sources by their public form, the gallery by its folder's
+    name, query pictures by their upload names."""
+    page = await _search(svc, request, lambda r: api.search_report(r, frames=bool(frames)))
+    name = time.strftime("reidkit-search-%Y%m%d-%H%M%S.html", time.gmtime())
+    return HTMLResponse(page, headers={"content-disposition": f'attachment; filename="{name}"'})
 
 
 def _every_hit(result: SearchResult) -> list[Hit]:
@@ -556,6 +604,67 @@ def track_detail(svc: Svc, http: Request, track_id: Id) -> Any:
 @_read("/sightings/{sighting_id}", "One sighting (stored detection)", SightingModel, 404)
 def sighting_detail(svc: Svc, http: Request, sighting_id: Id) -> Any:
     return _with_urls([svc.leased(lambda g: api.sighting_detail(g, sighting_id))], _base(http))[0]
+
+
+@_read("/sightings", "A camera's sightings in time order (browse)", BrowseModel, 400, 404)
+def camera_sightings(
+    svc: Svc,
+    http: Request,
+    camera: Annotated[str, Query(max_length=200, description="The camera's name.")],
+    since: Annotated[str | None, Query(max_length=64, description="From this time (seconds or ISO-8601).")] = None,
+    until: Annotated[str | None, Query(max_length=64, description="Until this time (seconds or ISO-8601).")] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Skip this many (paging).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_BROWSE, description="At most this many.")] = 60,
+    per_track: Annotated[bool, Query(description="One sighting per track (its best crop), or every one.")] = True,
+) -> Any:
+    """The camera's sightings from `since` to `until` in time order, `limit` from `offset`: one per track
+    (its best crop, with the track's crop count) unless `per_track` is false."""
+    def browse(g: Gallery) -> dict[str, Any]:
+        return api.camera_sightings(
+            g, camera, since=since or None, until=until or None, offset=offset, limit=limit, per_track=per_track
+        )
+
+    got = svc.leased(browse)
+    return {**got, "sightings": _with_urls(got["sightings"], _base(http))}
+
+
+@_read("/clusters", "The gallery grouped into albums, one per identity found", ClustersModel, 400, 429)
+async def clusters(
+    svc: Svc,
+    http: Request,
+    level: Annotated[
+        Literal["tracks", "sightings"] | None,
+        Query(description="Cluster tracks or sightings (default: tracks when every sighting has one)."),
+    ] = None,
+    rerank: Annotated[
+        bool | None, Query(description="k-reciprocal distances (default: when there are enough items).")
+    ] = None,
+    eps: Annotated[
+        float | None, Query(gt=0.0, lt=2.0, allow_inf_nan=False, description="Neighbourhood radius (default: tuned).")
+    ] = None,
+    min_samples: Annotated[int, Query(ge=1, le=50, description="DBSCAN: neighbours of a core item.")] = 2,
+) -> Any:
+    """Albums (`reidkit cluster`'s DBSCAN over the tracks' mean features), largest first, each with its
+    cameras, time span and a sample of sightings; worked out in a search thread (429 when the line is
+    full) and kept until the gallery grows."""
+
+    def work() -> dict[str, Any]:
+        with svc.answering(), svc.live.lease() as g:
+            key = (len(g), level, rerank, eps, min_samples)
+            with svc.lock:
+                cached = svc.albums.get(key)
+            if cached is None:
+                cached = api.gallery_clusters(
+                    g, level=level, rerank=rerank, eps=eps, min_samples=min_samples, model=svc.model
+                )
+                with svc.lock:
+                    svc.albums.clear()  # one gallery state at a time
+                    svc.albums[key] = cached
+            return cached
+
+    got = await svc.searches.run(work)
+    base = _base(http)
+    return {**got, "clusters": [{**c, "sightings": _with_urls(c["sightings"], base)} for c in got["clusters"]]}
 
 
 @_read("/crops/{sighting_id}", "The crop of a sighting (JPEG)", None, 404)
@@ -672,7 +781,7 @@ def create_app(
         docs_url=None,  # Swagger UI loads from a CDN; the service works offline
         redoc_url=None,
         lifespan=lifespan,
-        form_limits={"max_files": MAX_IMAGES, "max_fields": 200},
+        form_limits={"max_files": MAX_IMAGES, "max_fields": api.MAX_SIGHTINGS + 50},
     )
     app.include_router(router)
     app.state.service = svc

@@ -42,7 +42,10 @@ HitModel = _of(
     "A stored detection and its cosine similarity to the query.",
     timestamp=(float, Field(description="Seconds: Unix time, or seconds into a video.")),
     box=(Box | None, ...),
-    track_id=(int | None, Field(description="The tracker's id within the source.")),
+    track_id=(
+        int | None,
+        Field(description="The tracker's own id within its source (not the track number: see `track`)."),
+    ),
     crop=(str | None, Field(description="The crop file as recorded in the gallery (the service serves it by id).")),
     score=(float, Field(description="Cosine similarity to the query.")),
     picture=(
@@ -62,6 +65,10 @@ AppearanceModel = _of(
     "AppearanceModel",
     "One sighting of the person: a track (or a lone detection) on one camera.",
     best=(HitModel, ...),
+    track=(
+        int | None,
+        Field(description="The track number (the gallery's track row id: what `track` searches and /tracks take)."),
+    ),
 )
 
 
@@ -94,6 +101,7 @@ class SearchResultModel(_Model):
     z: list[float] | None
     appearances: list[AppearanceModel]
     near_misses: list[AppearanceModel]
+    review_floor: float | None = Field(description="No near miss is less similar than this (cosine similarity).")
     time_from: dict[str, str] = Field(
         default_factory=dict, description="Where the times of photo-folder sources came from (when present)."
     )
@@ -105,7 +113,7 @@ SightingModel = _of(
     "A stored detection, with the service's URLs of its crop and frame.",
     box=(Box | None, ...),
     time_text=(str, Field(description="The timestamp as reidkit prints it (UTC date-time or video position).")),
-    track=(int | None, Field(description="The gallery's track row id, if the detection belongs to a track.")),
+    track=(int | None, Field(description="The track number (the gallery's track row id), if it belongs to a track.")),
     crop_url=(str, ...),
     frame_url=(str | None, ...),
 )
@@ -113,6 +121,9 @@ SightingModel = _of(
 
 class TrackDetailModel(TrackModel):
     sightings: list[SightingModel]
+
+
+Clock = Literal["date", "offset", "mixed"]
 
 
 class CameraModel(_Model):
@@ -123,6 +134,7 @@ class CameraModel(_Model):
     last_time: float
     first_text: str
     last_text: str
+    clock: Clock = Field(description="date: Unix times; offset: seconds into a video (no date); mixed: both.")
 
 
 class SourceModel(_Model):
@@ -133,6 +145,19 @@ class SourceModel(_Model):
     progress: float | None
     sightings: int
     tracks: int
+    times: str | None = Field(
+        description="How its times were made: a photo folder's bases (EXIF, file modification time, ...), "
+        "else video offset (no date) or date."
+    )
+
+
+class ClockSpanModel(_Model):
+    clock: Literal["date", "offset"]
+    start: float
+    end: float
+    start_text: str
+    end_text: str
+    cameras: list[str]
 
 
 class TotalsModel(_Model):
@@ -155,6 +180,9 @@ class GalleryModel(_Model):
     totals: TotalsModel
     searchable: int = Field(description="Sightings in the search index now (new ones join within seconds).")
     time_span: SpanModel
+    clocks: list[ClockSpanModel] = Field(
+        description="The time span per clock: dates, and offsets into videos (never one span across both)."
+    )
     cameras: list[CameraModel]
     sources: list[SourceModel]
     recent: list[SightingModel] = Field(description="The sightings added last, newest first.")
@@ -164,3 +192,46 @@ class HealthModel(_Model):
     status: Literal["ok"]
     gallery: bool = Field(description="Whether the gallery is open (false: none built yet at the folder).")
     auth: bool = Field(description="Whether the other endpoints need `Authorization: Bearer <token>`.")
+
+
+BrowseSightingModel = create_model(
+    "BrowseSightingModel",
+    __base__=SightingModel,
+    __module__=__name__,
+    n_crops=(int, Field(description="Crops of its track (1 without one).")),
+)
+
+
+class BrowseModel(_Model):
+    """A camera's sightings in time order (one per track unless asked otherwise), a page of them."""
+
+    camera: str
+    clock: Clock | None
+    total: int = Field(description="Sightings (tracks) in the time range.")
+    offset: int
+    limit: int
+    per_track: bool
+    sightings: list[BrowseSightingModel]  # type: ignore[valid-type]
+
+
+class AlbumModel(_Model):
+    id: int
+    size: int = Field(description="Tracks (or sightings) in the album.")
+    crops: int
+    cameras: list[str]
+    first_time: float
+    last_time: float
+    first_text: str
+    last_text: str
+    sightings: list[SightingModel] = Field(description="A sample: one per track, spread over the album's time.")
+
+
+class ClustersModel(_Model):
+    """The gallery grouped into albums, one per identity found (DBSCAN), largest first."""
+
+    level: Literal["tracks", "sightings"]
+    n_items: int
+    n_noise: int = Field(description="Items in no album (seen once, or like nobody else).")
+    rerank: bool
+    eps: float
+    clusters: list[AlbumModel]

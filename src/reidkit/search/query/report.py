@@ -3,12 +3,14 @@ table and JSON.
 
 The HTML page is one file with every picture embedded as a base64 JPEG thumbnail, so it can be
 mailed or archived on its own: the query picture(s), a per-camera summary, a timeline (inline SVG,
-one lane per camera, one mark per appearance, linked to its card) and, per camera in time order,
-each appearance with its best crop, time span and similarity. For appearances from a video file the
-full frame is shown with the box drawn, read by seeking to the frame index; a missing or unreadable
-video just leaves the frame out. The closest candidates that failed the match rule
-(:attr:`SearchResult.near_misses`) follow in a separate, clearly labelled review section (crops only),
-and in a second terminal table.
+one lane per camera, one mark per appearance, linked to its card; one clock per timeline: dated
+appearances and those timed only as offsets into their video are never put on one axis) and, per
+camera in time order, a grid of the appearances with their best crop, time span and similarity.
+For appearances from a video file the full frame is shown with the box drawn, read by seeking to the
+frame index; a missing or unreadable video just leaves the frame out. The closest candidates that
+failed the match rule (:attr:`SearchResult.near_misses`) follow in a separate, clearly labelled review
+section (crops only), and in a second terminal table. Tracks are named everywhere by the gallery's
+track number (:attr:`Track.id`, what ``--track`` takes), not by a tracker's id within its source.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +30,7 @@ import numpy as np
 
 from reidkit.search.query.search import Appearance, SearchResult
 from reidkit.search.storage.media import FrameReader, cut_box, draw_box, imread
-from reidkit.search.storage.records import Hit, redact_uri
+from reidkit.search.storage.records import Hit, Track, redact_uri
 
 EPOCH_CUTOFF = 1e8  # timestamps above this are Unix times (after 1973), below: seconds into a video
 MAX_FRAMES = 60  # full frames embedded per report (the best-scoring appearances get them)
@@ -57,6 +60,16 @@ def format_time(ts: float) -> str:
     return f"{sign}{int(h)}:{int(m):02d}:{s:04.1f}" if h else f"{sign}{int(m)}:{s:04.1f}"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 appearance``, ``2 appearances``."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+def is_dated(ts: float) -> bool:
+    """Whether a timestamp is a date (Unix time), not an offset into a video."""
+    return ts >= EPOCH_CUTOFF
+
+
 def format_span(a: Appearance) -> str:
     if a.end - a.start < 0.05:
         return format_time(a.start)
@@ -67,13 +80,20 @@ def format_span(a: Appearance) -> str:
     return f"{start} – {end}"
 
 
-def _query_text(result: SearchResult) -> str:
+def query_text(result: SearchResult) -> str:
     q = result.query
     if q.kind == "track" and q.track is not None:
-        t = q.track
-        return f"track {t.id} ({t.camera}, {redact_uri(t.source)} #{t.track_id}, {t.n_crops} crops)"
+        return track_text(q.track)
     names = [Path(label).name if q.kind == "images" else label for label in q.labels]
     return ", ".join(names) if len(names) <= 3 else f"{len(names)} pictures"
+
+
+def track_text(t: Track) -> str:
+    """A track as reidkit names it: its gallery track number, camera, source, crops and time span."""
+    span = format_time(t.first_time)
+    if t.last_time - t.first_time >= 0.05:
+        span += f" – {format_time(t.last_time)}"
+    return f"track {t.id} ({t.camera}, {_source_name(t.source)}, {plural(t.n_crops, 'crop')}, {span})"
 
 
 def _source_name(uri: str) -> str:
@@ -97,7 +117,7 @@ def result_table(result: SearchResult, limit: int | None = None) -> Any:
 
     n_cams = len(result.by_camera())
     title = (
-        f"{_query_text(result)}: {len(result.appearances)} appearances on {n_cams} cameras "
+        f"{query_text(result)}: {plural(len(result.appearances), 'appearance')} on {plural(n_cams, 'camera')} "
         f"({len(result.hits)} of {result.n_candidates} candidates: {match_rule(result)})"
     )
     table = Table(title=title, caption=f"gallery {result.gallery}; thresholds {result.threshold_source}")
@@ -122,7 +142,7 @@ def result_table(result: SearchResult, limit: int | None = None) -> Any:
             f"{a.duration:.1f} s",
             f"{a.score:.3f}",
             "" if a.z is None else f"{a.z:.1f}",
-            "" if a.track_id is None else str(a.track_id),
+            "" if a.track is None else str(a.track),
             f"{len(a.hit_ids)}/{a.n_crops}",
             _source_name(a.source),
             str(a.best.id),
@@ -137,12 +157,13 @@ REVIEW_TITLE = "closest candidates below the match rule (not matches; for review
 
 
 def review_table(result: SearchResult) -> Any:
-    """A rich Table of the near misses (closest non-matching candidates), best first."""
+    """A rich Table of the near misses (closest non-matching candidates), most similar first."""
     from rich.table import Table
 
+    floor = "" if result.review_floor is None else f"; none below similarity {result.review_floor:.2f}"
     table = Table(
         title=REVIEW_TITLE,
-        caption=f"these did not pass {match_rule(result)}",
+        caption=f"these did not pass {match_rule(result)}{floor}",
         title_style="yellow",
         min_width=len(REVIEW_TITLE),
     )
@@ -161,7 +182,7 @@ def review_table(result: SearchResult) -> Any:
             format_span(a),
             f"{a.score:.3f}",
             "" if a.z is None else f"{a.z:.1f}",
-            "" if a.track_id is None else str(a.track_id),
+            "" if a.track is None else str(a.track),
             _source_name(a.source),
         )
     return table
@@ -221,24 +242,38 @@ def _data_uri(image: np.ndarray, height: int | None = None, width: int | None = 
 
 PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2330;background:#fafbfc}
-h1{margin:0 0 4px}h2{border-bottom:1px solid #d8dde6;padding-bottom:4px;margin-top:28px}
+h1{margin:0 0 4px;font-size:24px;overflow-wrap:anywhere}
+h2{border-bottom:1px solid #d8dde6;padding-bottom:4px;margin-top:28px}
 .thumbs{display:flex;flex-wrap:wrap;gap:10px}
 .thumbs figure{margin:0;text-align:center;font-size:12px;color:#5a6475;max-width:180px;word-break:break-all}
 img{border-radius:4px;box-shadow:0 1px 3px rgba(0,0,0,.25);background:#fff}
+@media (max-width:600px){body{margin:12px}}
 """
 # The classes of :func:`render_results` (the static report and the service's page both use them).
 RESULTS_CSS = """
-.meta{color:#5a6475;font-size:14px;margin:2px 0}
-.appearance img{border-radius:4px;box-shadow:0 1px 3px rgba(0,0,0,.25);background:#fff}
-table.summary{border-collapse:collapse;font-size:14px}
+.meta{color:#5a6475;font-size:14px;margin:2px 0;overflow-wrap:anywhere}
+table.summary{border-collapse:collapse;font-size:14px;max-width:100%}
 table.summary td,table.summary th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left}
-.appearance{display:flex;gap:14px;align-items:flex-start;background:#fff;border:1px solid #e3e7ee;
-border-radius:6px;padding:10px;margin:8px 0}
+.scroll{overflow-x:auto;max-width:100%}
+.timeline svg{display:block;width:100%;min-width:520px;height:auto}
+.timeline .meta{margin:4px 0 2px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px;margin:8px 0}
+.appearance{display:flex;flex-direction:column;gap:6px;background:#fff;border:1px solid #e3e7ee;
+border-radius:8px;padding:8px;min-width:0}
+.appearance .crop{display:flex;align-items:center;justify-content:center;height:260px;background:#eef1f5;
+border-radius:6px}
+.appearance .crop img{height:250px;max-width:100%;object-fit:contain;border-radius:4px;
+box-shadow:0 1px 3px rgba(0,0,0,.25);background:#fff}
+.appearance.has-frame{grid-column:1/-1;flex-direction:row;flex-wrap:wrap;align-items:flex-start}
+.appearance.has-frame .crop{flex:0 0 190px}.appearance.has-frame .info{flex:1 1 200px}
+.frame{flex:2 1 320px}.frame img{max-width:100%;height:auto}
 .appearance:target{outline:3px solid #f0a202}
-.info{font-size:14px;min-width:230px}.info b{display:inline-block;min-width:86px;color:#5a6475;font-weight:500}
+.info{font-size:13px;line-height:1.5;overflow-wrap:anywhere}
+.info b{display:inline-block;min-width:74px;color:#5a6475;font-weight:500}
+.clock{display:inline-block;font-size:11px;padding:0 5px;border-radius:8px;background:#fff3d6;color:#6b4e00}
 .near{border-style:dashed;background:#fbfbf6}
 .score{font-weight:600}.none{color:#5a6475;font-style:italic}
-svg text{font-size:12px;fill:#1d2330}
+svg text{font-size:13px;fill:#1d2330}
 """
 CSS = PAGE_CSS + RESULTS_CSS
 
@@ -252,17 +287,76 @@ def _score_colour(score: float, threshold: float) -> str:
     return f"hsl({round(10 + 110 * x)},70%,45%)"
 
 
-def timeline_svg(result: SearchResult, width: int = 960, lane: int = 30) -> str:
-    """An inline SVG: one lane per camera, one mark per appearance spanning its time."""
-    groups = result.by_camera()
-    if not groups:
+# Tick steps of a timeline's axis, in seconds: the first that gives at most TICKS ticks is used.
+TICK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+              43200, 86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400, 365 * 86400)  # fmt: skip
+TICKS = 6
+
+
+def axis_ticks(t0: float, t1: float, dated: bool) -> tuple[list[tuple[float, str]], str]:
+    """Round tick times between ``t0`` and ``t1`` with labels that differ from one another and say no
+    more than the span needs (``14:05``, ``14:05:30``, ``11-24 14:00``, ``1:05`` into a video), and a
+    caption for what the labels leave out (the date, the clock). ``dated``: Unix times (UTC), else offsets."""
+    span = max(t1 - t0, 1e-9)
+    step = next((s for s in TICK_STEPS if span / s <= TICKS), TICK_STEPS[-1])
+    first = math.ceil(t0 / step - 1e-9) * step
+    times = [first + i * step for i in range(int((t1 - first) / step + 1e-9) + 1)]
+    if not dated:
+
+        def offset(t: float) -> str:
+            text = format_time(t)
+            return text if step < 1 else text[:-2]  # whole seconds: no tenths
+
+        return [(t, offset(t)) for t in times], "time into each video (no date: ingested without --start-time)"
+    days = {datetime.fromtimestamp(t, UTC).date() for t in (t0, t1)}
+    if step >= 86400:
+        fmt = "%Y-%m-%d"
+    elif len(days) > 1:
+        fmt = "%m-%d %H:%M"
+    else:
+        fmt = "%H:%M" if step >= 60 else "%H:%M:%S" if step >= 1 else "%H:%M:%S.%f"
+    labels = [(t, datetime.fromtimestamp(t, UTC).strftime(fmt)) for t in times]
+    if fmt.endswith("%f"):
+        labels = [(t, text[:-5]) for t, text in labels]  # tenths of a second
+    day = min(days).isoformat() if len(days) == 1 else f"{min(days).isoformat()} – {max(days).isoformat()}"
+    return labels, f"{day}, UTC"
+
+
+def timeline_svg(result: SearchResult, width: int = 760, lane: int = 30) -> str:
+    """One inline SVG per clock (dated appearances, and those timed only as offsets into a video), one lane
+    per camera, one mark per appearance spanning its time, with a round, readable axis
+    (:func:`axis_ticks`) and a caption that names the clock."""
+    if not result.appearances:
         return '<p class="none">No appearances.</p>'
+    dated = [a for a in result.appearances if is_dated(a.start)]
+    offsets = [a for a in result.appearances if not is_dated(a.start)]
+    index = {id(a): i for i, a in enumerate(result.appearances)}
+    parts = []
+    for apps, is_date in ((dated, True), (offsets, False)):
+        if apps:
+            parts.append(_timeline(result, apps, is_date, index, width, lane, both=bool(dated and offsets)))
+    return "".join(parts)
+
+
+def _timeline(
+    result: SearchResult, apps: list[Appearance], dated: bool, index: dict[int, int], width: int, lane: int, both: bool
+) -> str:
     esc = html.escape
-    left, right, top = 120, 20, 10
-    t0 = min(a.start for a in result.appearances)
-    t1 = max(a.end for a in result.appearances)
-    if t1 - t0 < 1e-6:
-        t0, t1 = t0 - 1.0, t1 + 1.0
+    groups: dict[str, list[Appearance]] = {}
+    for a in apps:
+        groups.setdefault(a.camera, []).append(a)
+    left, right, top = 110, 24, 10
+    t0 = min(a.start for a in apps)
+    t1 = max(a.end for a in apps)
+    if t1 - t0 < 1.0:  # one instant (or nearly): a few seconds either side, so the axis can say when
+        mid = (t0 + t1) / 2
+        t0, t1 = mid - 2.5, mid + 2.5
+    else:
+        pad = (t1 - t0) * 0.02
+        t0, t1 = t0 - pad, t1 + pad
+    start = min(a.start for a in apps)
+    if not dated and t0 < 0 <= start:  # a video's offsets start at 0:00
+        t0, t1 = 0.0, t1 - t0
     span = t1 - t0
     plot = width - left - right
     height = top + lane * len(groups) + 30
@@ -270,18 +364,22 @@ def timeline_svg(result: SearchResult, width: int = 960, lane: int = 30) -> str:
     def x(t: float) -> float:
         return left + (t - t0) / span * plot
 
+    ticks, caption = axis_ticks(t0, t1, dated)
+    what = "dated appearances" if dated else "appearances timed as offsets into their video"
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline of appearances per camera">'
+        f'<div class="timeline" data-clock="{"date" if dated else "offset"}">'
+        + (f'<p class="meta"><b>{esc(what)}</b></p>' if both else "")
+        + f'<div class="scroll"><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline of appearances per camera ({esc(caption)})">'
     ]
-    index = {id(a): i for i, a in enumerate(result.appearances)}
-    for row, (cam, apps) in enumerate(groups.items()):
+    for row, (cam, cam_apps) in enumerate(groups.items()):
         y = top + row * lane
         parts.append(f'<rect x="{left}" y="{y + 4}" width="{plot}" height="{lane - 8}" fill="#eef1f5"/>')
-        parts.append(f'<text x="{left - 8}" y="{y + lane / 2 + 4}" text-anchor="end">{esc(cam)}</text>')
-        for a in apps:
+        name = cam if len(cam) <= 14 else cam[:13] + "…"
+        parts.append(f'<text x="{left - 8}" y="{y + lane / 2 + 4}" text-anchor="end">{esc(name)}</text>')
+        for a in cam_apps:
             x0, x1 = x(a.start), x(a.end)
-            w = max(x1 - x0, 4.0)
+            w = max(x1 - x0, 5.0)
             x0 = min(max(x0 - (w - (x1 - x0)) / 2, left), left + plot - w)  # short marks: centred, kept inside
             tip = f"{cam}: {format_span(a)}, similarity {a.score:.3f}"
             parts.append(
@@ -291,12 +389,12 @@ def timeline_svg(result: SearchResult, width: int = 960, lane: int = 30) -> str:
             )
     axis_y = top + lane * len(groups) + 4
     parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{left + plot}" y2="{axis_y}" stroke="#8a93a3"/>')
-    for i in range(5):
-        t = t0 + span * i / 4
-        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
-        parts.append(f'<line x1="{x(t):.1f}" y1="{axis_y}" x2="{x(t):.1f}" y2="{axis_y + 4}" stroke="#8a93a3"/>')
-        parts.append(f'<text x="{x(t):.1f}" y="{axis_y + 18}" text-anchor="{anchor}">{esc(format_time(t))}</text>')
-    parts.append("</svg>")
+    for t, label in ticks:
+        xt = x(t)
+        anchor = "start" if xt - left < 30 else "end" if left + plot - xt < 30 else "middle"
+        parts.append(f'<line x1="{xt:.1f}" y1="{axis_y}" x2="{xt:.1f}" y2="{axis_y + 4}" stroke="#8a93a3"/>')
+        parts.append(f'<text class="tick" x="{xt:.1f}" y="{axis_y + 18}" text-anchor="{anchor}">{esc(label)}</text>')
+    parts.append(f'</svg></div><p class="meta axis">axis: {esc(caption)}</p></div>')
     return "".join(parts)
 
 
@@ -315,7 +413,7 @@ class EmbeddedImages:
     """
 
     def __init__(
-        self, result: SearchResult, frames_for: Iterable[int] = (), thumb_height: int = 160, frame_width: int = 480
+        self, result: SearchResult, frames_for: Iterable[int] = (), thumb_height: int = 240, frame_width: int = 640
     ) -> None:
         self.result = result
         self.frames_for = set(frames_for)
@@ -323,6 +421,8 @@ class EmbeddedImages:
         self.frame_width = frame_width
         self.reader = FrameReader(result.gallery)
         self._full: dict[int, np.ndarray | None] = {}
+        # by id: the hits of a public copy of the result (file names, no server path) are read as these
+        self._hits = {h.id: h for h in [*result.hits, *(a.best for a in [*result.appearances, *result.near_misses])]}
 
     def _frame(self, hit: Hit) -> np.ndarray | None:
         if hit.id not in self._full:
@@ -330,6 +430,7 @@ class EmbeddedImages:
         return self._full[hit.id]
 
     def __call__(self, hit: Hit, kind: str) -> str | None:
+        hit = self._hits.get(hit.id, hit)
         if kind == "frame":
             if hit.id not in self.frames_for:
                 return None
@@ -352,7 +453,7 @@ class EmbeddedImages:
 
 
 def result_meta(result: SearchResult) -> list[str]:
-    """The lines (HTML) that say what was searched and how: gallery, counts, match rule, filters."""
+    """The lines (HTML) that say what was searched and how: gallery, counts, match rule, filters, clocks."""
     esc = html.escape
     filters = []
     if result.cameras:
@@ -360,10 +461,11 @@ def result_meta(result: SearchResult) -> list[str]:
     if result.time_range:
         lo, hi = result.time_range
         filters.append(f"time {'…' if lo is None else format_time(lo)} – {'…' if hi is None else format_time(hi)}")
+    n_cams = len(result.by_camera())
     meta = [
         f"gallery <code>{esc(result.gallery)}</code>" + (f", model {esc(result.model)}" if result.model else ""),
-        f"{len(result.appearances)} appearances on {len(result.by_camera())} cameras from {len(result.hits)} "
-        f"matching detections (of {result.n_candidates} candidates, top {result.k}"
+        f"{plural(len(result.appearances), 'appearance')} on {plural(n_cams, 'camera')} from "
+        f"{plural(len(result.hits), 'matching detection')} (of {result.n_candidates} candidates, top {result.k}"
         + (", k-reciprocal re-ranked" if result.reranked else "")
         + ")",
         f"match rule: {esc(match_rule(result))} ({esc(result.threshold_source)})"
@@ -379,7 +481,17 @@ def result_meta(result: SearchResult) -> list[str]:
         meta.append("filters: " + esc("; ".join(filters)))
     if result.time_from:
         meta.append(esc(photo_times(result)))
+    if offsets := offset_cameras(result):
+        meta.append(esc(f"times of {', '.join(offsets)}: offsets from the start of their video or folder, not dates "
+                        "(ingested without --start-time)"))  # fmt: skip
+    meta.append("dates are UTC")
     return meta
+
+
+def offset_cameras(result: SearchResult) -> list[str]:
+    """The cameras of the result whose appearances are timed as offsets into a video (no date)."""
+    apps = [*result.appearances, *result.near_misses]
+    return sorted({a.camera for a in apps if not is_dated(a.start) and a.source not in result.time_from})
 
 
 TIME_BASES = {
@@ -399,14 +511,25 @@ def photo_times(result: SearchResult) -> str:
     return f"photo times from {said}" if said else ""
 
 
+def clock_of(result: SearchResult, a: Appearance) -> str | None:
+    """What an appearance's time is when it is not a trusted date: ``file time`` (a photo timed by its
+    file's modification time), ``video offset`` (seconds into a video), else None."""
+    basis = result.time_from.get(a.source)
+    if basis is not None:
+        return "file time" if basis == "mtime" else "some file times" if "mtime" in basis else None
+    return None if is_dated(a.start) else "video offset"
+
+
 def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bool = False) -> str:
-    """The results as an HTML fragment: per-camera summary, timeline, appearances by camera, review.
+    """The results as an HTML fragment: per-camera summary, timeline, appearances by camera (a grid of
+    cards), review.
 
     The one rendering behind both the static report (:func:`render_html`, ``image_url`` an
     :class:`EmbeddedImages`) and the search service's page (URLs of the service's ``/crops/{id}``
     and ``/frames/{id}``). ``interactive`` (the page): frames are not shown inline but named by a
     ``data-frame`` attribute for the page to open, and cards carry ``data-detection`` / ``data-track``
-    and a "search from this" button.
+    (the gallery's track number) / ``data-box`` / ``data-score``, confirm and reject buttons and a
+    "search from this" button.
     """
     esc = html.escape
 
@@ -415,40 +538,48 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
         b = a.best
         crop_tag = _img_tag(image_url(b, "crop") or "", "no crop")
         frame = image_url(b, "frame")
-        frame_tag, attrs, actions = "", "", ""
+        frame_tag, attrs, actions, classes = "", "", "", "appearance" + ("" if matched else " near")
         if interactive:
             attrs = f' data-detection="{b.id}"' + ("" if a.track is None else f' data-track="{a.track}"')
-            open_frame = ""
+            attrs += f' data-score="{a.score:.3f}" data-camera="{esc(a.camera)}" data-time="{esc(format_span(a))}"'
+            attrs += "" if b.box is None else f' data-box="{",".join(str(v) for v in b.box)}"'
             if frame:
                 attrs += f' data-frame="{esc(frame)}"'
-                open_frame = f'<button type="button" class="open-frame" data-frame="{esc(frame)}">frame</button>'
             actions = (
-                f'<div class="actions">{open_frame}'
+                '<div class="actions">'
+                f'<button type="button" class="confirm" data-detection="{b.id}" aria-pressed="false" '
+                'title="confirm: this is the person">✓ yes</button>'
+                f'<button type="button" class="reject" data-detection="{b.id}" aria-pressed="false" '
+                'title="reject: somebody else">✗ no</button>'
                 f'<button type="button" class="search-from" data-detection="{b.id}">search from this</button></div>'
             )
         elif frame:
             frame_tag = f'<div class="frame">{_img_tag(frame, "frame")}</div>'
+            classes += " has-frame"
         which = "matched" if matched else "among the candidates"
-        track = "—" if a.track_id is None else f"{a.track_id} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
+        track = "—" if a.track is None else f"{a.track} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
         photo = a.source in result.time_from  # a photo folder: name the picture, not its ledger number
         if photo:
             pic = result.pictures.get(b.id)
             frame_no = "" if pic is None else f"<br><b>picture</b> {esc(pic)}"
         else:
             frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
+        clock = clock_of(result, a)
         return (
-            f'<div class="appearance{"" if matched else " near"}" id="{anchor}"{attrs}>'
+            f'<div class="{classes}" id="{anchor}"{attrs}>'
             f'<div class="crop">{crop_tag}</div>'
             '<div class="info">'
             + ("" if matched else f"<b>camera</b> {esc(a.camera)}<br>")
-            + f"<b>time</b> {esc(format_span(a))}<br>"
+            + f"<b>time</b> {esc(format_span(a))}"
+            + ("" if clock is None else f' <span class="clock">{clock}</span>')
+            + "<br>"
             + ("" if photo else f"<b>duration</b> {a.duration:.1f} s<br>")
             + f'<b>similarity</b> <span class="score">{a.score:.3f}</span>'
             + ("" if a.z is None else f" (z {a.z:.1f})")
             + "<br>"
             f"<b>track</b> {esc(track)}<br>"
             f"<b>source</b> {esc(redact_uri(a.source))}{frame_no}<br>"
-            f"<b>detection</b> {b.id}{actions}</div>{frame_tag}</div>"
+            f"<b>detection</b> {b.id}</div>{actions}{frame_tag}</div>"
         )
 
     cards: dict[str, list[str]] = {}
@@ -465,16 +596,18 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
     camera_sections = (
         "".join(
             f'<section class="camera" id="cam-{n}" data-camera="{esc(cam)}"><h3>{esc(cam)} '
-            f"({len(cs)} appearance{'s' if len(cs) != 1 else ''})</h3>{''.join(cs)}</section>"
+            f"({plural(len(cs), 'appearance')})</h3><div class=\"cards\">{''.join(cs)}</div></section>"
             for n, (cam, cs) in enumerate(cards.items())
         )
         or '<p class="none">No appearance above the match threshold.</p>'
     )
+    floor = "" if result.review_floor is None else f", none below similarity {result.review_floor:.2f}"
     return (
         '<section id="summary"><h2>Cameras</h2>'
         + (
-            '<table class="summary"><thead><tr><th>camera</th><th>appearances</th><th>first seen</th>'
-            f"<th>last seen</th><th>best similarity</th></tr></thead><tbody>{''.join(summary_rows)}</tbody></table>"
+            '<div class="scroll"><table class="summary"><thead><tr><th>camera</th><th>appearances</th>'
+            "<th>first seen</th><th>last seen</th><th>best similarity</th></tr></thead>"
+            f"<tbody>{''.join(summary_rows)}</tbody></table></div>"
             if summary_rows
             else '<p class="none">No matches.</p>'
         )
@@ -483,7 +616,8 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
         + (
             '<section id="review"><h2>Closest non-matches (for review)</h2>'
             f"<p class=meta>Not matches: these candidates did not pass the match rule ({esc(match_rule(result))}); "
-            f"the {len(review)} closest, best first, to judge by eye.</p>{''.join(review)}</section>"
+            f"the {len(review)} closest, most similar first{floor}, to judge by eye.</p>"
+            f'<div class="cards">{"".join(review)}</div></section>'
             if review
             else ""
         )
@@ -495,21 +629,25 @@ def render_html(
     *,
     frames: bool = True,
     max_frames: int = MAX_FRAMES,
-    thumb_height: int = 160,
-    frame_width: int = 480,
+    thumb_height: int = 240,
+    frame_width: int = 640,
+    public: bool = False,
 ) -> str:
     """The report as one HTML string (see the module docstring): the query, then :func:`render_results`
-    with every picture embedded."""
+    with every picture embedded. ``public``: its text as :meth:`SearchResult.public` words it (no server
+    path, no credential; what the search service's ``/search/report`` sends), its pictures still read from
+    ``result``'s files."""
     esc = html.escape
     # Query pictures: the pictures in memory, else their files, else a query track's crops.
+    shown = result.public() if public else result
     qpics: list[tuple[str, str]] = []
     if result.query_images:
-        for label, im in zip(result.query.labels, result.query_images, strict=False):
+        for label, im in zip(shown.query.labels, result.query_images, strict=False):
             arr = _as_bgr(im, result.query_bgr)
             qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
     elif result.query.kind == "images":
-        for label in result.query.labels:
-            arr = imread(label)
+        for label, path in zip(shown.query.labels, result.query.labels, strict=False):
+            arr = imread(path)
             qpics.append((_data_uri(arr, thumb_height) if arr is not None else "", label))
     for crop in result.query.crops:
         arr = imread(result.crop_path(crop))
@@ -521,7 +659,7 @@ def render_html(
         with_frame = {a.best.id for a in ranked[:max_frames]}
     images = EmbeddedImages(result, with_frame, thumb_height, frame_width)
     try:
-        body = render_results(result, images)
+        body = render_results(shown, images)
     finally:
         images.close()
 
@@ -530,13 +668,13 @@ def render_html(
         "</figure>"
         for uri, label in qpics
     )
-    title = f"Person search: {_query_text(result)}"
+    title = f"Person search: {query_text(shown)}"
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>{esc(title)}</h1>{''.join(f'<p class=meta>{m}</p>' for m in result_meta(result))}</header>"
+        f"<header><h1>{esc(title)}</h1>{''.join(f'<p class=meta>{m}</p>' for m in result_meta(shown))}</header>"
         f'<section id="query"><h2>Query</h2><div class="thumbs">'
         f"{query_figs or '<p class=none>No query picture.</p>'}</div></section>"
         f"{body}"

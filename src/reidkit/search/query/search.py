@@ -28,10 +28,12 @@
    a detection without a track is an appearance of its own. Appearances are grouped by camera, in
    time order within a camera, and cameras are ordered by the time of their first appearance (the
    person's route).
-6. **Review.** The best-ranked candidates that failed the match rule (``review`` appearances at most,
-   in final rank order) merge per track the same way into ``near_misses``: not matches, but the
-   closest candidates for an operator to judge by eye. Detections of a track that did match are left
-   out (the track is already an appearance).
+6. **Review.** The best-ranked candidates that failed the match rule but are at least as similar as
+   ``review_floor`` (``review`` appearances at most, taken in final rank order) merge per track the
+   same way into ``near_misses``, listed by similarity, highest first: not matches, but the closest
+   candidates for an operator to judge by eye. Detections of a track that did match are left out (the
+   track is already an appearance). The floor defaults to ``threshold - REVIEW_MARGIN``: far below
+   the rule, a candidate is somebody else, not a doubt worth an operator's look.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ RERANK_K1 = 20
 RERANK_K2 = 6
 RERANK_LAMBDA = 0.3
 QUERY_CROPS = 4  # crops of a query track kept for the report
+REVIEW_MARGIN = 0.2  # the review list's default floor: this much cosine similarity below the threshold
 Fuse = Literal["mean", "max"]
 
 
@@ -118,8 +121,9 @@ class SearchResult:
     ``rerank_distance`` and ``z`` (standardised similarities, when the adaptive test ran) alongside;
     ``z_threshold`` is None when it did not run, ``reference`` holds its sample size and the
     median and spread (1.4826 x MAD) of the query's similarities to it. ``appearances`` are grouped
-    per camera in time order (:meth:`by_camera`). ``near_misses`` are the closest candidates that failed the rule, as
-    appearances in rank order (best first), for review; they are not matches. ``time_from`` says, for
+    per camera in time order (:meth:`by_camera`). ``near_misses`` are the closest candidates that failed the rule
+    (none less similar than ``review_floor``), as appearances by similarity (best first), for review; they
+    are not matches. ``time_from`` says, for
     each photo-folder source in the result, where its times came from (``exif``, ``sidecar``,
     ``pattern``, ``mtime`` or a mix); other sources are timed by their video. ``pictures`` names, by
     detection id, the picture (file name within its photo folder) of every hit and near miss of a photo
@@ -145,6 +149,7 @@ class SearchResult:
     z: list[float] | None = None
     reference: dict[str, Any] | None = None
     near_misses: list[Appearance] = field(default_factory=list)
+    review_floor: float | None = None
     time_from: dict[str, str] = field(default_factory=dict)
     pictures: dict[int, str] = field(default_factory=dict)
     query_images: list[Any] = field(default_factory=list, compare=False, repr=False)
@@ -222,6 +227,7 @@ class SearchResult:
             "z": self.z,
             "appearances": [self._app_dict(a) for a in self.appearances],
             "near_misses": [self._app_dict(a) for a in self.near_misses],
+            "review_floor": self.review_floor,
             "time_from": {redact_uri(uri): basis for uri, basis in self.time_from.items()},
         }
         return _jsonable(d)
@@ -263,6 +269,7 @@ class SearchResult:
             z=d.get("z"),
             reference=d.get("reference"),
             near_misses=[_app_from(a) for a in d.get("near_misses", [])],
+            review_floor=d.get("review_floor"),
             time_from=dict(d.get("time_from") or {}),
             pictures={int(h["id"]): h["picture"] for h in every_hit if h.get("picture")},
         )
@@ -413,6 +420,7 @@ def search_person(
     fuse: Fuse = "mean",
     bgr: bool = False,
     review: int = 8,
+    review_floor: float | None = None,
 ) -> SearchResult:
     """Find one person in ``gallery``; see the module docstring for the steps.
 
@@ -422,7 +430,8 @@ def search_person(
     ``z_threshold`` default to the calibrated ones of ``model_info`` (a
     :class:`reidkit.models.zoo.ModelInfo`), else to the defaults of :mod:`reidkit.search.query.calibrate`;
     ``adaptive=False`` drops the z test (cosine threshold only). ``review`` caps the closest
-    non-matching appearances kept as ``near_misses`` (0: none).
+    non-matching appearances kept as ``near_misses`` (0: none); ``review_floor`` is the least cosine
+    similarity one of them may have (default: ``threshold - REVIEW_MARGIN``).
     """
     from reidkit.search.query.calibrate import MIN_REFERENCE, reference_stats, thresholds_for
 
@@ -505,13 +514,15 @@ def search_person(
     hits = [cand[i] for i in keep]
     rr = None if dist is None else [float(dist[i]) for i in keep]
     zl = None if zs is None else [float(zs[i]) for i in keep]
-    # Review: failed candidates of the first `review` new groups in rank order (matched tracks left out).
+    # Review: failed candidates above the floor, of the first `review` new groups in rank order (matched tracks
+    # left out); listed by similarity below.
+    floor = threshold - REVIEW_MARGIN if review_floor is None else float(review_floor)
     seen = {_group_key(h) for h in hits}
     near: dict[int, int] = {}  # candidate index -> its group's rank
     groups: dict[tuple[int, int] | tuple[str, int], int] = {}
     for i, h in enumerate(cand if review else []):
         key = _group_key(h)
-        if key in seen or (key not in groups and len(groups) >= review):
+        if key in seen or h.score < floor or (key not in groups and len(groups) >= review):
             continue
         near[i] = groups.setdefault(key, len(groups))
     near_hits = [cand[i] for i in near]
@@ -550,7 +561,8 @@ def search_person(
         z_threshold=None if ref is None else z_thr,
         z=zl,
         reference=reference,
-        near_misses=sorted(near_apps, key=lambda a: near_rank[a.best.id]),
+        near_misses=sorted(near_apps, key=lambda a: (-a.score, near_rank[a.best.id])),
+        review_floor=floor,
         time_from=time_from,
         pictures=pictures,
         query_images=images,
