@@ -394,6 +394,45 @@ def test_html_report(tmp_path: Path):
     assert 'id="review"' not in render_html(dataclasses.replace(empty, near_misses=[]))
 
 
+def _appearance(camera: str, start: float, end: float, score: float = 0.9, i: int = 1):
+    from reidkit.search.query.search import Appearance
+    from reidkit.search.storage.records import Hit
+
+    hit = Hit(i, 1, f"{camera}.mp4", camera, start, 0, (0, 0, 10, 20), 1, None, 0.5, score)
+    return Appearance(camera, hit.source, 1, 1, start, end, score, hit, (i,), 1, track=i)
+
+
+def _result(*apps) -> SearchResult:
+    from reidkit.search.query.search import QueryInfo
+
+    return SearchResult("g", QueryInfo("features"), 0.5, "given", 10, False, "mean", len(apps), [a.best for a in apps],
+                        list(apps))  # fmt: skip
+
+
+def test_timeline_one_clock_per_axis_and_readable_ticks():
+    from reidkit.search.query.report import axis_ticks, timeline_svg
+
+    day = 1_796_000_000.0  # 2026-11-30 ... UTC
+    # nine photos copied at one minute (the same time): the axis names a few distinct seconds, not one label 5 times
+    same = _result(*[_appearance("cam1", day, day, i=i) for i in range(1, 10)])
+    svg = timeline_svg(same)
+    ticks = [t.split(">")[1].split("<")[0] for t in svg.split('class="tick"')[1:]]
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), ticks
+    assert "UTC" in svg and svg.count("<svg") == 1 and 'data-clock="date"' in svg
+    # dated and offset appearances are never on one axis: one timeline per clock, each saying which it is
+    mixed = _result(_appearance("cam1", day, day + 30), _appearance("lobby", 0.0, 5.0, i=2))
+    svg = timeline_svg(mixed)
+    assert svg.count("<svg") == 2 and 'data-clock="date"' in svg and 'data-clock="offset"' in svg
+    assert "no date" in svg and "0:00.0 – 20" not in svg
+    # round steps, labels as short as the span allows
+    labels = [label for _, label in axis_ticks(day, day + 3 * 3600, True)[0]]
+    assert all(len(label) == 5 and label.endswith(("00", "30")) for label in labels), labels  # 14:00, 14:30, ...
+    labels, caption = axis_ticks(day, day + 3 * 86400, True)
+    assert len({text for _, text in labels}) == len(labels) and "–" in caption  # several days: dates in labels
+    labels, caption = axis_ticks(0.0, 95.0, False)
+    assert [text for _, text in labels] == ["0:00", "0:30", "1:00", "1:30"] and "no date" in caption
+
+
 def test_terminal_table_and_time_format(world):
     from rich.console import Console
 
@@ -563,6 +602,7 @@ def test_cli_search(world, tmp_path: Path, monkeypatch):
     args = ["search", "--gallery", gdir, "--track", str(tid), "--threshold", "0.5", "--camera", "cam2"]
     res = runner.invoke(app, [*args, "--json", str(tmp_path / "o.json"), "--html", str(tmp_path / "o.html")])
     assert res.exit_code == 0, res.output
+    assert f"searched for track {tid} (cam1, cam1.mp4, 4 crops, 0:10.0 – 0:13.0)" in res.output  # whom (issue 22)
     data = json.loads((tmp_path / "o.json").read_text())
     assert data["query"]["kind"] == "track" and {a["camera"] for a in data["appearances"]} == {"cam2"}
     assert (tmp_path / "o.html").read_text().startswith("<!DOCTYPE html>")
