@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -426,3 +427,59 @@ def test_search_json_names_the_picture_of_every_photo_hit(photo_gallery, embedde
     served = r.json()
     assert [h["picture"] for h in served["hits"]] == [expected[h["id"]] for h in served["hits"]]
     assert {h["id"]: h["picture"] for h in served["hits"]}.items() <= {h["id"]: h["picture"] for h in hits}.items()
+
+
+# --- times to trust (issue 22) ----------------------------------------------------------------------------
+def test_same_mtime_warning() -> None:
+    from reidkit.search.ingest.photos import same_mtime_warning
+
+    copied = [T0 + i * 0.3 for i in range(13)]  # a folder copied in four seconds
+    warning = same_mtime_warning("cam1", copied)
+    assert warning is not None and "13 pictures" in warning and "copied" in warning and "--time-pattern" in warning
+    assert same_mtime_warning("cam1", [T0, T0 + 3600]) is None  # an hour apart: plausible capture times
+    assert same_mtime_warning("cam1", [T0]) is None and same_mtime_warning("cam1", []) is None
+
+
+def test_copied_folder_warns_and_a_video_without_start_time_is_named_an_offset(
+    tmp_path: Path, photo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reidkit ingest` of a folder whose pictures (no EXIF) were all copied at once warns that their times are
+    the copy's; a video without --start-time is reported as video offsets, with --start-time suggested."""
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    import reidkit.cli.common
+    import reidkit.cli.ingest
+
+    console = Console(width=400)
+    monkeypatch.setattr(reidkit.cli.ingest, "console", console)
+    monkeypatch.setattr(reidkit.cli.common, "console", console)
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    for p in sorted((photo_root / "cam2").glob("*.jpg"))[:3]:
+        shutil.copy(p, copied / p.name)  # no EXIF; the copy's modification time
+    spread = tmp_path / "spread"
+    shutil.copytree(copied, spread)
+    for i, p in enumerate(sorted(spread.iterdir())):
+        os.utime(p, (T0 + 3600 * i, T0 + 3600 * i))  # an hour apart
+    runner = CliRunner()
+    g = str(tmp_path / "g")
+    res = runner.invoke(_cli(), ["ingest", str(copied), str(spread), "-g", g, "--threads", "1", "--json",
+                                 str(tmp_path / "r.json")])  # fmt: skip
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "warning: copied: the 3 pictures without EXIF times were all modified within" in out
+    assert "warning: spread" not in out  # its times are an hour apart: no warning
+    reports = {Path(r["uri"]).name: r for r in json.loads((tmp_path / "r.json").read_text())["reports"]}
+    assert reports["copied"]["warnings"] and reports["spread"]["warnings"] == []
+    video = runner.invoke(_cli(), ["ingest", str(VTEST), "-g", str(tmp_path / "v"), "--threads", "1",
+                                   "--max-frames", "3", "--json", str(tmp_path / "v.json")])  # fmt: skip
+    out = " ".join(video.output.split())
+    assert video.exit_code == 0, video.output
+    assert "video offset" in out and "vtest.avi: times are offsets into the video" in out and "--start-time" in out
+    (report,) = json.loads((tmp_path / "v.json").read_text())["reports"]
+    assert report["time_from"] == "video offset"
+    dated = runner.invoke(_cli(), ["ingest", str(VTEST), "-g", str(tmp_path / "d"), "--threads", "1",
+                                   "--max-frames", "3", "--start-time", "2026-11-24T08:00:00"])  # fmt: skip
+    assert dated.exit_code == 0 and "offsets into the video" not in dated.output, dated.output
+    assert "start + frame/fps" in dated.output

@@ -19,6 +19,7 @@ from reidkit.cli.common import Backend, JsonOut, Model, Threads, Weights, consol
 from reidkit.io import write_json
 from reidkit.search import api
 from reidkit.search.api import ApiError
+from reidkit.search.ingest.report import explain_times
 
 
 def register(app: typer.Typer) -> None:
@@ -105,6 +106,7 @@ def ingest_cmd(
         model_ = api.load_model(model, weights, backend=backend, batch_size=batch_size, threads=threads)
         with ProgressBars() as bars, stop_on_signals() as stop:
             summary = api.run_ingest(gallery, plan, model_, progress=bars, stop=stop, duration=duration)
+    time_warnings = explain_times(summary.reports, plan.options.get("start_time"))  # offsets, copied mtimes
     if json_out is not None:
         write_json(json_out, {"gallery": str(gallery), "reports": [asdict(r) for r in summary.reports],
                               "errors": summary.errors})  # fmt: skip
@@ -117,6 +119,8 @@ def ingest_cmd(
         if r.unreadable:
             names = ", ".join(r.unreadable[:10]) + (" ..." if len(r.unreadable) > 10 else "")
             warn(f"{Path(r.uri).name}: skipped {len(r.unreadable)} unreadable picture(s): {names}")
+    for line in time_warnings:
+        warn(line)
     if summary.errors:
         n = len(plan.jobs) + len(plan.live)
         console.print(f"[bold red]{len(summary.errors)} of {n} source(s) failed:[/] " + "; ".join(summary.errors),

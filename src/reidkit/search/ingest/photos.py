@@ -23,7 +23,9 @@ Times, for each picture, from the first of:
    ``OffsetTimeOriginal`` when present; without an offset the time is local time, as cameras write it;
 3. the file name, with ``time_format`` (``--time-pattern``): a :func:`time.strptime` format found
    anywhere in the name, e.g. ``IMG_%Y%m%d_%H%M%S`` for ``IMG_20240105_101502.jpg`` (local time);
-4. the file's modification time.
+4. the file's modification time. When every picture of a run timed this way was modified within
+   ``SAME_MTIME_S`` of the others, that is the time they were copied, not taken: the report warns
+   (:attr:`IngestReport.warnings`).
 
 Each picture's basis is kept in the gallery's ``photos`` ledger, so the ingest report and the search
 results say which one each source used (:meth:`Gallery.time_bases`).
@@ -44,7 +46,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,7 @@ from reidkit.search.storage.records import Photo
 log = logging.getLogger(__name__)
 
 CROP_PAD = 0.05  # as the tracking path's crops
+SAME_MTIME_S = 60.0  # pictures timed by their mtime, all modified within this: copied, not taken, at that time
 
 
 # --- times -------------------------------------------------------------------------------------------
@@ -177,6 +180,7 @@ def ingest_photos(
             progress(Progress(folder.name, done, len(paths), "photos", f"people {report.detections}", final))
     bases: dict[str, int] = {}
     seen: set[str] = set()
+    mtimes: list[float] = []  # of the pictures timed by their modification time
 
     def flush() -> None:
         if not photos_rows:
@@ -216,6 +220,8 @@ def ingest_photos(
                 continue
             ts, basis = clock.time_of(path, photo.exif_time)
             bases[basis] = bases.get(basis, 0) + 1
+            if basis == "mtime":
+                mtimes.append(ts)
             image = photo.image_bgr
             dets = detector.detect(image)
             frame = ledger.next_frame
@@ -243,6 +249,22 @@ def ingest_photos(
     report.time_from = ", ".join(f"{k} {n}" for k, n in sorted(bases.items(), key=lambda kv: -kv[1]))
     if len(bases) == 1:
         report.time_from = next(iter(bases))
+    if warning := same_mtime_warning(folder.name, mtimes):
+        report.warnings.append(warning)
+
+
+def same_mtime_warning(name: str, mtimes: list[float]) -> str | None:
+    """A warning when two or more pictures timed by their modification time were all modified within
+    :data:`SAME_MTIME_S` of each other (a copied folder: every picture then reads the time of the copy)."""
+    if len(mtimes) < 2 or max(mtimes) - min(mtimes) > SAME_MTIME_S:
+        return None
+    when = datetime.fromtimestamp(min(mtimes), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"{name}: the {len(mtimes)} pictures without EXIF times were all modified within "
+        f"{max(mtimes) - min(mtimes):.0f} s of each other (around {when}): that is when they were copied, not taken, "
+        "so their times cannot be trusted; give their times in a sidecar (frames.csv: path,camera,timestamp) "
+        "or from their file names (--time-pattern, e.g. 'IMG_%Y%m%d_%H%M%S'), then re-ingest with --replace"
+    )
 
 
 def _skip(report: IngestReport, path: Path, why: str) -> None:

@@ -37,7 +37,10 @@ class IngestReport:
     ingested, people detected, and one track and crop per person). ``mode`` is ``video``, ``stream``,
     ``sequence``, ``photos`` or ``crops``; for photos ``already`` counts pictures already in the
     gallery, ``unreadable`` names the pictures skipped, and ``time_from`` says where the times came
-    from (``exif``, ``sidecar``, ``pattern``, ``mtime`` or a mix such as ``exif 12, mtime 1``).
+    from (``exif``, ``sidecar``, ``pattern``, ``mtime`` or a mix such as ``exif 12, mtime 1``); for a
+    video (:func:`explain_times`) ``video offset`` when its times are seconds into it (no start time
+    given: not dates), else ``start + frame/fps``. ``warnings`` are things to tell the operator about
+    the times (a folder whose pictures were all modified within a minute: the time they were copied).
     """
 
     uri: str
@@ -55,6 +58,7 @@ class IngestReport:
     already: int = 0
     unreadable: list[str] = field(default_factory=list)
     time_from: str | None = None
+    warnings: list[str] = field(default_factory=list)
     message: str | None = None
     live: dict[str, Any] | None = None  # a live camera's per-stage figures (read, dropped, gated, lag...)
 
@@ -85,3 +89,28 @@ class IngestReport:
     def fps(self) -> float:
         """Frames (images in images mode) processed per second."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+VIDEO_OFFSET = "video offset"  # a video's times without a start time: seconds into it, not dates
+
+
+def explain_times(reports: list[IngestReport], start_time: float | None) -> list[str]:
+    """Say how the times of ``reports`` were made, and what to warn about: a video file ingested without
+    ``start_time`` gets ``time_from = "video offset"`` (its times are seconds into it, 0:00 = its first
+    frame, so they are not dates and do not line up with other cameras) and a warning that suggests
+    ``--start-time``; each report's own ``warnings`` follow. Returns the warnings, one line each."""
+    out = []
+    for r in reports:
+        if r.mode == "video" and r.status != "skipped":
+            if start_time is None:
+                r.time_from = VIDEO_OFFSET
+                out.append(
+                    f"{Path(r.uri).name}: times are offsets into the video (0:00 = its first frame), not dates, so "
+                    "they do not line up with other cameras; give the time of its first frame to date them: "
+                    "reidkit ingest --replace --start-time 2026-11-24T08:00:00 (ISO 8601; naive = UTC) "
+                    f"{Path(r.uri).name}"
+                )
+            else:
+                r.time_from = "start + frame/fps"
+        out += r.warnings
+    return out
