@@ -111,6 +111,7 @@ CROPS = "crops"
 NONE_INT = -(2**63)  # frame / track_id of a sighting that has none (Milvus 2.3 has no NULL)
 SLOT_BITS, SOURCE_BITS = 24, 10  # a slot's sighting/track ids and source ids
 MAX_K = 16384  # Milvus's topk and query window limit
+MAX_EF = 32768  # Milvus's largest HNSW ef
 _CHUNK = 8192  # ids per "id in [...]" expression
 _PLAIN = 50_000  # rows a scan reads in one query (more: a query iterator)
 _BLOB = 60_000  # base64 characters per snapshot row (VARCHAR holds 65,535 bytes)
@@ -1319,20 +1320,25 @@ class MilvusGallery:
                 parts.append(f"source_id not in [{', '.join(map(str, sids))}]")
         return " and ".join(f"({p})" for p in parts) if parts else None
 
-    def _search_params(self, k: int, exact: bool = False) -> dict[str, Any]:
+    def _search_params(self, k: int, exact: bool, frac: float) -> dict[str, Any]:
+        """HNSW ``ef`` and IVF ``nprobe`` widened by 1 / (the fraction of rows a filter admits), as the
+        folder gallery does, so a filtered search visits as many admissible candidates as an unfiltered one."""
         cfg = self.config
         if exact or cfg.kind == "flat":
             return {"metric_type": "IP", "params": {}}
         if cfg.kind == "hnsw":
-            return {"metric_type": "IP", "params": {"ef": max(cfg.ef_search, k)}}
-        return {"metric_type": "IP", "params": {"nprobe": min(cfg.nprobe, cfg.nlist)}}
+            return {"metric_type": "IP", "params": {"ef": min(MAX_EF, math.ceil(max(cfg.ef_search, k) / frac))}}
+        return {"metric_type": "IP", "params": {"nprobe": min(cfg.nlist, math.ceil(cfg.nprobe / frac))}}
 
     def _search(self, coll: str, q: np.ndarray, k: int, expr: str | None, fields: list[str], exact: bool) -> list[Any]:
+        frac = 1.0
+        if expr and not exact and self.config.kind != "flat":  # two counts: cheap beside a search
+            frac = max(self._count(coll, expr), 1) / max(self._count(coll), 1)
         out: list[Any] = []
         for i in range(0, len(q), 1024):
             kw: dict[str, Any] = {"filter": expr} if expr else {}
             out.extend(self.client.search(coll, q[i : i + 1024], limit=k, output_fields=fields,
-                                          search_params=self._search_params(k, exact),
+                                          search_params=self._search_params(k, exact, frac),
                                           consistency_level=self.consistency, **kw))  # fmt: skip
         return out
 
@@ -1382,18 +1388,24 @@ class MilvusGallery:
             )
 
     def wait_indexed(self, timeout: float = 600.0) -> bool:
-        """Flush and wait until the server has indexed every sealed row (True) or ``timeout`` s passed."""
+        """Flush, then wait until the server has built the index of every row and its query node searches
+        them through it (True), or ``timeout`` s passed (False). Until then rows are searched through an
+        interim index (IVF, nprobe 16 of 128 lists, whatever ``ef``/``nprobe`` asks): lower recall."""
         if self.dim is None or self.lite:
             return True
         coll = self.coll("sightings")
         self.client.flush(coll)
+        total = self._count(coll, strong=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             info = self.client.describe_index(coll, index_name="vec") or {}
-            pending, done, total = (int(info.get(k, 0)) for k in ("pending_index_rows", "indexed_rows", "total_rows"))
+            pending, done = int(info.get("pending_index_rows", 0)), int(info.get("indexed_rows", 0))
             if pending == 0 and done >= total:
-                return True
-            time.sleep(1.0)
+                segs = self.client.list_loaded_segments(coll)
+                served = sum(int(s.num_rows) for s in segs if "Sealed" in str(s.state) and s.index_name)
+                if served >= total:
+                    return True
+            time.sleep(0.5)
         return False
 
     def reindex(self, index: str | IndexConfig, **options: Any) -> None:
