@@ -87,7 +87,7 @@ def main() -> None:
     np.savez(inp, distmat=dist, q_pids=q_pids, g_pids=g_pids, q_camids=q_cams, g_camids=g_cams)
     peer = run_peer("eval", "--input", str(inp))
     inp.unlink()
-    # The peer again, after reidkit's repeats: the load on this shared machine changes by the minute.
+    # reidkit again, after the peer: the load on this shared machine changes by the minute.
     _, times2, _ = timed(lambda: evaluate(dist, *labels, max_rank=50), args.repeats)
     load_after = os.getloadavg()[0]
 

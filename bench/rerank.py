@@ -38,9 +38,20 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(inp: Path, out: Path | None) -> None:
-    """Child process: re-rank the features in ``inp`` and print time and peak RSS as JSON."""
-    from reidkit.evaluation.rerank import rerank
+def worker(inp: Path, out: Path | None, module: Path | None = None) -> None:
+    """Child process: re-rank the features in ``inp`` and print time and peak RSS as JSON. ``module``:
+    a rerank.py file to use instead of reidkit's (an earlier revision, for before/after figures)."""
+    if module is None:
+        from reidkit.evaluation.rerank import rerank
+    else:
+        import importlib.util
+
+        import reidkit.evaluation  # noqa: F401  (the same imports as the current one, torch included)
+
+        spec = importlib.util.spec_from_file_location("rerank_baseline", module)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        rerank = mod.rerank
 
     imports_mb = _rss_mb()
     data = np.load(inp)
@@ -73,13 +84,16 @@ def worker(inp: Path, out: Path | None) -> None:
     )
 
 
-def run_ours(qf: np.ndarray, gf: np.ndarray, out: Path | None, repeats: int = 1) -> dict:
+def run_ours(
+    qf: np.ndarray, gf: np.ndarray, out: Path | None, repeats: int = 1, module: Path | None = None
+) -> dict:
     """reidkit's worker ``repeats`` times (a fresh process each); the run with the median time."""
     inp = OUT / "rerank_features.npz"
     np.savez(inp, qf=qf, gf=gf)
     runs = []
     for _ in range(repeats):
         cmd = [sys.executable, __file__, "--worker", str(inp)] + (["--out", str(out)] if out else [])
+        cmd += ["--module", str(module)] if module else []
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     inp.unlink()
@@ -158,22 +172,53 @@ Command: `{command_line()}`
 """
 
 
-def msmt(repeats: int) -> str:
+def baseline_module(rev: str) -> Path:
+    """reidkit's rerank.py as of git revision ``rev``, written under bench/out."""
+    text = subprocess.run(
+        ["git", "show", f"{rev}:src/reidkit/evaluation/rerank.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    path = OUT / f"rerank_{rev}.py"
+    path.write_text(text)
+    return path
+
+
+def msmt(repeats: int, baseline: str | None) -> str:
     load0 = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     nq, ng, d, ids = 11659, 82161, 512, 4101
     pids = rng.integers(0, ids, nq + ng)
     f = rng.standard_normal((ids, d)).astype(np.float32)[pids] + rng.standard_normal((nq + ng, d)).astype(np.float32)
     f = l2n(f)
-    ours = run_ours(f[:nq], f[nq:], None, repeats)
+    qf, gf = f[:nq], f[nq:]
+    del f
+    out_new = OUT / "rerank_msmt_new.npy" if baseline else None
+    ours = run_ours(qf, gf, out_new, repeats)
+    base_md = ""
+    if baseline:
+        out_old = OUT / "rerank_msmt_old.npy"
+        module = baseline_module(baseline)
+        old = run_ours(qf, gf, out_old, 1, module)
+        module.unlink()
+        a, b = np.load(out_new, mmap_mode="r"), np.load(out_old, mmap_mode="r")
+        diff = max(float(np.abs(a[s : s + 1024] - b[s : s + 1024]).max()) for s in range(0, nq, 1024))
+        del a, b
+        out_new.unlink()
+        out_old.unlink()
+        base_md = f"""
+Before/after in this run (same features, same process set-up; the earlier implementation is
+`src/reidkit/evaluation/rerank.py` at `{baseline}`): **{old["seconds"]:.0f} s -> {ours["seconds"]:.0f} s wall
+({old["seconds"] / ours["seconds"]:.1f}x), {old["cpu_seconds"]:.0f} s -> {ours["cpu_seconds"]:.0f} s CPU ({old["cpu_seconds"] / ours["cpu_seconds"]:.1f}x), peak RSS
+{old["peak_rss_mb"] / 1024:.2f} -> {ours["peak_rss_mb"] / 1024:.2f} GB**; max |difference| between the two outputs {diff:.1e}.
+"""
     load1 = os.getloadavg()[0]
-    gb = 1024.0  # MB per GB: binary units throughout, as ru_maxrss
+    gb = 1024.0  # MB per GB: binary units throughout
     rest = ours["peak_rss_mb"] - ours["warm_mb"] - ours["output_mb"]
     return f"""### MSMT17 size (synthetic)
 {nq:,} queries + {ng:,} gallery = {nq + ng:,} items, 512-d: reidkit **{ours["seconds"]:.0f} s, peak RSS
 {ours["peak_rss_mb"] / gb:.2f} GB** (median of {repeats}: {", ".join(f"{t:.0f}" for t in ours["all_seconds"])} s wall,
 {", ".join(f"{t:.0f}" for t in ours["all_cpu_seconds"])} s CPU (both cores run the matmuls, so on an idle machine wall is about
 half the CPU time); peak RSS {", ".join(f"{m / gb:.2f}" for m in ours["all_peak_rss_mb"])} GB). {load_note(load0, load1)}
+{base_md}
 What the peak is made of: {ours["imports_mb"] / gb:.2f} GB after importing reidkit (torch), +{(ours["features_mb"] - ours["imports_mb"]) / gb:.2f} GB
 the caller's features, +{(ours["warm_mb"] - ours["features_mb"]) / gb:.2f} GB numba and its kernels, +{ours["output_mb"] / gb:.2f} GB the Q x G
 float32 output itself, +{rest / gb:.2f} GB everything else re-ranking holds (neighbour lists, sparse V, one
@@ -192,16 +237,18 @@ def main() -> None:
     ap.add_argument("--msmt", action="store_true", help="also run the MSMT17-size case (about a minute a run)")
     ap.add_argument("--repeats", type=int, default=3, help="reidkit runs at Market size (median reported)")
     ap.add_argument("--msmt-repeats", type=int, default=1, help="reidkit runs at MSMT17 size")
+    ap.add_argument("--baseline", help="git revision whose rerank.py also runs at MSMT17 size (before/after)")
+    ap.add_argument("--module", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.out)
+        worker(args.worker, args.out, args.module)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     md = market(args.features, args.repeats)
     if args.msmt:
-        md += "\n" + msmt(args.msmt_repeats)
+        md += "\n" + msmt(args.msmt_repeats, args.baseline)
     write_section("rerank", md)
     print(md)
 
