@@ -483,3 +483,19 @@ def test_copied_folder_warns_and_a_video_without_start_time_is_named_an_offset(
                                    "--max-frames", "3", "--start-time", "2026-11-24T08:00:00"])  # fmt: skip
     assert dated.exit_code == 0 and "offsets into the video" not in dated.output, dated.output
     assert "start + frame/fps" in dated.output
+
+
+def test_gallery_overview_says_how_photos_were_timed(photo_gallery) -> None:
+    """The page's gallery panel: each source's time basis in words, one span per clock, and a warning for a
+    camera whose pictures all read one file-modification minute (cam2 here: its mtimes span 24 s)."""
+    from reidkit.search import api
+
+    gdir, _ = photo_gallery
+    with api.open_gallery(gdir) as g:
+        o = api.gallery_overview(g)
+    assert {s["camera"]: s["times"] for s in o["sources"]} == {
+        "cam1": "EXIF capture time",
+        "cam2": "file modification time",
+    }
+    assert [c["clock"] for c in o["clocks"]] == ["date"] and {c["clock"] for c in o["cameras"]} == {"date"}
+    assert len(o["warnings"]) == 1 and o["warnings"][0].startswith("cam2: ") and "copied" in o["warnings"][0]

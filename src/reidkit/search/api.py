@@ -496,9 +496,21 @@ def gallery_overview(gallery: Gallery, recent: int = 24, model: str | None = Non
             b = max(c.last_time if is_dated(c.last_time) == dated else c.first_time for c in cams)
             clocks.append({"clock": name, "start": a, "end": b, "start_text": format_time(a),
                            "end_text": format_time(b), "cameras": [c.camera for c in cams]})  # fmt: skip
+    copied = [  # photo cameras timed by file modification times that all fall within a minute: copied, not taken
+        c.camera
+        for c in o.cameras
+        if c.sightings > 1 and c.last_time - c.first_time <= 60.0
+        and any(bases.get(s.source.id) == "mtime" for s in o.sources if s.source.camera == c.camera)
+    ]  # fmt: skip
+    warnings = [
+        f"{cam}: every picture is timed by its file's modification time, all within a minute: probably when the "
+        "folder was copied, not when the pictures were taken"
+        for cam in copied
+    ]
     return {
         "gallery": gallery.root.name,
         "model": model,
+        "warnings": warnings,
         "totals": {"sightings": o.sightings, "tracks": o.tracks, "sources": len(o.sources), "cameras": len(o.cameras)},
         "searchable": o.searchable,
         "time_span": {

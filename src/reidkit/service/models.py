@@ -177,6 +177,7 @@ class SpanModel(_Model):
 class GalleryModel(_Model):
     gallery: str = Field(description="The gallery folder's name.")
     model: str | None
+    warnings: list[str] = Field(description="What not to trust, e.g. photo times that are a folder copy's.")
     totals: TotalsModel
     searchable: int = Field(description="Sightings in the search index now (new ones join within seconds).")
     time_span: SpanModel

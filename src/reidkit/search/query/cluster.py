@@ -416,7 +416,12 @@ def cluster_features(
     if n < 2:
         return np.full(n, -1, dtype=np.int64)
     if rerank and n < 10 * k1:
-        log.warning("re-ranking only %d items with k1=%d: neighbourhoods span identities; consider rerank=False", n, k1)
+        log.warning(
+            "re-ranking only %d items with k1=%d: neighbourhoods span identities and clusters mix people; "
+            "cluster on cosine instead (reidkit cluster --no-rerank; rerank=False in Python)",
+            n,
+            k1,
+        )
     k1 = min(k1, n - 1)
     k2 = min(k2, k1 + 1)
     if method == "agglomerative":

@@ -268,7 +268,7 @@ box-shadow:0 1px 3px rgba(0,0,0,.25);background:#fff}
 .appearance.has-frame .crop{flex:0 0 190px}.appearance.has-frame .info{flex:1 1 200px}
 .frame{flex:2 1 320px}.frame img{max-width:100%;height:auto}
 .appearance:target{outline:3px solid #f0a202}
-.info{font-size:13px;line-height:1.5;overflow-wrap:anywhere}
+.info{font-size:13px;line-height:1.5;overflow-wrap:anywhere}.info .f{margin:0}
 .info b{display:inline-block;min-width:74px;color:#5a6475;font-weight:500}
 .clock{display:inline-block;font-size:11px;padding:0 5px;border-radius:8px;background:#fff3d6;color:#6b4e00}
 .near{border-style:dashed;background:#fbfbf6}
@@ -513,11 +513,11 @@ def photo_times(result: SearchResult) -> str:
 
 def clock_of(result: SearchResult, a: Appearance) -> str | None:
     """What an appearance's time is when it is not a trusted date: ``file time`` (a photo timed by its
-    file's modification time), ``video offset`` (seconds into a video), else None."""
+    file's modification time), ``offset, no date`` (seconds into a video, or a folder's frame count), else None."""
     basis = result.time_from.get(a.source)
     if basis is not None:
         return "file time" if basis == "mtime" else "some file times" if "mtime" in basis else None
-    return None if is_dated(a.start) else "video offset"
+    return None if is_dated(a.start) else "offset, no date"
 
 
 def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bool = False) -> str:
@@ -559,27 +559,31 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
         which = "matched" if matched else "among the candidates"
         track = "—" if a.track is None else f"{a.track} ({len(a.hit_ids)} of {a.n_crops} crops {which})"
         photo = a.source in result.time_from  # a photo folder: name the picture, not its ledger number
-        if photo:
-            pic = result.pictures.get(b.id)
-            frame_no = "" if pic is None else f"<br><b>picture</b> {esc(pic)}"
-        else:
-            frame_no = "" if b.frame is None else f"<br><b>frame</b> {b.frame}"
+        where = ""
+        if photo and result.pictures.get(b.id) is not None:
+            where = f"<b>picture</b> {esc(result.pictures[b.id])}"
+        elif not photo and b.frame is not None:
+            where = f"<b>frame</b> {b.frame}"
         clock = clock_of(result, a)
+        tag = "" if clock is None else f' <span class="clock">{clock}</span>'
+        z = "" if a.z is None else f" (z {a.z:.1f})"
+
+        def line(name: str, text: str) -> str:
+            return f'<div class="f f-{name}">{text}</div>' if text else ""
+
         return (
             f'<div class="{classes}" id="{anchor}"{attrs}>'
             f'<div class="crop">{crop_tag}</div>'
             '<div class="info">'
-            + ("" if matched else f"<b>camera</b> {esc(a.camera)}<br>")
-            + f"<b>time</b> {esc(format_span(a))}"
-            + ("" if clock is None else f' <span class="clock">{clock}</span>')
-            + "<br>"
-            + ("" if photo else f"<b>duration</b> {a.duration:.1f} s<br>")
-            + f'<b>similarity</b> <span class="score">{a.score:.3f}</span>'
-            + ("" if a.z is None else f" (z {a.z:.1f})")
-            + "<br>"
-            f"<b>track</b> {esc(track)}<br>"
-            f"<b>source</b> {esc(redact_uri(a.source))}{frame_no}<br>"
-            f"<b>detection</b> {b.id}</div>{actions}{frame_tag}</div>"
+            + ("" if matched else line("camera", f"<b>camera</b> {esc(a.camera)}"))
+            + line("time", f"<b>time</b> {esc(format_span(a))}{tag}")
+            + ("" if photo else line("duration", f"<b>duration</b> {a.duration:.1f} s"))
+            + line("similarity", f'<b>similarity</b> <span class="score">{a.score:.3f}</span>{z}')
+            + line("track", f"<b>track</b> {esc(track)}")
+            + line("source", f"<b>source</b> {esc(redact_uri(a.source))}")
+            + line("where", where)
+            + line("detection", f"<b>detection</b> {b.id}")
+            + f"</div>{actions}{frame_tag}</div>"
         )
 
     cards: dict[str, list[str]] = {}
