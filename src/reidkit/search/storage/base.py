@@ -3,7 +3,9 @@
 :class:`GalleryBackend` is the contract a backend implements; :class:`~reidkit.search.storage.gallery.
 Gallery` (SQLite metadata + FAISS index in one folder) is the embedded one. A second backend (a
 distributed vector database) implements the same methods and is chosen where a gallery is opened,
-without touching ingest, query or the service. Every method takes source ids or URIs (``SourceRef``)
+without touching ingest, query or the service. Both inherit what does not depend on the storage (the
+source-registration policy, crop naming, ``add``'s checks, filter parsing) from
+:class:`~reidkit.search.storage.common.GalleryCommon`. Every method takes source ids or URIs (``SourceRef``)
 and returns the records of :mod:`reidkit.search.storage.records`; nothing above storage sees SQL.
 
 Groups (the embedded backend documents each method's exact semantics):

@@ -43,22 +43,21 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import astuple, replace
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
+from reidkit.search.storage.common import CROPS, GalleryCommon, normalize, open_config
 from reidkit.search.storage.index import IndexConfig, IndexFileError, VectorIndex, bitmap_selector
-from reidkit.search.storage.media import lookup_photo, save_crop
+from reidkit.search.storage.media import lookup_photo
 from reidkit.search.storage.records import (
     CameraCount,
     GalleryError,
@@ -73,7 +72,6 @@ from reidkit.search.storage.records import (
     SourceEvent,
     Track,
     TrackHit,
-    to_seconds,
 )
 from reidkit.search.storage.schema import (
     EVENTS_DDL,
@@ -84,7 +82,6 @@ from reidkit.search.storage.schema import (
     SCHEMA,
     SNAPSHOTS_DDL,
     SOURCE_SQL,
-    STATUSES,
     TRACK_SQL,
     VERSION,
     connect,
@@ -99,7 +96,6 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "gallery.db"
 INDEX_NAME = "index.faiss"
-CROPS = "crops"
 EXACT_SUBSET = 4096  # filters that leave this few candidates are answered exactly (brute force over them)
 _CHUNK = 900  # ids per SQL "IN (...)"
 
@@ -109,11 +105,6 @@ SourceRef = str | int
 def _chunks(seq: Sequence[int], n: int = _CHUNK) -> Iterator[Sequence[int]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +199,7 @@ class _TrackCache:
         self.ids[i], self.mat[i], self.first[i], self.last[i], self.src[i] = tid, vec, first, last, src
 
 
-class Gallery:
+class Gallery(GalleryCommon):
     """Person crops from many cameras, searchable by appearance; see the module docstring.
 
     Open with :meth:`open` (or the constructor, same arguments); use as a context manager or call
@@ -355,17 +346,7 @@ class Gallery:
             raise GalleryError(f"{self.root} holds dim={self.dim} features; dim={dim} was asked for")
         if dim is not None and self.dim is None:
             self._set_dim(int(dim))
-        config = IndexConfig.from_dict(json.loads(meta["index"]))
-        if index is not None:
-            wanted = index if isinstance(index, IndexConfig) else replace(config, kind=index)
-            structural = ("kind", "hnsw_m", "ef_construction", "nlist", "train_size")
-            if any(getattr(wanted, f) != getattr(config, f) for f in structural):
-                raise GalleryError(
-                    f"{self.root} was built with index {config.kind!r} ({config}); asked for {wanted}. "
-                    "Open it without `index` and call gallery.reindex(...) to convert it"
-                )
-            config = replace(config, ef_search=wanted.ef_search, nprobe=wanted.nprobe)
-        self.config = replace(config, ef_search=ef_search or config.ef_search, nprobe=nprobe or config.nprobe)
+        self.config = open_config(self.root, IndexConfig.from_dict(json.loads(meta["index"])), index, ef_search, nprobe)
 
     def _set_dim(self, dim: int) -> None:
         if dim < 1:
@@ -538,99 +519,25 @@ class Gallery:
             time.perf_counter() - t,
         )
 
-    def _prep(self, x: Any, what: str) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2:
-            raise ValueError(f"{what} must be an (N, D) array, got shape {x.shape}")
-        if self.dim is not None and x.shape[1] != self.dim:
-            raise GalleryError(f"{what} have {x.shape[1]} dimensions but this gallery holds dim={self.dim} features")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{what} contain NaN or infinite values")
-        return np.ascontiguousarray(_normalize(x), dtype=np.float32)
-
     # -- sources ----------------------------------------------------------------------------------
-    def add_source(
-        self,
-        uri: str,
-        camera: str,
-        fps: float | None = None,
-        fingerprint: str | None = None,
-        *,
-        replace_changed: bool = False,
-    ) -> Source:
-        """Register a source (idempotent) and return it, with its ingest ``status`` and ``progress``.
+    def _existing(self, uri: str) -> Source | None:
+        return self.source_status(uri)
 
-        A known ``uri`` returns the stored source, so a re-run can skip (``status == "done"``) or resume
-        (from ``progress``). A different ``fingerprint`` (the content changed) is an error unless
-        ``replace_changed``, which removes the old rows first.
-        """
-        self._writable()
-        with self._lock:
-            old = self.source_status(uri)
-            if old is not None:
-                changed = fingerprint is not None and old.fingerprint is not None and fingerprint != old.fingerprint
-                if changed and not replace_changed:
-                    raise GalleryError(
-                        f"source {uri!r} was ingested with fingerprint {old.fingerprint!r}, now {fingerprint!r}: "
-                        "pass replace_changed=True (or remove_source) to re-ingest it"
-                    )
-                if not changed:
-                    if old.camera != camera:
-                        raise GalleryError(f"source {uri!r} is registered with camera {old.camera!r}, not {camera!r}")
-                    if fingerprint is not None and old.fingerprint is None:
-                        with self._tx() as cur:
-                            cur.execute("UPDATE sources SET fingerprint = ? WHERE id = ?", (fingerprint, old.id))
-                    return self.source_status(old.id)  # type: ignore[return-value]
-                self.remove_source(old.id)
-            now = time.time()
+    def _keep_source(self, old: Source, fingerprint: str | None) -> Source:
+        if fingerprint is not None:
             with self._tx() as cur:
-                cur.execute(
-                    "INSERT INTO sources(uri, camera, fps, fingerprint, status, created, updated) "
-                    "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                    (str(uri), str(camera), fps, fingerprint, now, now),
-                )
-            return self.source_status(str(uri))  # type: ignore[return-value]
+                cur.execute("UPDATE sources SET fingerprint = ? WHERE id = ?", (fingerprint, old.id))
+        return self.source_status(old.id)  # type: ignore[return-value]
 
-    def register(
-        self,
-        uri: str,
-        camera: str,
-        fps: float | None,
-        fingerprint: str,
-        *,
-        replace: bool = False,
-        grows: bool = False,
-        live: bool = False,
-    ) -> tuple[Source, str]:
-        """Register a source for an ingest and say what to do with it: ``(source, action)`` with action
-        ``skip`` (done and unchanged: the stored source), ``new``, ``resume`` (from ``source.progress``)
-        or ``replaced`` (its old rows removed first, as ``replace`` asks).
-
-        A source whose ``fingerprint`` changed is an error unless ``replace``; one that ``grows`` (a
-        photo folder) is resumed instead and keeps its old fingerprint until done; a ``live`` stream has
-        no content to compare and is never skipped.
-        """
-        with self._lock:
-            old = self.source_status(uri)
-            action = "new"
-            if old is not None:
-                changed = old.fingerprint is not None and old.fingerprint != fingerprint and not grows
-                if old.status == "done" and old.fingerprint in (None, fingerprint) and not live and not replace:
-                    return old, "skip"
-                if changed and not replace:
-                    raise GalleryError(
-                        f"source {uri} changed since it was ingested (fingerprint {old.fingerprint} -> "
-                        f"{fingerprint}): pass replace=True (--replace) to remove it and ingest it again"
-                    )
-                if replace:
-                    self.remove_source(old.id)
-                    old, action = None, "replaced"
-                else:
-                    action = "resume"
-            stored = self.add_source(uri, camera, fps, None if grows and old is not None else fingerprint)
-            return stored, action
+    def _insert_source(self, uri: str, camera: str, fps: float | None, fingerprint: str | None) -> Source:
+        now = time.time()
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO sources(uri, camera, fps, fingerprint, status, created, updated) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                (str(uri), str(camera), fps, fingerprint, now, now),
+            )
+        return self.source_status(str(uri))  # type: ignore[return-value]
 
     def source_status(self, source: SourceRef) -> Source | None:
         """The stored source (by uri or id), or None if unknown."""
@@ -640,25 +547,15 @@ class Gallery:
             r = row.fetchone()
         return None if r is None else Source(*r)
 
-    def set_source_status(
-        self, source: SourceRef, status: str, progress: float | None = None, *, fingerprint: str | None = None
-    ) -> Source:
-        """Record how far a source's ingest got (``status`` one of pending/ingesting/done/failed) and,
-        if given, its new content ``fingerprint`` (a photo folder that grew)."""
-        self._writable()
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-        with self._lock:
-            sid = self._source_id(source)
-            if sid is None:
-                raise KeyError(f"no such source {source!r}")
-            with self._tx() as cur:
-                cur.execute(
-                    "UPDATE sources SET status = ?, progress = COALESCE(?, progress), "
-                    "fingerprint = COALESCE(?, fingerprint), updated = ? WHERE id = ?",
-                    (status, progress, fingerprint, time.time(), sid),
-                )
-            return self.source_status(sid)  # type: ignore[return-value]
+    def _set_status(self, source: SourceRef, status: str, progress: float | None, fingerprint: str | None) -> Source:
+        sid = self._sid(source)
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE sources SET status = ?, progress = COALESCE(?, progress), "
+                "fingerprint = COALESCE(?, fingerprint), updated = ? WHERE id = ?",
+                (status, progress, fingerprint, time.time(), sid),
+            )
+        return self.source_status(sid)  # type: ignore[return-value]
 
     def sources(self) -> list[Source]:
         with self._lock:
@@ -694,69 +591,12 @@ class Gallery:
             return len(ids)
 
     # -- adding -----------------------------------------------------------------------------------
-    def save_crop(
-        self,
-        image: Any,
-        source: SourceRef,
-        name: str | None = None,
-        *,
-        box: Sequence[int] | None = None,
-        bgr: bool = True,
-        jpeg_quality: int = 90,
-    ) -> str:
-        """Save a crop under ``crops/<source-id>/`` (see :func:`save_crop`); returns its path relative
-        to the gallery folder, for :attr:`Sighting.crop`. ``name`` defaults to a random one."""
-        self._writable()
-        sid = self._source_id(source)
-        if sid is None:
-            raise KeyError(f"no such source {source!r}; add_source it first")
-        name = name or uuid.uuid4().hex
-        if not name.lower().endswith((".jpg", ".jpeg")):
-            name += ".jpg"
-        rel = Path(CROPS, str(sid), name)
-        if ".." in rel.parts or rel.is_absolute() or not re.fullmatch(r"[\w./-]+", name):
-            raise ValueError(f"crop name {name!r} must be a plain relative file name")
-        save_crop(image, self.root / rel, box=box, bgr=bgr, jpeg_quality=jpeg_quality)
-        return rel.as_posix()
-
-    def copy_crop(self, source: SourceRef, path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
-        """Copy a ready-made crop file into ``crops/<source-id>/`` (its path below ``root`` kept, else its
-        name); returns its path relative to the gallery folder, for :attr:`Sighting.crop`."""
-        from reidkit.io import atomic_path
-
-        self._writable()
-        try:
-            rel_name = Path(path).relative_to(Path(root).absolute())
-        except ValueError:
-            rel_name = Path(Path(path).name)
-        rel = Path(CROPS, str(self._sid(source)), rel_name)
-        with atomic_path(self.root / rel) as tmp:
-            shutil.copyfile(path, tmp)
-        return rel.as_posix()
-
-    def add(
-        self,
-        features: Any,
-        records: Sequence[Sighting],
-        *,
-        progress: float | None = None,
-        source: SourceRef | None = None,
-        snapshot: bytes | None = None,
-        photos: Sequence[Photo] = (),
-    ) -> np.ndarray:
-        """Add ``features`` (N, D; L2-normalised on the way in) with one :class:`Sighting` each.
-
-        Returns the new ids (int64). Committed in one transaction: the rows, features and track
-        updates; the ``progress`` marker of ``source`` (default: the records' sources), with
-        ``snapshot``, that source's tracking state at ``progress``, replacing its older ones; and
-        ``photos``, the ledger rows of the pictures the sightings came from.
-        """
-        self._writable()
-        x = self._prep(features, "features") if len(records) else np.zeros((0, self.dim or 1), np.float32)
-        if len(records) != len(x):
-            raise ValueError(f"{len(x)} feature rows but {len(records)} records")
-        if snapshot is not None and (source is None or progress is None):
-            raise ValueError("a snapshot needs its source and progress")
+    def _add(
+        self, x: np.ndarray, records: Sequence[Sighting], progress: float | None, source: SourceRef | None,
+        snapshot: bytes | None, photos: Sequence[Photo],
+    ) -> np.ndarray:  # fmt: skip
+        """:meth:`add`, committed in one transaction: the rows, features and track updates, the progress
+        marker with its snapshot, the photo-ledger rows."""
         if len(x) == 0:
             if (progress is not None and source is not None) or photos:
                 with self._lock, self._tx() as cur:
@@ -789,28 +629,11 @@ class Gallery:
                 top = cur.execute("SELECT MAX(id) FROM detections").fetchone()[0]
                 start = max(seq[0] if seq else 0, top or 0) + 1
                 ids = np.arange(start, start + len(x), dtype=np.int64)
-                rows, cams, ts = [], [], np.empty(len(x))
-                for i, r in enumerate(records):
-                    sid, cam = sids[r.source]
-                    cam = str(r.camera) if r.camera is not None else cam
-                    box = (None,) * 4 if r.box is None else tuple(int(v) for v in r.box)
-                    if len(box) != 4:
-                        raise ValueError(f"record {i}: box must be (x1, y1, x2, y2), got {r.box}")
-                    ts[i] = to_seconds(r.timestamp)
-                    cams.append(cam)
-                    rows.append(
-                        (
-                            int(ids[i]),
-                            sid,
-                            cam,
-                            ts[i],
-                            None if r.frame is None else int(r.frame),
-                            *box,
-                            None if r.track_id is None else int(r.track_id),
-                            r.crop,
-                            None if r.quality is None else float(r.quality),
-                        )
-                    )
+                plain = self._sighting_rows(records, sids)
+                cams = [p.camera for p in plain]
+                ts = np.array([p.timestamp for p in plain], np.float64)
+                rows = [(int(i), p.source_id, p.camera, t, p.frame, *(p.box or (None,) * 4), p.track_id, p.crop,
+                         p.quality) for i, p, t in zip(ids, plain, ts, strict=True)]  # fmt: skip
                 cur.executemany("INSERT INTO detections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 cur.executemany("INSERT INTO features(id, vec) VALUES (?, ?)", zip(ids.tolist(), x, strict=True))
                 track_updates = self._update_tracks(cur, x, records, sids, cams, ts)
@@ -833,12 +656,6 @@ class Gallery:
             if self.autosave and self._unsaved >= self.autosave:
                 self.save()
             return ids
-
-    def _sid(self, source: SourceRef) -> int:
-        sid = self._source_id(source)
-        if sid is None:
-            raise KeyError(f"no such source {source!r}")
-        return sid
 
     @staticmethod
     def _mark(
@@ -964,22 +781,12 @@ class Gallery:
                     "WHERE id = ?",
                     (first, last, len(rows), s.astype(np.float32).tobytes(), row_id),
                 )
-            out.append((row_id, _normalize(s[None])[0].astype(np.float32), cam, first, last, sid))
+            out.append((row_id, normalize(s[None])[0].astype(np.float32), cam, first, last, sid))
         return out
 
     # -- reading ----------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self._n
-
-    def get(self, ids: Iterable[int]) -> list[Record]:
-        """The records of ``ids``, in order (KeyError for unknown ids)."""
-        ids = [int(i) for i in ids]
-        with self._lock:
-            found = self._records(ids)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"no such gallery ids: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-        return [found[i] for i in ids]
 
     def _records(self, ids: Sequence[int]) -> dict[int, Record]:
         out: dict[int, Record] = {}
@@ -1052,27 +859,9 @@ class Gallery:
     def track_features(self, ids: Iterable[int]) -> np.ndarray:
         """Track features (the L2-normalised mean of each track's crop features), in order."""
         with self._lock:
-            return _normalize(self._read_features(list(ids), "tracks", "feature_sum"))
+            return normalize(self._read_features(list(ids), "tracks", "feature_sum"))
 
     # -- search -----------------------------------------------------------------------------------
-    def _filters(
-        self,
-        cameras: str | Iterable[str] | None = None,
-        time_range: tuple[Any, Any] | None = None,
-        exclude_source: SourceRef | Iterable[SourceRef] | None = None,
-    ) -> tuple[set[str] | None, float, float, set[int]]:
-        cams = None if cameras is None else ({cameras} if isinstance(cameras, str) else {str(c) for c in cameras})
-        t0, t1 = -math.inf, math.inf
-        if time_range is not None:
-            lo, hi = time_range
-            t0 = -math.inf if lo is None else to_seconds(lo)
-            t1 = math.inf if hi is None else to_seconds(hi)
-        excl: set[int] = set()
-        if exclude_source is not None:
-            refs = [exclude_source] if isinstance(exclude_source, str | int | np.integer) else list(exclude_source)
-            excl = {s for s in (self._source_id(r) for r in refs) if s is not None}
-        return cams, t0, t1, excl
-
     def _columns(self) -> _Columns:
         if self._cols is None:
             cols = _Columns()
@@ -1083,33 +872,21 @@ class Gallery:
             self._cols = cols
         return self._cols
 
-    def search(
-        self,
-        queries: Any,
-        k: int = 100,
-        *,
-        cameras: str | Iterable[str] | None = None,
-        time_range: tuple[Any, Any] | None = None,
-        exclude_source: SourceRef | Iterable[SourceRef] | None = None,
-    ) -> list[list[Hit]]:
-        """The ``k`` detections most similar to each query (Q, D), best first, with their metadata.
-
-        Filters: ``cameras`` (name or names), ``time_range`` ``(start, end)`` inclusive (seconds or
-        ISO strings; None for open ends), ``exclude_source`` (uri/id or several, e.g. the query's own
-        video). Filtered searches restrict FAISS with an id selector (widening efSearch / nprobe by
-        the filter's selectivity); very selective filters are answered exactly from stored features.
-        """
-        with self._lock:
-            q = self._prep(queries, "queries")
-            if self._n == 0 or k <= 0 or self._index is None:
-                return [[] for _ in range(len(q))]
-            cams, t0, t1, excl = self._filters(cameras, time_range, exclude_source)
-            filtered = cams is not None or t0 > -math.inf or t1 < math.inf or excl
-            if not filtered and self._index.ntotal == self._n:
-                scores, ids = self._index.search(q, min(k, self._n))
-            else:
-                scores, ids = self._filtered_knn(q, k, self._columns().mask(cams, t0, t1, excl))
-            recs = self._records(ids[ids >= 0].tolist())
+    def _knn(
+        self, q: np.ndarray, k: int, cameras: str | Iterable[str] | None, time_range: tuple[Any, Any] | None,
+        exclude_source: SourceRef | Iterable[SourceRef] | None,
+    ) -> list[list[Hit]]:  # fmt: skip
+        """:meth:`search`: filtered searches restrict FAISS with an id selector (widening efSearch / nprobe
+        by the filter's selectivity); very selective filters are answered exactly from stored features."""
+        if self._n == 0 or k <= 0 or self._index is None:
+            return [[] for _ in range(len(q))]
+        cams, t0, t1, excl = self._filters(cameras, time_range, exclude_source)
+        filtered = cams is not None or t0 > -math.inf or t1 < math.inf or excl
+        if not filtered and self._index.ntotal == self._n:
+            scores, ids = self._index.search(q, min(k, self._n))
+        else:
+            scores, ids = self._filtered_knn(q, k, self._columns().mask(cams, t0, t1, excl))
+        recs = self._records(ids[ids >= 0].tolist())
         return [
             [Hit(**vars(recs[i]), score=float(s)) for s, i in zip(srow, irow, strict=True) if i in recs]
             for srow, irow in zip(scores, ids.tolist(), strict=True)
@@ -1150,7 +927,7 @@ class Gallery:
                 "SELECT id, feature_sum, camera, first_time, last_time, source_id FROM tracks ORDER BY id"
             )
             for tid, blob, cam, first, last, sid in rows:
-                cache.put(tid, _normalize(np.frombuffer(blob, np.float32)[None])[0], cam, first, last, sid)
+                cache.put(tid, normalize(np.frombuffer(blob, np.float32)[None])[0], cam, first, last, sid)
             self._tracks = cache
         return self._tracks
 
@@ -1188,14 +965,9 @@ class Gallery:
         """The FAISS structure in use: flat / hnsw / ivf (an IVF gallery is flat until trained)."""
         return None if self._index is None else self._index.structure
 
-    def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
-        """Change the HNSW ``ef_search`` / IVF ``nprobe`` used from now on (not saved)."""
-        with self._lock:
-            self.config = replace(
-                self.config, ef_search=ef_search or self.config.ef_search, nprobe=nprobe or self.config.nprobe
-            )
-            if self._index is not None:
-                self._index.config = self.config
+    def _config_changed(self) -> None:
+        if self._index is not None:
+            self._index.config = self.config
 
     def reindex(self, index: str | IndexConfig, **options: Any) -> None:
         """Rebuild the index as another kind or with other build options (e.g. ``hnsw_m``, ``nlist``)."""
@@ -1228,22 +1000,11 @@ class Gallery:
             finally:
                 self._release()
 
-    def __enter__(self) -> Gallery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else f"{self._n} detections, {self.index_structure} index"
         return f"Gallery({str(self.root)!r}, {state})"
 
     # --- read side for the application API (reidkit.search.api: the service's and the CLI's reads) ----------
-    def record(self, sighting: int) -> Record | None:
-        """The stored detection with id ``sighting``, None if there is none."""
-        with self._lock:
-            return self._records([int(sighting)]).get(int(sighting))
-
     def track(self, track: int) -> Track | None:
         """The track with row id ``track`` (as listed by :meth:`tracks`), None if there is none."""
         with self._lock:

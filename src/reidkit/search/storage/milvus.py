@@ -82,32 +82,15 @@ from typing import Any
 
 import numpy as np
 
+from reidkit.search.storage import records as rec
+from reidkit.search.storage.common import CROPS, GalleryCommon, normalize, open_config
 from reidkit.search.storage.index import IndexConfig
-from reidkit.search.storage.media import save_crop as write_crop
-from reidkit.search.storage.records import (
-    CameraCount,
-    GalleryError,
-    GalleryOverview,
-    Hit,
-    Photo,
-    PhotoLedger,
-    Record,
-    Sighting,
-    Source,
-    SourceCount,
-    SourceEvent,
-    Track,
-    TrackHit,
-    redact_uri,
-    to_seconds,
-)
+from reidkit.search.storage.records import GalleryError, Source, redact_uri
 
 log = logging.getLogger(__name__)
 
 FORMAT = "reidkit-gallery-milvus"
 VERSION = 1
-STATUSES = ("pending", "ingesting", "done", "failed", "stopped")
-CROPS = "crops"
 NONE_INT = -(2**63)  # frame / track_id of a sighting that has none (Milvus 2.3 has no NULL)
 SLOT_BITS, SOURCE_BITS = 24, 10  # a slot's sighting/track ids and source ids
 MAX_K = 16384  # Milvus's topk and query window limit
@@ -119,11 +102,6 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
 _ZERO2 = [0.0, 0.0]
 
 SourceRef = str | int
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def _lit(value: Any) -> str:
@@ -224,7 +202,7 @@ class _TrackState:
         self.id, self.camera, self.first, self.last, self.n, self.sum = id, camera, first, last, n, sum
 
 
-class MilvusGallery:
+class MilvusGallery(GalleryCommon):
     """A gallery in Milvus collections (see the module docstring); open with :func:`open_gallery`.
 
     ``uri``: a Milvus server (``http://HOST:PORT``) or a Milvus Lite folder (a path ending ``.db``);
@@ -479,17 +457,7 @@ class MilvusGallery:
                 f"{self.where} holds features of model {self.model!r}; model {model!r} was asked for "
                 "(features of different models cannot be compared: use another gallery)"
             )
-        config = IndexConfig.from_dict(info["index"])
-        if index is not None:
-            wanted = index if isinstance(index, IndexConfig) else replace(config, kind=index)
-            structural = ("kind", "hnsw_m", "ef_construction", "nlist", "train_size")
-            if any(getattr(wanted, f) != getattr(config, f) for f in structural):
-                raise GalleryError(
-                    f"{self.where} was built with index {config.kind!r} ({config}); asked for {wanted}. "
-                    "Open it without `index` and call gallery.reindex(...) to convert it"
-                )
-            config = replace(config, ef_search=wanted.ef_search, nprobe=wanted.nprobe)
-        self.config = replace(config, ef_search=ef_search or config.ef_search, nprobe=nprobe or config.nprobe)
+        self.config = open_config(self.where, IndexConfig.from_dict(info["index"]), index, ef_search, nprobe)
         base = media or os.environ.get("REIDKIT_MEDIA") or info.get("media")
         if base is None and self.lite:
             base = Path(self.uri).with_suffix(".media")
@@ -554,18 +522,6 @@ class MilvusGallery:
         if rows:
             self.client.upsert(self.coll("meta"), [dict(r, v=_ZERO2) for r in rows])
 
-    def _prep(self, x: Any, what: str) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2:
-            raise ValueError(f"{what} must be an (N, D) array, got shape {x.shape}")
-        if self.dim is not None and x.shape[1] != self.dim:
-            raise GalleryError(f"{what} have {x.shape[1]} dimensions but this gallery holds dim={self.dim} features")
-        if not np.isfinite(x).all():
-            raise ValueError(f"{what} contain NaN or infinite values")
-        return np.ascontiguousarray(_normalize(x), dtype=np.float32)
-
     # -- sources ------------------------------------------------------------------------------------
     @staticmethod
     def _source_row(s: Source, pending: int | None = None) -> dict[str, Any]:
@@ -606,12 +562,6 @@ class MilvusGallery:
         found = self._lookup(source)
         return None if found is None else found[0].id
 
-    def _sid(self, source: SourceRef) -> int:
-        sid = self._source_id(source)
-        if sid is None:
-            raise KeyError(f"no such source {source!r}")
-        return sid
-
     def _uri(self, sid: int) -> str:
         s = self._src.get(sid)
         if s is None:
@@ -628,94 +578,33 @@ class MilvusGallery:
         self._src[s.id] = s
         return s
 
-    def add_source(
-        self,
-        uri: str,
-        camera: str,
-        fps: float | None = None,
-        fingerprint: str | None = None,
-        *,
-        replace_changed: bool = False,
-    ) -> Source:
-        """Register a source (idempotent) and return it, as :meth:`Gallery.add_source` does."""
+    def _existing(self, uri: str) -> Source | None:
+        """The stored source of ``uri`` with an unfinished add undone (a write: the gallery must be writable)."""
         self._writable()
-        with self._lock:
-            found = self._lookup(str(uri))
-            if found is not None:
-                old, pending = found
-                if pending is not None:
-                    self._repair(old, pending)
-                changed = fingerprint is not None and old.fingerprint is not None and fingerprint != old.fingerprint
-                if changed and not replace_changed:
-                    raise GalleryError(
-                        f"source {uri!r} was ingested with fingerprint {old.fingerprint!r}, now {fingerprint!r}: "
-                        "pass replace_changed=True (or remove_source) to re-ingest it"
-                    )
-                if not changed:
-                    if old.camera != camera:
-                        raise GalleryError(f"source {uri!r} is registered with camera {old.camera!r}, not {camera!r}")
-                    if fingerprint is not None and old.fingerprint is None:
-                        return self._write_source(replace(old, fingerprint=fingerprint))
-                    return old
-                self.remove_source(old.id)
-            now = time.time()
-            sid = int(self._slots.take("source", 1)[0])
-            return self._write_source(Source(sid, str(uri), str(camera), fps, fingerprint, "pending", None, now, now))
+        found = self._lookup(uri)
+        if found is None:
+            return None
+        old, pending = found
+        return old if pending is None else self._repair(old, pending)
 
-    def register(
-        self,
-        uri: str,
-        camera: str,
-        fps: float | None,
-        fingerprint: str,
-        *,
-        replace: bool = False,
-        grows: bool = False,
-        live: bool = False,
-    ) -> tuple[Source, str]:
-        """What an ingest of a source must do (skip / new / resume / replaced), as :meth:`Gallery.register`."""
-        self._writable()
-        with self._lock:
-            found = self._lookup(uri)
-            old = None
-            action = "new"
-            if found is not None:
-                old, pending = found
-                if pending is not None:
-                    old = self._repair(old, pending)
-                changed = old.fingerprint is not None and old.fingerprint != fingerprint and not grows
-                if old.status == "done" and old.fingerprint in (None, fingerprint) and not live and not replace:
-                    return old, "skip"
-                if changed and not replace:
-                    raise GalleryError(
-                        f"source {uri} changed since it was ingested (fingerprint {old.fingerprint} -> "
-                        f"{fingerprint}): pass replace=True (--replace) to remove it and ingest it again"
-                    )
-                if replace:
-                    self.remove_source(old.id)
-                    old, action = None, "replaced"
-                else:
-                    action = "resume"
-            stored = self.add_source(uri, camera, fps, None if grows and old is not None else fingerprint)
-            return stored, action
+    def _keep_source(self, old: Source, fingerprint: str | None) -> Source:
+        return old if fingerprint is None else self._write_source(replace(old, fingerprint=fingerprint))
 
-    def set_source_status(
-        self, source: SourceRef, status: str, progress: float | None = None, *, fingerprint: str | None = None
-    ) -> Source:
-        """Record how far a source's ingest got (and, if given, its new content ``fingerprint``)."""
-        self._writable()
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
-        with self._lock:
-            found = self._lookup(source)
-            if found is None:
-                raise KeyError(f"no such source {source!r}")
-            old, pending = found
-            new = replace(old, status=status, progress=old.progress if progress is None else float(progress),
-                          fingerprint=fingerprint or old.fingerprint, updated=time.time())  # fmt: skip
-            self._put_meta([self._source_row(new, pending)])
-            self._src[new.id] = new
-            return new
+    def _insert_source(self, uri: str, camera: str, fps: float | None, fingerprint: str | None) -> Source:
+        now = time.time()
+        sid = int(self._slots.take("source", 1)[0])
+        return self._write_source(Source(sid, str(uri), str(camera), fps, fingerprint, "pending", None, now, now))
+
+    def _set_status(self, source: SourceRef, status: str, progress: float | None, fingerprint: str | None) -> Source:
+        found = self._lookup(source)
+        if found is None:
+            raise KeyError(f"no such source {source!r}")
+        old, pending = found
+        new = replace(old, status=status, progress=old.progress if progress is None else float(progress),
+                      fingerprint=fingerprint or old.fingerprint, updated=time.time())  # fmt: skip
+        self._put_meta([self._source_row(new, pending)])
+        self._src[new.id] = new
+        return new
 
     def remove_source(self, source: SourceRef) -> int:
         """Delete a source with its sightings, tracks, ledger, snapshots, events and crop files; returns the
@@ -799,49 +688,7 @@ class MilvusGallery:
         self._tracks[sid], self._stats[sid] = tracks, stats
 
     # -- writing --------------------------------------------------------------------------------------
-    def save_crop(
-        self,
-        image: Any,
-        source: SourceRef,
-        name: str | None = None,
-        *,
-        box: Sequence[int] | None = None,
-        bgr: bool = True,
-        jpeg_quality: int = 90,
-    ) -> str:
-        """Save a crop under ``<media>/<NAME>/crops/<source-id>/``; returns its path relative to :attr:`root`."""
-        self._writable()
-        self._need_media()
-        with self._lock:
-            sid = self._source_id(source)
-        if sid is None:
-            raise KeyError(f"no such source {source!r}; add_source it first")
-        name = name or uuid.uuid4().hex
-        if not name.lower().endswith((".jpg", ".jpeg")):
-            name += ".jpg"
-        rel = Path(CROPS, str(sid), name)
-        if ".." in rel.parts or rel.is_absolute() or not re.fullmatch(r"[\w./-]+", name):
-            raise ValueError(f"crop name {name!r} must be a plain relative file name")
-        write_crop(image, self.root / rel, box=box, bgr=bgr, jpeg_quality=jpeg_quality)
-        return rel.as_posix()
-
-    def copy_crop(self, source: SourceRef, path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str:
-        """Copy a ready-made crop file into ``crops/<source-id>/``; returns its path relative to :attr:`root`."""
-        from reidkit.io import atomic_path
-
-        self._writable()
-        self._need_media()
-        try:
-            rel_name = Path(path).relative_to(Path(root).absolute())
-        except ValueError:
-            rel_name = Path(Path(path).name)
-        with self._lock:
-            rel = Path(CROPS, str(self._sid(source)), rel_name)
-        with atomic_path(self.root / rel) as tmp:
-            shutil.copyfile(path, tmp)
-        return rel.as_posix()
-
-    def _need_media(self) -> None:
+    def _check_media(self) -> None:
         if self.media is None:
             raise GalleryError(
                 f"gallery {self.where} has no media folder for crops: give one every node reaches with "
@@ -873,33 +720,19 @@ class MilvusGallery:
     def _upsert_tracks(self, sid: int, items: list[tuple[int, _TrackState]], txn: int) -> None:
         rows = []
         for tid, t in items:
-            vec = _normalize(t.sum[None])[0].astype(np.float32)
+            vec = normalize(t.sum[None])[0].astype(np.float32)
             rows.append({"id": t.id, "vec": vec, "source_id": sid, "camera": t.camera, "track_id": tid,
                          "first_time": t.first, "last_time": t.last, "n_crops": t.n, "fsum": _b64(t.sum),
                          "txn": txn})  # fmt: skip
         for chunk in _chunks(rows, 2000):
             self.client.upsert(self.coll("tracks"), list(chunk))
 
-    def add(
-        self,
-        features: Any,
-        records: Sequence[Sighting],
-        *,
-        progress: float | None = None,
-        source: SourceRef | None = None,
-        snapshot: bytes | None = None,
-        photos: Sequence[Photo] = (),
-    ) -> np.ndarray:
-        """Add ``features`` (N, D; L2-normalised on the way in) with one :class:`Sighting` each; returns the
-        new ids. Also records ``progress`` of ``source`` (default: the records' sources) with its tracking
-        ``snapshot`` and the ``photos`` ledger rows, as :meth:`Gallery.add` does (see the module docstring
-        for how a half-done add is undone)."""
-        self._writable()
-        x = self._prep(features, "features") if len(records) else np.zeros((0, self.dim or 1), np.float32)
-        if len(records) != len(x):
-            raise ValueError(f"{len(x)} feature rows but {len(records)} records")
-        if snapshot is not None and (source is None or progress is None):
-            raise ValueError("a snapshot needs its source and progress")
+    def _add(
+        self, x: np.ndarray, records: Sequence[rec.Sighting], progress: float | None, source: SourceRef | None,
+        snapshot: bytes | None, photos: Sequence[rec.Photo],
+    ) -> np.ndarray:  # fmt: skip
+        """:meth:`add`: the sources written are marked with the add's ``txn`` first, the mark cleared last
+        (see the module docstring for how a half-done add is undone)."""
         with self._lock:
             if len(x) == 0:
                 if (progress is not None and source is not None) or photos:
@@ -920,19 +753,12 @@ class MilvusGallery:
                     sid = self.add_source(str(r.source), str(r.camera)).id
                     self._write_source(replace(self._src[sid], status="ingesting"))
                 by_uri[r.source] = sid
-            rows, ts = [], np.empty(len(x))
-            for i, r in enumerate(records):
-                box = "" if r.box is None else ",".join(str(int(v)) for v in r.box)
-                if r.box is not None and len(tuple(r.box)) != 4:
-                    raise ValueError(f"record {i}: box must be (x1, y1, x2, y2), got {r.box}")
-                ts[i] = to_seconds(r.timestamp)
-                sid = by_uri[r.source]
-                cam = str(r.camera) if r.camera is not None else self._src[sid].camera
-                rows.append({"source_id": sid, "camera": cam, "timestamp": float(ts[i]),
-                             "frame": NONE_INT if r.frame is None else int(r.frame),
-                             "track_id": NONE_INT if r.track_id is None else int(r.track_id), "box": box,
-                             "crop": r.crop or "",
-                             "quality": math.nan if r.quality is None else float(r.quality)})  # fmt: skip
+            plain = self._sighting_rows(records, {uri: (sid, self._src[sid].camera) for uri, sid in by_uri.items()})
+            rows = [{"source_id": p.source_id, "camera": p.camera, "timestamp": float(p.timestamp),
+                     "frame": NONE_INT if p.frame is None else p.frame,
+                     "track_id": NONE_INT if p.track_id is None else p.track_id,
+                     "box": "" if p.box is None else ",".join(map(str, p.box)), "crop": p.crop or "",
+                     "quality": math.nan if p.quality is None else p.quality} for p in plain]  # fmt: skip
             ids = self._slots.take("sighting", len(x))
             txn = int(ids[0])
             involved = sorted(set(by_uri.values()))
@@ -986,7 +812,7 @@ class MilvusGallery:
                     stat_rows.append(self._stat_row(sid, cam, st))
         self._put_meta(stat_rows)
 
-    def _photo_rows(self, photos: Sequence[Photo], txn: int) -> list[dict[str, Any]]:
+    def _photo_rows(self, photos: Sequence[rec.Photo], txn: int) -> list[dict[str, Any]]:
         rows = []
         for p in photos:
             body = {"digest": p.digest, "size": p.size, "mtime_ns": p.mtime_ns, "timestamp": p.timestamp,
@@ -1050,13 +876,13 @@ class MilvusGallery:
             row = {"key": key, "kind": "event", "sid": sid, "num": t, "name": str(event), "body": str(detail)}
             self._put_meta([row])
 
-    def events(self, source: SourceRef | None = None) -> list[SourceEvent]:
+    def events(self, source: SourceRef | None = None) -> list[rec.SourceEvent]:
         """What happened to ``source`` (default: every source), oldest first."""
         with self._lock:
             expr = 'kind == "event"' + ("" if source is None else f" and sid == {self._sid(source)}")
             rows = self.query(self.coll("meta"), expr, ["key", "sid", "num", "name", "body"])
         rows.sort(key=lambda r: (r["key"].split(":")[2], r["key"]))
-        return [SourceEvent(int(r["sid"]), float(r["num"]), r["name"], r["body"]) for r in rows]
+        return [rec.SourceEvent(int(r["sid"]), float(r["num"]), r["name"], r["body"]) for r in rows]
 
     def max_track_id(self, source: SourceRef) -> int:
         """The largest track id stored for ``source`` (0: none)."""
@@ -1069,7 +895,7 @@ class MilvusGallery:
             rows = self.query(self.coll("tracks"), f"source_id == {sid}", ["track_id"])
         return max((int(r["track_id"]) for r in rows), default=0)
 
-    def photo_ledger(self, source: SourceRef) -> PhotoLedger:
+    def photo_ledger(self, source: SourceRef) -> rec.PhotoLedger:
         """What the gallery holds of a photo source (see :class:`PhotoLedger`)."""
         with self._lock:
             sid = self._sid(source)
@@ -1081,7 +907,7 @@ class MilvusGallery:
             digests.add(b["digest"])
             stats[r["name"]] = (int(b["size"]), int(b["mtime_ns"]))
             frame = max(frame, int(r["num"]))
-        return PhotoLedger(digests, stats, frame + 1, track + 1)
+        return rec.PhotoLedger(digests, stats, frame + 1, track + 1)
 
     # -- reading --------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -1090,14 +916,14 @@ class MilvusGallery:
         with self._lock:
             return self._count(self.coll("sightings"))
 
-    def _record(self, r: dict[str, Any]) -> Record:
+    def _record(self, r: dict[str, Any]) -> rec.Record:
         box = tuple(int(v) for v in r["box"].split(",")) if r.get("box") else None
         sid = int(r["source_id"])
-        return Record(int(r["id"]), sid, self._uri(sid), str(r["camera"]), float(r["timestamp"]),
+        return rec.Record(int(r["id"]), sid, self._uri(sid), str(r["camera"]), float(r["timestamp"]),
                       _opt_int(r["frame"]), box, _opt_int(r["track_id"]), r["crop"] or None, _opt_float(r["quality"]))  # type: ignore[arg-type]  # fmt: skip
 
-    def _records(self, ids: Sequence[int]) -> dict[int, Record]:
-        out: dict[int, Record] = {}
+    def _records(self, ids: Sequence[int]) -> dict[int, rec.Record]:
+        out: dict[int, rec.Record] = {}
         if self.dim is None:
             return out
         uniq = list(dict.fromkeys(int(i) for i in ids))
@@ -1106,34 +932,24 @@ class MilvusGallery:
                 out[int(r["id"])] = self._record(r)
         return out
 
-    def get(self, ids: Iterable[int]) -> list[Record]:
-        """The records of ``ids``, in order (KeyError for unknown ids)."""
-        ids = [int(i) for i in ids]
-        with self._lock:
-            found = self._records(ids)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"no such gallery ids: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-        return [found[i] for i in ids]
-
-    def record(self, sighting: int) -> Record | None:
-        """The stored detection with id ``sighting``, None if there is none."""
-        with self._lock:
-            return self._records([int(sighting)]).get(int(sighting))
-
-    def records(self, source: SourceRef | None = None, track_id: int | None = None) -> list[Record]:
+    def records(self, source: SourceRef | None = None, track_id: int | None = None) -> list[rec.Record]:
         """Stored records, optionally of one source (and one of its tracks), in id order."""
         with self._lock:
-            if self.dim is None:
+            expr = self._rows_of(source, "" if track_id is None else f" and track_id == {int(track_id)}")
+            if expr is None:
                 return []
-            expr = "id >= 0"
-            if source is not None:
-                sid = self._source_id(source)
-                if sid is None:
-                    return []
-                expr = f"source_id == {sid}" + ("" if track_id is None else f" and track_id == {int(track_id)}")
             out = [self._record(r) for rows in self.scan(self.coll("sightings"), expr, _RECORD_FIELDS) for r in rows]
         return sorted(out, key=lambda r: r.id)
+
+    def _rows_of(self, source: SourceRef | None, more: str = "") -> str | None:
+        """The filter expression of the rows of ``source`` (all: None), ``more`` appended; None: there are none
+        (no vector collections yet, or no such source)."""
+        if self.dim is None:
+            return None
+        if source is None:
+            return "id >= 0"
+        sid = self._source_id(source)
+        return None if sid is None else f"source_id == {sid}{more}"
 
     def _vectors(self, coll: str, ids: list[int]) -> dict[int, np.ndarray]:
         found: dict[int, np.ndarray] = {}
@@ -1165,26 +981,21 @@ class MilvusGallery:
             found = self._vectors(self.coll("tracks"), ids)
         return np.stack([found[i] for i in ids]).astype(np.float32)
 
-    def _track(self, r: dict[str, Any]) -> Track:
+    def _track(self, r: dict[str, Any]) -> rec.Track:
         sid = int(r["source_id"])
-        return Track(int(r["id"]), sid, self._uri(sid), int(r["track_id"]), str(r["camera"]), float(r["first_time"]),
-                     float(r["last_time"]), int(r["n_crops"]))  # fmt: skip
+        return rec.Track(int(r["id"]), sid, self._uri(sid), int(r["track_id"]), str(r["camera"]),
+                         float(r["first_time"]), float(r["last_time"]), int(r["n_crops"]))  # fmt: skip
 
-    def tracks(self, source: SourceRef | None = None) -> list[Track]:
+    def tracks(self, source: SourceRef | None = None) -> list[rec.Track]:
         """Stored tracks (optionally of one source), in id order."""
         with self._lock:
-            if self.dim is None:
+            expr = self._rows_of(source)
+            if expr is None:
                 return []
-            expr = "id >= 0"
-            if source is not None:
-                sid = self._source_id(source)
-                if sid is None:
-                    return []
-                expr = f"source_id == {sid}"
             out = [self._track(r) for rows in self.scan(self.coll("tracks"), expr, _TRACK_FIELDS) for r in rows]
         return sorted(out, key=lambda t: t.id)
 
-    def track(self, track: int) -> Track | None:
+    def track(self, track: int) -> rec.Track | None:
         """The track with row id ``track``, None if there is none."""
         with self._lock:
             if self.dim is None:
@@ -1192,12 +1003,12 @@ class MilvusGallery:
             rows = self.query(self.coll("tracks"), f"id == {int(track)}", _TRACK_FIELDS)
             return self._track(rows[0]) if rows else None
 
-    def tracks_by_key(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Track]:
+    def tracks_by_key(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], rec.Track]:
         """The stored tracks of ``(source_id, tracker id)`` pairs, by pair; pairs without one are absent."""
         wanted: dict[int, set[int]] = {}
         for s, t in keys:
             wanted.setdefault(int(s), set()).add(int(t))
-        out: dict[tuple[int, int], Track] = {}
+        out: dict[tuple[int, int], rec.Track] = {}
         with self._lock:
             if self.dim is None:
                 return out
@@ -1262,7 +1073,7 @@ class MilvusGallery:
                     out[(int(r["sid"]), int(r["num"]))] = str(r["name"])
         return out
 
-    def overview(self, recent: int = 24) -> GalleryOverview:
+    def overview(self, recent: int = 24) -> rec.GalleryOverview:
         """Counts per camera and per source, tracks, searchable detections and the ``recent`` added last."""
         with self._lock:
             stats = self._all_stats()
@@ -1282,9 +1093,9 @@ class MilvusGallery:
                 c[2], c[3] = min(c[2], st["t0"]), max(c[3], st["t1"])
             p = per_src.setdefault(sid, [0, 0])
             p[0], p[1] = p[0] + st["n"], p[1] + st["tracks"]
-        return GalleryOverview(
-            cameras=[CameraCount(c, int(v[0]), int(v[1]), v[2], v[3]) for c, v in sorted(cams.items()) if v[0] > 0],
-            sources=[SourceCount(s, *per_src.get(s.id, [0, 0])) for s in sources],
+        return rec.GalleryOverview(
+            cameras=[rec.CameraCount(c, int(v[0]), int(v[1]), v[2], v[3]) for c, v in sorted(cams.items()) if v[0] > 0],
+            sources=[rec.SourceCount(s, *per_src.get(s.id, [0, 0])) for s in sources],
             tracks=sum(int(v[1]) for v in cams.values()),
             searchable=n,
             recent=[found[i] for i in last[:recent] if i in found],
@@ -1300,24 +1111,17 @@ class MilvusGallery:
         tracks: bool = False,
     ) -> str | None:
         """The Milvus filter expression of search's filters (None: no filter)."""
+        cams, t0, t1, excl = self._filters(cameras, time_range, exclude_source)
+        lo_f, hi_f = ("last_time", "first_time") if tracks else ("timestamp", "timestamp")
         parts = []
-        if cameras is not None:
-            cams = [cameras] if isinstance(cameras, str) else [str(c) for c in cameras]
-            parts.append(_in("camera", cams) if cams else "id < 0")
-        if time_range is not None:
-            lo, hi = time_range
-            t0 = None if lo is None else to_seconds(lo)
-            t1 = None if hi is None else to_seconds(hi)
-            lo_f, hi_f = ("last_time", "first_time") if tracks else ("timestamp", "timestamp")
-            if t0 is not None:
-                parts.append(f"{lo_f} >= {t0!r}")
-            if t1 is not None:
-                parts.append(f"{hi_f} <= {t1!r}")
-        if exclude_source is not None:
-            refs = [exclude_source] if isinstance(exclude_source, str | int | np.integer) else list(exclude_source)
-            sids = sorted({s for s in (self._source_id(r) for r in refs) if s is not None})
-            if sids:
-                parts.append(f"source_id not in [{', '.join(map(str, sids))}]")
+        if cams is not None:
+            parts.append(_in("camera", sorted(cams)) if cams else "id < 0")
+        if t0 > -math.inf:
+            parts.append(f"{lo_f} >= {t0!r}")
+        if t1 < math.inf:
+            parts.append(f"{hi_f} <= {t1!r}")
+        if excl:
+            parts.append(f"source_id not in [{', '.join(map(str, sorted(excl)))}]")
         return " and ".join(f"({p})" for p in parts) if parts else None
 
     def _search_params(self, k: int, exact: bool, frac: float) -> dict[str, Any]:
@@ -1342,27 +1146,19 @@ class MilvusGallery:
                                           consistency_level=self.consistency, **kw))  # fmt: skip
         return out
 
-    def search(
-        self,
-        queries: Any,
-        k: int = 100,
-        *,
-        cameras: str | Iterable[str] | None = None,
-        time_range: tuple[Any, Any] | None = None,
-        exclude_source: SourceRef | Iterable[SourceRef] | None = None,
-    ) -> list[list[Hit]]:
-        """The ``k`` (at most 16,384) detections most similar to each query (Q, D), best first, with their
-        metadata; filters as :meth:`Gallery.search`, evaluated inside Milvus's vector search."""
-        with self._lock:
-            q = self._prep(queries, "queries")
-            if self.dim is None or k <= 0:
-                return [[] for _ in range(len(q))]
-            expr = self._filter(cameras, time_range, exclude_source)
-            res = self._search(self.coll("sightings"), q, min(int(k), MAX_K), expr, _RECORD_FIELDS[1:], False)
-            return [[Hit(**vars(self._record(dict(h["entity"], id=h["id"]))), score=float(h["distance"])) for h in row]
-                    for row in res]  # fmt: skip
+    def _knn(
+        self, q: np.ndarray, k: int, cameras: str | Iterable[str] | None, time_range: tuple[Any, Any] | None,
+        exclude_source: SourceRef | Iterable[SourceRef] | None,
+    ) -> list[list[rec.Hit]]:  # fmt: skip
+        """:meth:`search`: ``k`` at most 16,384; the filters evaluated inside Milvus's vector search."""
+        if self.dim is None or k <= 0:
+            return [[] for _ in range(len(q))]
+        expr = self._filter(cameras, time_range, exclude_source)
+        res = self._search(self.coll("sightings"), q, min(int(k), MAX_K), expr, _RECORD_FIELDS[1:], False)
+        return [[rec.Hit(**vars(self._record(dict(h["entity"], id=h["id"]))), score=float(h["distance"])) for h in row]
+                for row in res]  # fmt: skip
 
-    def search_tracks(self, queries: Any, k: int = 100, **filters: Any) -> list[list[TrackHit]]:
+    def search_tracks(self, queries: Any, k: int = 100, **filters: Any) -> list[list[rec.TrackHit]]:
         """Like :meth:`search` (same filters), over tracks (exact; a track matches ``time_range`` if it
         overlaps it)."""
         with self._lock:
@@ -1371,7 +1167,7 @@ class MilvusGallery:
                 return [[] for _ in range(len(q))]
             expr = self._filter(**filters, tracks=True)
             res = self._search(self.coll("tracks"), q, min(int(k), MAX_K), expr, _TRACK_FIELDS[1:], True)
-            return [[TrackHit(**vars(self._track(dict(h["entity"], id=h["id"]))), score=float(h["distance"]))
+            return [[rec.TrackHit(**vars(self._track(dict(h["entity"], id=h["id"]))), score=float(h["distance"]))
                      for h in row] for row in res]  # fmt: skip
 
     # -- index management -----------------------------------------------------------------------------
@@ -1379,13 +1175,6 @@ class MilvusGallery:
     def index_structure(self) -> str:
         """The index in use: flat / hnsw / ivf."""
         return self.config.kind
-
-    def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
-        """Change the HNSW ``ef_search`` / IVF ``nprobe`` used from now on (not saved)."""
-        with self._lock:
-            self.config = replace(
-                self.config, ef_search=ef_search or self.config.ef_search, nprobe=nprobe or self.config.nprobe
-            )
 
     def wait_indexed(self, timeout: float = 600.0) -> bool:
         """Flush, then wait until the server has built the index of every row and its query node searches
@@ -1455,12 +1244,6 @@ class MilvusGallery:
                 return
             self._release()
             self._closed = True
-
-    def __enter__(self) -> MilvusGallery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"MilvusGallery({self.where!r}, {'closed' if self._closed else f'{self.config.kind} index'})"
