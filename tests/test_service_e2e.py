@@ -242,7 +242,7 @@ def test_results_frame_zoom_and_stepping(browser, world, server, size):
 
 
 @pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["1400", "390"])
-def test_confirm_reject_search_again_share_back_and_report(browser, world, server, size):
+def test_confirm_reject_search_again_share_back_and_report(browser, world, server, size, tmp_path):
     page, errors = _page(browser, server + f"/?sighting={world.lobby_ids[0]}", size)
     # a shared URL: the search runs from it
     page.wait_for_selector(".results[data-query-kind='track']")
@@ -270,6 +270,13 @@ def test_confirm_reject_search_again_share_back_and_report(browser, world, serve
     assert report.startswith("<!DOCTYPE html>") and "Person search: track" in report
     assert str(world.root) not in report and "data:image/jpeg;base64," in report
     assert dl.value.suggested_filename.startswith("reidkit-search-")
+    dl.value.save_as(tmp_path / "report.html")
+    opened = page.context.new_page()
+    opened.goto((tmp_path / "report.html").as_uri())  # the report on its own, as it was mailed
+    loaded(opened, "img")
+    no_sideways_scroll(opened)
+    shot(opened, "report", full=True)
+    opened.close()
     # search again from the confirmed ones: a search of several sightings, in the URL
     first_url = page.url
     page.click("#again-btn")

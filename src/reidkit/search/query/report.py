@@ -247,7 +247,13 @@ h2{border-bottom:1px solid #d8dde6;padding-bottom:4px;margin-top:28px}
 .thumbs{display:flex;flex-wrap:wrap;gap:10px}
 .thumbs figure{margin:0;text-align:center;font-size:12px;color:#5a6475;max-width:180px;word-break:break-all}
 img{border-radius:4px;box-shadow:0 1px 3px rgba(0,0,0,.25);background:#fff}
-@media (max-width:600px){body{margin:12px}}
+#appearances{display:flex;flex-wrap:wrap;gap:0 18px;align-items:flex-start}
+#appearances>h2,#appearances>p{flex-basis:100%}
+#appearances section.camera{flex:0 1 auto;min-width:0;max-width:100%}
+#appearances .cards{display:flex;flex-wrap:wrap}
+#appearances .appearance{width:200px}#appearances .appearance.has-frame{width:min(100%,760px)}
+@media (max-width:600px){body{margin:12px}#appearances section.camera{flex-basis:100%}
+#appearances .appearance{width:calc(50% - 6px)}#appearances .appearance.has-frame{width:100%}}
 """
 # The classes of :func:`render_results` (the static report and the service's page both use them).
 RESULTS_CSS = """
@@ -255,7 +261,7 @@ RESULTS_CSS = """
 table.summary{border-collapse:collapse;font-size:14px;max-width:100%}
 table.summary td,table.summary th{padding:4px 10px;border-bottom:1px solid #e3e7ee;text-align:left}
 .scroll{overflow-x:auto;max-width:100%}
-.timeline svg{display:block;width:100%;min-width:520px;height:auto}
+.timeline svg{display:block;width:100%;min-width:520px;max-width:900px;height:auto}
 .timeline .meta{margin:4px 0 2px}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px;margin:8px 0}
 .appearance{display:flex;flex-direction:column;gap:6px;background:#fff;border:1px solid #e3e7ee;

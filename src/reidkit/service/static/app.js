@@ -365,6 +365,7 @@ async function runQuery(q, push) {
   state.busy = true;
   updateSearchButton();
   setStatus("loading", "Searching the gallery for " + what + "…");
+  if (push) toMain(); // the status line in sight: where the answer, or the error, appears
   try {
     const r = await api("search/html", { method: "POST", body: searchForm(q) });
     const html = await r.text();
