@@ -23,14 +23,13 @@ from reidkit.evaluation.rerank import rerank
 from reidkit.io import load_features
 from reidkit.search.query.cluster import (
     EpsGraph,
+    cluster_scores,
     cosine_distances,
     cut_tree,
     dbscan,
     graph_from_dense,
     linkage_tree,
     mutual_knn,
-    nmi,
-    pairwise_f_score,
     reranked_distances,
     reranked_graph,
 )
@@ -59,15 +58,9 @@ def load(path: str, which: str, distractors: str, limit: int | None, seed: int) 
 
 
 def score(truth: np.ndarray, labels: np.ndarray) -> dict:
-    ps = pairwise_f_score(truth, labels)
-    return {
-        "clusters": int(labels.max(initial=-1)) + 1,
-        "noise": float((labels < 0).mean()),
-        "nmi": nmi(truth, labels),
-        "p": ps.precision,
-        "r": ps.recall,
-        "f": ps.f,
-    }
+    s = cluster_scores(truth, labels)
+    return {"clusters": s["clusters"], "noise": s["noise"] / max(len(labels), 1), "nmi": s["nmi"],
+            "p": s["pair_precision"], "r": s["pair_recall"], "f": s["pair_f"]}  # fmt: skip
 
 
 def row(dist: str, method: str, eps: float, s: dict, seconds: float) -> str:

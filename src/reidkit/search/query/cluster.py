@@ -708,6 +708,20 @@ def cluster_gallery_folder(
     return result, sheets, seconds
 
 
+def cluster_scores(truth: np.ndarray, labels: np.ndarray) -> dict:
+    """How ``labels`` (-1: noise) cluster items of identities ``truth``: clusters, noise (items), NMI and
+    pairwise precision / recall / F."""
+    ps = pairwise_f_score(truth, labels)
+    return {
+        "clusters": int(labels.max(initial=-1)) + 1,
+        "noise": int((labels < 0).sum()),
+        "nmi": nmi(truth, labels),
+        "pair_precision": ps.precision,
+        "pair_recall": ps.recall,
+        "pair_f": ps.f,
+    }
+
+
 def score_features_clustering(
     features: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -742,17 +756,11 @@ def score_features_clustering(
     t0 = time.perf_counter()
     labels = cluster_features(f, **options)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
-    ps = pairwise_f_score(truth, labels)
     summary = {
         "items": len(f),
         "identities": len(np.unique(pids[pids > 0])),
         "distractors": int((pids == 0).sum()),
-        "clusters": int(labels.max(initial=-1)) + 1,
-        "noise": int((labels < 0).sum()),
-        "nmi": nmi(truth, labels),
-        "pair_precision": ps.precision,
-        "pair_recall": ps.recall,
-        "pair_f": ps.f,
+        **cluster_scores(truth, labels),
         "seconds": seconds,
     }
     result = {
