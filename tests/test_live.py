@@ -81,7 +81,7 @@ def test_streams_at_once_a_camera_that_leaves_and_returns_one_that_never_connect
 
     clip, mirrored = rtsp_clip("asis", seconds=30), rtsp_clip("mirror", seconds=30)
     cams = {"cam1": rtsp_server.publish("cam1", clip), "cam2": rtsp_server.publish("cam2", mirrored),
-            "dead": rtsp.dead_url()}  # fmt: skip
+            "dead": rtsp.dead_url().replace("rtsp://", "rtsp://admin:s3cret@")}  # fmt: skip
     gallery = tmp_path / "g"
     p = _start(tmp_path, _cameras(tmp_path / "cams.yaml", cams), gallery)
     try:
@@ -108,7 +108,7 @@ def test_streams_at_once_a_camera_that_leaves_and_returns_one_that_never_connect
     out = (tmp_path / "out.txt").read_text()
     assert rc == 2, out  # the camera that never connected makes the run fail at the end ...
     assert took < 10, f"SIGTERM took {took:.1f} s"
-    assert f"{cams['dead']}: could not be read" in out
+    assert f"{cams['dead'].replace('admin:s3cret@', '')}: could not be read" in out and "s3cret" not in out
     report = json.loads((tmp_path / "report.json").read_text())
     status = {r["camera"]: r["status"] for r in report["reports"]}
     assert status == {"cam1": "stopped", "cam2": "stopped", "dead": "failed"}  # ... the others unaffected

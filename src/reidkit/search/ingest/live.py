@@ -44,6 +44,7 @@ from reidkit.search.ingest.readers import LiveFrame, ReaderOptions, StreamReader
 from reidkit.search.ingest.report import IngestReport, Progress, ProgressFn
 from reidkit.search.ingest.track import Tracker
 from reidkit.search.storage import Gallery, Sighting
+from reidkit.search.storage.records import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,8 @@ class LiveIngest:
             else:
                 rep.status = "failed"
                 why = cam.reader.stats.last_error or "cannot connect"
-                rep.message = f"{cam.uri}: could not be read ({why}; retried {cam.reader.stats.reconnects} times)"
+                tries = cam.reader.stats.reconnects
+                rep.message = f"{redact_uri(cam.uri)}: could not be read ({why}; retried {tries} times)"
                 self.gallery.set_source_status(cam.source_id, "failed")
         if self.writer.error is not None:
             for cam in self.cams:
