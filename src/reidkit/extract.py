@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -106,14 +106,68 @@ def _arrays(samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
+class _ShardWorker:
+    """A Ray worker of :func:`embed_on_ray`: one embedder, built once, embedding shard after shard."""
+
+    def __init__(self, args: tuple, kwargs: dict) -> None:
+        self.embedder, _ = make_embedder(*args, **kwargs)
+
+    def embed(self, paths: list[str]) -> np.ndarray:
+        return self.embedder.embed(paths)
+
+
+def embed_on_ray(
+    paths: list[str],
+    args: tuple,
+    kwargs: dict,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    shard: int = 1024,
+    cpus_per_worker: float = 1.0,
+    progress: bool = False,
+) -> np.ndarray:
+    """Features of ``paths`` computed on a Ray cluster by ``workers`` actors (default: its CPUs), each with the
+    embedder ``make_embedder(*args, **kwargs)``, in input order. Shards are whole numbers of batches, so every
+    image meets the same batch companions as on one machine: with the same threads, the same features.
+    Every node must read ``paths`` (a shared folder). RayUnavailable when the cluster cannot be reached."""
+    from reidkit.raycluster import connect, worker_threads
+
+    ray = connect(address)
+    kwargs = {**kwargs, "threads": worker_threads(kwargs.get("threads"), cpus_per_worker)}
+    batch = int(kwargs.get("batch_size", 32))
+    shard = max(batch, shard // batch * batch)
+    shards = [paths[i : i + shard] for i in range(0, len(paths), shard)]
+    if workers is None:
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
+    actor_cls = ray.remote(num_cpus=cpus_per_worker, max_restarts=2, max_task_retries=2)(_ShardWorker)
+    actors = [actor_cls.remote(args, kwargs) for _ in range(max(1, min(workers, len(shards))))]
+    try:
+        from ray.util import ActorPool
+        from rich.progress import Progress
+
+        out: list[np.ndarray] = []
+        with Progress(disable=not progress, transient=False) as bar:
+            task = bar.add_task(f"embedding on {len(actors)} Ray workers", total=len(paths))
+            for feats in ActorPool(actors).map(lambda a, s: a.embed.remote(s), shards):
+                out.append(feats)
+                bar.update(task, advance=len(feats))
+        return np.concatenate(out)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
 def extract_dataset(
-    embedder: Embedder, dataset: ReIDDataset, progress: bool = False
+    embedder: Embedder | None, dataset: ReIDDataset, progress: bool = False, embed: Any = None
 ) -> tuple[FeatureSet, ExtractStats]:
-    """Features of the dataset's query and (raw, junk included) gallery, with ids, cameras, paths."""
+    """Features of the dataset's query and (raw, junk included) gallery, with ids, cameras, paths
+    (``embed``: a function of the paths that replaces ``embedder.embed``, e.g. on Ray)."""
     q_pids, q_cams, q_paths = _arrays(dataset.query)
     g_pids, g_cams, g_paths = _arrays(dataset.gallery)
     t0 = time.perf_counter()
-    feats = embedder.embed([*q_paths, *g_paths], progress=progress)
+    paths = [*q_paths, *g_paths]
+    feats = embed(paths) if embed is not None else embedder.embed(paths, progress=progress)  # type: ignore[union-attr]
     seconds = time.perf_counter() - t0
     nq = len(q_paths)
     fs = FeatureSet(feats[:nq], feats[nq:], q_pids, g_pids, q_cams, g_cams, q_paths, g_paths)
@@ -134,6 +188,8 @@ def extract_features(
     resize: Resize = "pil",
     holdout: int = 0,
     progress: bool = False,
+    ray: str | None = None,
+    workers: int | None = None,
 ) -> tuple[FeatureSet, ModelInfo, ExtractStats]:
     """A checkpoint's features of a dataset's query and gallery (``reidkit extract`` and ``eval --weights``).
 
@@ -141,6 +197,8 @@ def extract_features(
     config's ``data.holdout_ids``). ``raw``: the model's outputs, not L2-normalised. INT8 calibrates on
     about 256 training images spread over the split. Bad input raises DatasetError, FileNotFoundError,
     ValueError, WeightsMismatchError, ImageError, or ExportError (an ONNX backend that cannot export it).
+    ``ray``: embed on the Ray cluster at that address (:func:`embed_on_ray`, ``workers`` actors) instead, with
+    the same features; RayUnavailable when it cannot be reached.
     """
     from reidkit.datasets import get_dataset
     from reidkit.datasets.base import holdout_query_gallery, holdout_split
@@ -149,16 +207,15 @@ def extract_features(
     if holdout:
         ds.query, ds.gallery = holdout_query_gallery(holdout_split(ds.train, holdout)[1])
     calib = [s.path for s in ds.train[:: max(1, len(ds.train) // 256)]] if backend == "onnx-int8" else None
-    embedder, info = make_embedder(
-        model,
-        weights,
-        backend,
-        batch_size=batch_size,
-        flip=flip,
-        threads=threads,
-        calibration=calib,
-        normalize=not raw,
-        resize=resize,
-    )
-    fs, stats = extract_dataset(embedder, ds, progress=progress)
+    args = (model, weights, backend)
+    kwargs = dict(batch_size=batch_size, flip=flip, threads=threads, calibration=calib, normalize=not raw,
+                  resize=resize)  # fmt: skip
+    if ray is None:
+        embedder, info = make_embedder(*args, **kwargs)  # type: ignore[arg-type]
+        fs, stats = extract_dataset(embedder, ds, progress=progress)
+        return fs, info, stats
+    # On Ray: the ONNX file is exported here once (each node's workers then find it in the cache).
+    info = make_embedder(*args, **kwargs)[1] if backend != "torch" else load_model(model, weights)[1]  # type: ignore[arg-type]
+    fs, stats = extract_dataset(None, ds, embed=lambda paths: embed_on_ray(
+        paths, args, kwargs, address=ray, workers=workers, progress=progress))  # fmt: skip
     return fs, info, stats

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from reidkit.cli import common
-from reidkit.cli.common import K1, K2, fail, failing
+from reidkit.cli.common import GALLERY_HELP, K1, K2, fail, failing
 
 
 def _print_scores(result: dict[str, Any]) -> None:
@@ -48,7 +48,7 @@ def _print_clusters(gallery: Path, out: Path, result: Any, sheets: list[Path], s
 
 
 def cluster_cmd(
-    gallery: Annotated[Path | None, typer.Option(help="Gallery folder to cluster (read only).")] = None,
+    gallery: Annotated[str | None, typer.Option(help=GALLERY_HELP + " (read only).", show_default=False)] = None,
     features: Annotated[
         Path | None, typer.Option(help="Features file (.npz): cluster its gallery and score it against the pids.")
     ] = None,

@@ -42,6 +42,12 @@ def warn(msg: str) -> None:
 
 
 # --- options that several commands take ---------------------------------------------------------------
+GALLERY_HELP = (
+    "Gallery: a folder, milvus://[USER:PASSWORD@]HOST[:PORT]/NAME (a Milvus server) or a Milvus Lite folder "
+    "ending .db"
+)
+# A gallery is a URI, not a Path: a Path would fold milvus://host into milvus:/host.
+GalleryUri = Annotated[str, typer.Option("--gallery", "-g", help=GALLERY_HELP, show_default=False)]
 Model = Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 (for torchreid files).")]
 Weights = Annotated[
     Path | None, typer.Option(help="Re-id checkpoint: a reidkit model file or a torchreid file (default: shipped).")

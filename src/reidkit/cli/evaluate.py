@@ -35,9 +35,10 @@ def _bad_input() -> Iterator[None]:
     from reidkit.export import ExportError
     from reidkit.imaging import ImageError
     from reidkit.models.weights import WeightsMismatchError
+    from reidkit.raycluster import RayUnavailable
 
     try:
-        with failing(DatasetError, FileNotFoundError, ValueError, WeightsMismatchError, ImageError):
+        with failing(DatasetError, FileNotFoundError, ValueError, WeightsMismatchError, ImageError, RayUnavailable):
             yield
     except ExportError as exc:
         fail(f"{exc} (use --backend torch to run the model in torch instead)")
@@ -131,6 +132,14 @@ def extract_cmd(
         int,
         typer.Option(help="Embed the last N training identities instead (a config's data.holdout_ids)."),
     ] = 0,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Embed on a Ray cluster: HOST:PORT, auto or local (same features; a shared data folder).",
+                     show_default=False),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="With --ray: workers (default: the cluster's CPUs).")
+    ] = None,
 ) -> None:
     """Embed a dataset's query and gallery into a features file for `reidkit eval --features`."""
     from reidkit.extract import extract_features
@@ -139,7 +148,7 @@ def extract_cmd(
     with _bad_input():
         fs, info, stats = extract_features(
             model, weights, dataset, root, backend=backend, batch_size=batch_size, flip=flip, threads=threads,
-            raw=raw, resize=resize, holdout=holdout, progress=True,
+            raw=raw, resize=resize, holdout=holdout, progress=True, ray=ray, workers=workers,
         )  # fmt: skip
     _print_rate(info, stats, backend)
     save_features(out, fs)

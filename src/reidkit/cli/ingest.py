@@ -15,11 +15,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from reidkit.cli.common import Backend, JsonOut, Model, Threads, Weights, console, failing, warn
+from reidkit.cli.common import Backend, GalleryUri, JsonOut, Model, Threads, Weights, console, failing, warn
 from reidkit.io import write_json
 from reidkit.search import api
 from reidkit.search.api import ApiError
 from reidkit.search.ingest.report import explain_times
+from reidkit.search.storage.records import redact_uri
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +38,7 @@ def ingest_cmd(
             show_default=False,
         ),
     ] = None,
-    gallery: Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder (created when new or empty).")] = ...,
+    gallery: GalleryUri = ...,  # created when new or empty
     cameras: Annotated[
         Path | None, typer.Option(help="Cameras file (YAML: name, uri, optional fps cap and transport per camera).")
     ] = None,
@@ -89,6 +90,18 @@ def ingest_cmd(
     crops_per_track: Annotated[int, typer.Option(min=1, help="Best crops kept per track.")] = 4,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per embedding batch.")] = 64,
     threads: Threads = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Spread the sources over a Ray cluster: HOST:PORT, auto (this machine's cluster) or local "
+            "(a Ray started here). Needs a milvus:// gallery.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="With --ray: workers (default: one per CPU of the cluster).")
+    ] = None,
 ) -> None:
     """Detect, track and embed the people in each source and add them to a gallery (resumable).
 
@@ -103,16 +116,25 @@ def ingest_cmd(
             stride=stride, max_frames=max_frames,
             fps=fps, crops_per_track=crops_per_track, copy_crops=copy_crops, replace=replace, batch_size=batch_size,
         )  # fmt: skip
-        model_ = api.load_model(model, weights, backend=backend, batch_size=batch_size, threads=threads)
-        with ProgressBars() as bars, stop_on_signals() as stop:
-            summary = api.run_ingest(gallery, plan, model_, progress=bars, stop=stop, duration=duration)
+        model_ = api.load_model(model, weights, backend=backend, batch_size=batch_size, threads=threads,
+                                embedder=ray is None)  # fmt: skip
+        if ray is not None:
+            with stop_on_signals() as stop:
+                summary = api.run_ingest_ray(gallery, plan, model, weights, address=ray, workers=workers,
+                                             backend=backend, threads=threads, stop=stop, duration=duration,
+                                             on_event=tell_ray)  # fmt: skip
+        else:
+            with ProgressBars() as bars, stop_on_signals() as stop:
+                summary = api.run_ingest(gallery, plan, model_, progress=bars, stop=stop, duration=duration)
     time_warnings = explain_times(summary.reports, plan.options.get("start_time"))  # offsets, copied mtimes
     if json_out is not None:
-        write_json(json_out, {"gallery": str(gallery), "reports": [asdict(r) for r in summary.reports],
+        write_json(json_out, {"gallery": redact_uri(gallery), "reports": [asdict(r) for r in summary.reports],
                               "errors": summary.errors})  # fmt: skip
     for err in summary.errors:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-    console.print(report_table(summary, f"ingest into {gallery} ({model_.info.name})"))
+    console.print(report_table(summary, f"ingest into {redact_uri(gallery)} ({model_.info.name})"))
+    if summary.restarts:
+        warn(f"{len(summary.restarts)} job(s) restarted after their worker died (resumed, no sighting twice)")
     if any(r.mode == "photos" for r in summary.reports):
         console.print("photos: frames = pictures ingested, dets = people found (each a sighting)", style="dim")
     for r in summary.reports:
@@ -155,6 +177,21 @@ def report_table(summary: api.IngestSummary, title: str) -> Table:
         if r.live is None:
             table.add_row(*r.row().values())
     return table
+
+
+def tell_ray(kind: str, info: dict[str, Any]) -> None:
+    """One line per event of an ingest on Ray: a job started or ended on a worker, a worker died."""
+    job, where = info["job"].split(":", 1)[1], f"worker {info['pid']} on {info['host']}"
+    if kind == "started":
+        console.print(f"[dim]{where}:[/] {job}", highlight=False, soft_wrap=True)
+    elif kind == "done":
+        for r in info["reports"]:
+            console.print(f"[dim]{where}:[/] {r.camera or job} {r.status}: {r.frames:,} frames, {r.crops:,} crops",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+    else:
+        again = "given to another worker" if kind == "died" else "given up"
+        console.print(f"[yellow]{where} died ({info.get('error', '')}): {job} {again}[/]", highlight=False,
+                      soft_wrap=True)  # fmt: skip
 
 
 # live cameras: frames read from the stream, dropped unprocessed, skipped by the motion gate, detected;

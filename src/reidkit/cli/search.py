@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from reidkit.cli.common import DatasetRoot, Model, Threads, Weights, console, fail, failing
+from reidkit.cli.common import DatasetRoot, GalleryUri, Model, Threads, Weights, console, fail, failing
 from reidkit.search import api
 from reidkit.search.api import ApiError, RequestError
 
@@ -33,7 +33,7 @@ def search_cmd(
     pictures: Annotated[
         list[Path] | None, typer.Argument(help="Pictures of the person (the same as --image).", show_default=False)
     ] = None,
-    gallery: Annotated[Path, typer.Option(help="Gallery folder (built by reidkit ingest).")] = ...,  # required
+    gallery: GalleryUri = ...,  # required; built by reidkit ingest
     image: Annotated[
         list[Path] | None, typer.Option("--image", help="Picture of the person (repeat for several).")
     ] = None,

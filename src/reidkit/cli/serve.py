@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from reidkit.cli.common import Backend, Model, Weights, console, fail, failing, warn
+from reidkit.cli.common import GALLERY_HELP, Backend, Model, Weights, console, fail, failing, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +58,7 @@ def _token(ctx: typer.Context, token: str | None, token_file: Path | None) -> st
 
 def serve_cmd(
     ctx: typer.Context,
-    gallery: Annotated[Path, typer.Option(help="Gallery folder (built by reidkit ingest; may still be empty).")],
+    gallery: Annotated[str, typer.Option(help=GALLERY_HELP + " (may still be empty).", show_default=False)],
     host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
     token: Annotated[
@@ -103,14 +103,16 @@ def serve_cmd(
 ) -> None:
     """Serve searches over HTTP, with a web page at / (drop a picture, see every appearance)."""
     from reidkit.search.api import ApiError
-    from reidkit.search.storage import GalleryError
+    from reidkit.search.storage import GalleryError, is_milvus
+    from reidkit.search.storage.records import redact_uri
     from reidkit.service import server
     from reidkit.service.app import create_app
     from reidkit.service.security import MB, allowed_hosts
 
-    if gallery.exists() and not gallery.is_dir():
+    folder = Path(gallery)
+    if not is_milvus(gallery) and folder.exists() and not folder.is_dir():
         fail(f"{gallery} is a file, not a gallery folder")
-    if not (gallery / "gallery.db").is_file():
+    if not is_milvus(gallery) and not (folder / "gallery.db").is_file():
         console.print(
             f"note: no gallery at {gallery} yet: the page says so until `reidkit ingest ... --gallery {gallery}` "
             "has written one (it is picked up without a restart)",
@@ -133,6 +135,7 @@ def serve_cmd(
     auth = "token required" if secret else "no token"
     names = "any Host name" if "*" in hosts else "Host " + ", ".join(hosts)
     console.print(
-        f"serving {gallery} on http://{host}:{port}/ ({auth}; {names}; schema at /openapi.json)", highlight=False
+        f"serving {redact_uri(gallery)} on http://{host}:{port}/ ({auth}; {names}; schema at /openapi.json)",
+        highlight=False,
     )
     server.run(app, host, port, log_level=log_level, read_timeout=read_timeout)

@@ -109,6 +109,7 @@ class IngestSummary:
     sightings: int
     tracks: int
     sources: int
+    restarts: list[dict[str, Any]] = field(default_factory=list)  # --ray: jobs whose worker died, taken over
 
 
 def plan_ingest(
@@ -193,20 +194,20 @@ def run_ingest(
     stop: threading.Event | None = None,
     duration: float | None = None,
 ) -> IngestSummary:
-    """Ingest ``plan`` into the gallery folder ``gallery`` (created when new): its live cameras all at once
-    in real time (until ``stop`` is set or ``duration`` seconds pass), its other sources one after
-    another beside them; a source that fails is reported and the others go on. ``progress``: a
+    """Ingest ``plan`` into the gallery at ``gallery`` (a folder or a Milvus URI; created when new): its
+    live cameras all at once in real time (until ``stop`` is set or ``duration`` seconds pass), its other
+    sources one after another beside them; a source that fails is reported and the others go on. ``progress``: a
     :data:`reidkit.search.ingest.report.ProgressFn`. ApiError when the gallery cannot be opened."""
     from reidkit.imaging import ImageError
     from reidkit.search.ingest.detect import build_detector
     from reidkit.search.ingest.live import LiveIngest, LiveOptions
     from reidkit.search.ingest.pipeline import ingest
     from reidkit.search.ingest.sources import SourceError
-    from reidkit.search.storage import Gallery, GalleryError
+    from reidkit.search.storage import GalleryError, open_gallery
 
     stop = stop or threading.Event()
     try:
-        g = Gallery.open(gallery)
+        g = open_gallery(gallery, model=getattr(model.info, "name", None))
     except GalleryError as exc:
         raise ApiError(str(exc)) from None
     reports: list[Any] = []
@@ -244,6 +245,50 @@ def run_ingest(
         if thread is not None:
             thread.join()
         g.close()
+
+
+def run_ingest_ray(
+    gallery: str,
+    plan: IngestPlan,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    backend: str = "torch",
+    threads: int | None = None,
+    stop: threading.Event | None = None,
+    duration: float | None = None,
+    on_event: Any = None,
+) -> IngestSummary:
+    """Ingest ``plan`` on a Ray cluster (``address``: ``HOST:PORT``, ``auto``, or ``local``) into the Milvus
+    gallery ``gallery``: ``workers`` actors, each with the model (``model`` / ``weights`` on ``backend``) loaded
+    once, take the sources and camera groups one at a time; a job whose worker dies is restarted on another
+    and resumes (:mod:`reidkit.search.ingest.distributed`). ApiError: not a Milvus gallery, no Ray, no cluster."""
+    from reidkit.search.ingest.distributed import RayUnavailable, WorkerSpec, ingest_on_ray
+    from reidkit.search.storage import GalleryError, is_milvus, open_gallery
+
+    if not is_milvus(gallery) or not str(gallery).startswith("milvus://"):
+        raise ApiError(
+            f"--ray needs a gallery every node can write to: a Milvus server (milvus://HOST:PORT/NAME), not {gallery}"
+        )
+    try:
+        with open_gallery(gallery, model=getattr(load_model(model, weights, embedder=False).info, "name", None)):
+            pass  # made (or checked: width, model) once here, before any worker starts
+    except GalleryError as exc:
+        raise ApiError(str(exc)) from None
+    o = plan.options
+    spec = WorkerSpec(
+        gallery, model, None if weights is None else str(weights), backend, o.get("batch_size", 64), threads,
+        plan.detector_name, plan.detector_opts, o, o.get("batch_size", 64), o.get("crops_per_track", 4),
+    )  # fmt: skip
+    try:
+        out = ingest_on_ray(spec, plan.jobs, plan.live, address=address, workers=workers, stop=stop,
+                            duration=duration, on_event=on_event)  # fmt: skip
+    except RayUnavailable as exc:
+        raise ApiError(str(exc)) from None
+    with open_gallery(gallery, create=False, read_only=True) as g:
+        return IngestSummary(out.reports, out.errors, len(g), len(g.tracks()), len(g.sources()), out.restarts)
 
 
 # --- search ------------------------------------------------------------------------------------------
@@ -453,14 +498,17 @@ def _sighting_features(gallery: Gallery, ids: Sequence[int]) -> Any:
 JPEG_QUALITY = 85
 
 
-def open_gallery(folder: str | os.PathLike[str]) -> Gallery:
-    """The gallery at ``folder``, read-only (close it, or use it in a ``with``); ApiError if there is none."""
-    from reidkit.search.storage import Gallery, GalleryError
+def open_gallery(uri: str | os.PathLike[str]) -> Gallery:
+    """The gallery at ``uri`` (a folder, ``milvus://HOST:PORT/NAME`` or a Milvus Lite ``.db`` folder:
+    :func:`reidkit.search.storage.open_gallery`), read-only (close it, or use it in a ``with``); ApiError
+    if there is none."""
+    from reidkit.search.storage import GalleryError, is_milvus
+    from reidkit.search.storage import open_gallery as open_uri
 
-    if not (Path(folder) / "gallery.db").is_file():
-        raise ApiError(f"{folder} is not a reidkit gallery (no gallery.db); build one with reidkit ingest")
+    if not is_milvus(uri) and not (Path(uri) / "gallery.db").is_file():
+        raise ApiError(f"{uri} is not a reidkit gallery (no gallery.db); build one with reidkit ingest")
     try:
-        return Gallery.open(folder, create=False, read_only=True)
+        return open_uri(uri, create=False, read_only=True)  # type: ignore[return-value]
     except GalleryError as exc:
         raise ApiError(str(exc)) from None
 

@@ -69,8 +69,9 @@ from reidkit.search import api
 from reidkit.search.api import ApiError, EmptyGallery, LoadedModel, NotFound, SearchRequest
 from reidkit.search.query.search import SearchResult
 from reidkit.search.storage.gallery import Gallery
-from reidkit.search.storage.live import LiveGallery, NoGallery
-from reidkit.search.storage.records import GalleryError, Hit, public_text
+from reidkit.search.storage.live import LiveGallery, NoGallery, ServerGallery, follow_gallery
+from reidkit.search.storage.open import is_milvus
+from reidkit.search.storage.records import GalleryError, Hit, public_text, redact_uri
 from reidkit.service.models import (
     BrowseModel,
     ClustersModel,
@@ -314,7 +315,7 @@ class Service:
     """The state of one app: the gallery that follows the writer, the query model, the search and decode
     lanes, the page's files and the search counters (``stats``: running now, most at once, done)."""
 
-    live: LiveGallery
+    live: LiveGallery | ServerGallery
     model: LoadedModel
     searches: Lane
     decodes: Lane
@@ -756,8 +757,10 @@ def create_app(
     decoder = ThreadPoolExecutor(1, thread_name_prefix="reidkit-decode", initializer=_low_priority)
     decodes = Lane("large-picture searches", decoder, 1, HEAVY_QUEUE)
     live = _follow(gallery_dir, loaded.embedder, refresh_s)
-    folder = Path(gallery_dir)
-    known = {str(folder): folder.name, str(folder.resolve()): folder.resolve().name}
+    folder = live.root if is_milvus(gallery_dir) else Path(gallery_dir)  # Milvus: its media folder, if open
+    known = {str(folder): folder.name, str(folder.resolve()): folder.resolve().name} if folder.name else {}
+    if is_milvus(gallery_dir):
+        known[str(gallery_dir)] = redact_uri(str(gallery_dir))
     limits = Limits(int(max_pixels), int(max_request_pixels), refusal_delay=float(refusal_delay))
     query_size = _query_size(loaded.embedder)
     svc = Service(live, loaded, searches, decodes, limits, query_size, static, auth=bool(token), known=known)
@@ -817,10 +820,10 @@ def _low_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def _follow(gallery_dir: str | os.PathLike[str], embedder: Any, refresh_s: float) -> LiveGallery:
-    """The read-only view of the gallery folder; GalleryError if the gallery's features are not the model's."""
+def _follow(gallery_dir: str | os.PathLike[str], embedder: Any, refresh_s: float) -> LiveGallery | ServerGallery:
+    """The read-only view of the gallery (a folder, or Milvus); GalleryError if its features are not the model's."""
     dim = int(embedder.embed([np.zeros((256, 128, 3), np.uint8)]).shape[1])  # warm-up, and the feature size
-    live = LiveGallery(gallery_dir, refresh_s=refresh_s)
+    live = follow_gallery(gallery_dir, refresh_s=refresh_s)
     if live.ready:
         with live.lease() as g:
             if g.dim is not None and g.dim != dim:

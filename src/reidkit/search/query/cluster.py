@@ -696,9 +696,9 @@ def cluster_gallery_folder(
     import time
 
     from reidkit.io import write_json
-    from reidkit.search.storage import Gallery
+    from reidkit.search.storage import open_gallery
 
-    with Gallery.open(gallery_dir, create=False, read_only=True) as g:
+    with open_gallery(gallery_dir, create=False, read_only=True) as g:
         t0 = time.perf_counter()
         result = cluster_gallery(g, level=level, **options)
         seconds = time.perf_counter() - t0

@@ -8,6 +8,9 @@ time of ``gallery.db``, its WAL file and the index file). When something was, a 
 opens a fresh read-only gallery and swaps it in atomically. Requests hold a *lease* on the gallery
 object they started with, so a search never mixes two snapshots (no torn reads); a replaced gallery
 is closed when its last lease ends. Nothing here writes to the gallery.
+
+A gallery on a Milvus server needs none of this (the server is always current): :class:`ServerGallery`
+gives it the same interface, and :func:`follow_gallery` picks the one a gallery URI needs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from reidkit.search.storage.base import GalleryBackend
 from reidkit.search.storage.gallery import DB_NAME, INDEX_NAME, Gallery
 from reidkit.search.storage.schema import connect
 
@@ -183,3 +187,73 @@ class LiveGallery:
             snap = _retire(snap)
         if snap is not None:
             snap.gallery.close()
+
+
+class ServerGallery:
+    """A gallery on a server (Milvus) read by the service while any number of writers add to it.
+
+    The server answers every read with what is committed (Session consistency: other processes' rows
+    within Milvus's time tick), so there is nothing to reopen: one read-only client serves every request.
+    Until the gallery exists, each lease tries to open it again (at most every ``retry_s`` seconds) and
+    raises :class:`NoGallery` meanwhile. Same interface as :class:`LiveGallery`.
+    """
+
+    def __init__(self, uri: str, retry_s: float = 1.0) -> None:
+        self.uri = uri
+        self.retry_s = float(retry_s)
+        self.reopens = 0
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._gallery: GalleryBackend | None = None
+        self._tried = -float("inf")
+        self._closed = False
+        self._open()
+
+    @property
+    def root(self) -> Path:
+        """The gallery's media folder (``<media>/<NAME>``), where its crops are."""
+        return Path(getattr(self._gallery, "root", "")) if self._gallery is not None else Path()
+
+    def _open(self) -> None:
+        from reidkit.search.storage.open import open_gallery
+        from reidkit.search.storage.records import GalleryError
+
+        with self._lock:
+            if self._gallery is not None or self._closed or time.monotonic() - self._tried < self.retry_s:
+                return
+            self._tried = time.monotonic()
+            try:
+                self._gallery = open_gallery(self.uri, create=False, read_only=True)
+            except GalleryError as exc:
+                self.error = str(exc)
+                return
+            self.reopens += 1
+            self.error = None
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[GalleryBackend]:
+        """The gallery (always current); NoGallery while there is none at the URI."""
+        self._open()
+        g = self._gallery
+        if g is None:
+            raise NoGallery(self.error or f"no gallery at {self.uri}")
+        yield g
+
+    @property
+    def ready(self) -> bool:
+        return self._gallery is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            g, self._gallery = self._gallery, None
+        if g is not None:
+            g.close()
+
+
+def follow_gallery(uri: str | os.PathLike[str], refresh_s: float = 1.0) -> LiveGallery | ServerGallery:
+    """The service's view of the gallery at ``uri``: a :class:`LiveGallery` for a folder, a
+    :class:`ServerGallery` for Milvus (a server, or a Milvus Lite folder no writer holds)."""
+    from reidkit.search.storage.open import is_milvus
+
+    return ServerGallery(str(uri), refresh_s) if is_milvus(uri) else LiveGallery(uri, refresh_s)

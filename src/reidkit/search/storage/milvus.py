@@ -389,20 +389,25 @@ class MilvusGallery(GalleryCommon):
         loads run at once: a load takes the server seconds)."""
         from pymilvus.exceptions import MilvusException
 
-        made = []
+        made, theirs = [], []
         for coll, (schema, index_params) in specs.items():
             if self.client.has_collection(coll):
+                theirs.append(coll)
                 continue
             try:
                 self.client.create_collection(coll, schema=schema, consistency_level="Session")
                 self.client.create_index(coll, index_params)
             except MilvusException:
-                if not self.client.has_collection(coll):  # else another process made it just now
+                if not self.client.has_collection(coll):
                     raise
+                theirs.append(coll)  # another process made it just now
+                continue
             made.append(coll)
         for coll in made:
             self.client.load_collection(coll, _async=True)
         self._wait_loaded(made)
+        for coll in theirs:  # made by another process, which may not have loaded it yet
+            self._ensure_loaded(coll)
 
     def _wait_loaded(self, colls: list[str], timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
@@ -423,24 +428,28 @@ class MilvusGallery(GalleryCommon):
         nprobe: int | None,
     ) -> None:
         meta = self.coll("meta")
+        config = index if isinstance(index, IndexConfig) else IndexConfig(kind=index or "flat")
+        new = {"format": FORMAT, "version": VERSION, "dim": dim, "model": model, "index": config.to_dict(),
+               "media": None if media is None else str(media), "created": time.time()}  # fmt: skip
         if not self.client.has_collection(meta):
             if not create:
                 raise GalleryError(
                     f"{self.where} is not a reidkit gallery (no collection {meta}); open it with create=True "
                     "to make one"
                 )
-            config = index if isinstance(index, IndexConfig) else IndexConfig(kind=index or "flat")
             self.config = config
             specs = {meta: (self._meta_schema(), self._index_params("v", None))}
             if dim is not None:  # all at once: their loads overlap
                 specs.update(self._vector_specs(int(dim)))
             self._create(specs)
-            info = {"format": FORMAT, "version": VERSION, "dim": dim, "model": model, "index": config.to_dict(),
-                    "media": None if media is None else str(media), "created": time.time()}  # fmt: skip
             if not self.query(meta, 'key == "gallery"', ["body"], strong=True):
-                self._put_info(info)
+                self._put_info(new)
         self._ensure_loaded(meta)
-        rows = self.query(meta, 'key == "gallery"', ["body"], strong=True)
+        rows = self._gallery_row(wait=30.0 if create else 0.0)
+        if not rows and create:  # its maker died between the collection and the row: finish the job
+            self.config = config
+            self._put_info(new)
+            rows = self._gallery_row(wait=0.0)
         if not rows:
             raise GalleryError(f"{self.where} is not a reidkit gallery (no gallery row in {meta})")
         info = json.loads(rows[0]["body"])
@@ -513,6 +522,16 @@ class MilvusGallery(GalleryCommon):
             raise GalleryError(f"gallery {self.where} is open read-only")
         if self._closed:
             raise GalleryError(f"gallery {self.where} is closed")
+
+    def _gallery_row(self, wait: float) -> list[dict[str, Any]]:
+        """The gallery's own meta row, waiting up to ``wait`` seconds for it: another process making the
+        gallery at the same moment has made the collection but may not have written the row yet."""
+        deadline = time.monotonic() + wait
+        while not (rows := self.query(self.coll("meta"), 'key == "gallery"', ["body"], strong=True)):
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(0.2)
+        return rows
 
     def _put_info(self, info: dict[str, Any]) -> None:
         row = {"key": "gallery", "kind": "gallery", "sid": 0, "num": 0.0, "name": "", "body": json.dumps(info)}

@@ -1,0 +1,40 @@
+"""Reaching a Ray cluster, for the commands that spread work over one (``reidkit ingest --ray``,
+``reidkit extract --ray``). Ray comes with the ``cluster`` extra; nothing imports it otherwise.
+
+``address``: ``HOST:PORT`` of a running cluster's head (``ray start --head`` prints it), ``ray://HOST:10001``
+(Ray Client), ``auto`` (the cluster this machine is part of, or ``$RAY_ADDRESS``), or ``local`` / None: a
+Ray started for this process on this machine alone (for trials; it stops with the process).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed, or the cluster cannot be reached (the message says which and how to fix it)."""
+
+
+def connect(address: str | None) -> Any:
+    """The ``ray`` module, connected to the cluster at ``address`` (see the module docstring); a process
+    already connected stays on its cluster. RayUnavailable says what is wrong."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable("--ray needs Ray: pip install 'reidkit[cluster]'") from None
+    if ray.is_initialized():
+        return ray
+    try:
+        if address in (None, "", "local"):
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    return ray
+
+
+def worker_threads(threads: int | None, cpus_per_worker: float) -> int:
+    """Inference threads of a worker: as asked, else the CPUs it holds (never the node's whole count, which
+    would oversubscribe a node running several workers)."""
+    return int(threads) if threads else max(1, int(cpus_per_worker))
