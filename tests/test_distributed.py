@@ -130,6 +130,21 @@ def test_two_ingest_processes_on_milvus_answer_as_the_folder_gallery(
         answers[name] = _hits(json.loads(out.read_text()))
     assert answers["milvus"] == answers["faiss"] and len(answers["faiss"]) >= 5
 
+    # reidkit cluster: the same albums (by their sightings)
+    from typer.testing import CliRunner
+
+    from reidkit.cli import app
+
+    albums = {}
+    for name, gallery in (("faiss", str(folder_gallery)), ("milvus", uri)):
+        r = CliRunner().invoke(app, ["cluster", "--gallery", gallery, "--out", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        data = json.loads((tmp_path / name / "clusters.json").read_text())
+        with open_gallery(gallery, create=False, read_only=True) as g:
+            albums[name] = sorted(sorted((Path(x.source).name, x.frame, x.box) for x in g.get(c["records"]))
+                                  for c in data["clusters"])  # fmt: skip
+    assert albums["milvus"] == albums["faiss"] and albums["faiss"]
+
     # two services on the one Milvus gallery: POST /search answers as the command did
     ports = [_free_port(), _free_port()]
     servers = [_reidkit("serve", "--gallery", uri, "--port", str(port)) for port in ports]
@@ -213,6 +228,25 @@ def test_ray_ingest_restarts_a_killed_worker_without_duplicates(
     assert len(resumed) == 1 and resumed[0].status == "done" and resumed[0].resumed_from is not None
     _same_sightings(_sightings(uri), _sightings(folder_gallery))  # nothing lost, nothing twice
     assert ray.is_initialized()
+
+
+def test_ray_ingest_of_a_live_camera_beside_a_file(
+    milvus_server, ray_cluster, rtsp_server, rtsp_clip, clips, tmp_path
+) -> None:
+    """A cameras file with a real RTSP camera and a file, on the cluster: the camera on one worker until
+    --duration, the file on the other."""
+    uri = _milvus_uri(milvus_server, "ray_live", tmp_path / "media")
+    cams = tmp_path / "cams.yaml"
+    url = rtsp_server.publish("door", rtsp_clip("asis", seconds=30))
+    cams.write_text(f"cameras:\n  - name: door\n    uri: {url}\n  - name: archive\n    uri: {clips[1]}\n")
+    plan = api.plan_ingest([], cameras=cams)
+    summary = api.run_ingest_ray(uri, plan, address=ray_cluster.address, workers=2, duration=8)
+    assert not summary.errors, summary.errors
+    reports = {r.camera: r for r in summary.reports}
+    assert reports["archive"].status == "done" and reports["archive"].frames == 80
+    assert reports["door"].status == "stopped" and reports["door"].live["detected"] > 5
+    with open_gallery(uri, create=False, read_only=True) as g:
+        assert {r.camera for r in g.get(g.ids().tolist())} == {"door", "archive"}
 
 
 def test_ray_extract_gives_the_single_machine_features(ray_cluster, data_root) -> None:

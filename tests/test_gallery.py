@@ -225,6 +225,35 @@ def test_ivf_trains_once_big_enough(tmp_path):
         assert g.index_structure == "ivf" and len(g) == 500
 
 
+@pytest.mark.parametrize("codec", ["sq8", "sq4"])
+def test_ivf_with_compressed_lists(tmp_path, codec):
+    """IVF-SQ (the 10-million-sighting index): trains, finds the exact neighbours at full nprobe within the
+    codec's rounding, persists its codec, filters, removes, and refuses a different structure on opening."""
+    x = clustered(600, DIM, seed=13)
+    with Gallery.open(tmp_path / "g", index=f"ivf-{codec}") as g:  # the kind string names both
+        assert g.config.kind == "ivf" and g.config.codec == codec
+    cfg = IndexConfig(kind="ivf", codec=codec, nlist=8, nprobe=8, train_size=320)
+    with Gallery.open(tmp_path / "h", index=cfg) as g:
+        ids = g.add(x, sightings(600))
+        assert g.index_structure == "ivf"
+        assert isinstance(g._index.index, faiss.IndexIVFScalarQuantizer)
+        _, ref = brute(x, ids, x[:20], 10)
+        got = [[h.id for h in r] for r in g.search(x[:20], k=10)]
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, ref.tolist(), strict=True)])
+        assert recall >= (0.97 if codec == "sq8" else 0.85), recall
+        assert all(h.id == ids[i] for i, h in enumerate(r[0] for r in g.search(x[:20], k=1)))  # itself first
+        kept = [h.id for h in g.search(x[:1], k=50, cameras="cam1")[0]]
+        assert kept and all(g.record(i).camera == "cam1" for i in kept)
+        g.remove_source("video0.mp4")
+        assert len(g) < 600
+    with Gallery.open(tmp_path / "h") as g:  # the codec is kept with the gallery
+        assert g.index_structure == "ivf" and g.config.codec == codec
+    with pytest.raises(GalleryError, match="reindex"):
+        Gallery.open(tmp_path / "h", index="ivf")  # plain IVF asked of an IVF-SQ gallery
+    with pytest.raises(ValueError, match="needs kind 'ivf'"):
+        IndexConfig(kind="hnsw", codec="sq8")
+
+
 def test_reindex_and_search_params(tmp_path):
     x = clustered(400, DIM, seed=11)
     root = tmp_path / "g"

@@ -102,6 +102,11 @@ def ingest_cmd(
     workers: Annotated[
         int | None, typer.Option(min=1, help="With --ray: workers (default: one per CPU of the cluster).")
     ] = None,
+    index: Annotated[
+        str | None,
+        typer.Option(help="A new gallery's vector index: flat (exact; the default), hnsw, ivf, ivf-sq8 or ivf-sq4 "
+                     "(millions of sightings: see docs/scaling.md).", show_default=False),
+    ] = None,
 ) -> None:
     """Detect, track and embed the people in each source and add them to a gallery (resumable).
 
@@ -125,7 +130,8 @@ def ingest_cmd(
                                              on_event=tell_ray)  # fmt: skip
         else:
             with ProgressBars() as bars, stop_on_signals() as stop:
-                summary = api.run_ingest(gallery, plan, model_, progress=bars, stop=stop, duration=duration)
+                summary = api.run_ingest(gallery, plan, model_, progress=bars, stop=stop, duration=duration,
+                                         index=index)  # fmt: skip
     time_warnings = explain_times(summary.reports, plan.options.get("start_time"))  # offsets, copied mtimes
     if json_out is not None:
         write_json(json_out, {"gallery": redact_uri(gallery), "reports": [asdict(r) for r in summary.reports],

@@ -193,8 +193,10 @@ def run_ingest(
     *,
     stop: threading.Event | None = None,
     duration: float | None = None,
+    index: str | None = None,
 ) -> IngestSummary:
-    """Ingest ``plan`` into the gallery at ``gallery`` (a folder or a Milvus URI; created when new): its
+    """Ingest ``plan`` into the gallery at ``gallery`` (a folder or a Milvus URI; created when new, with the
+    vector ``index`` kind asked for, see :class:`~reidkit.search.storage.IndexConfig`): its
     live cameras all at once in real time (until ``stop`` is set or ``duration`` seconds pass), its other
     sources one after another beside them; a source that fails is reported and the others go on. ``progress``: a
     :data:`reidkit.search.ingest.report.ProgressFn`. ApiError when the gallery cannot be opened."""
@@ -207,8 +209,8 @@ def run_ingest(
 
     stop = stop or threading.Event()
     try:
-        g = open_gallery(gallery, model=getattr(model.info, "name", None))
-    except GalleryError as exc:
+        g = open_gallery(gallery, model=getattr(model.info, "name", None), index=index)
+    except (GalleryError, ValueError) as exc:  # ValueError: an unknown index kind
         raise ApiError(str(exc)) from None
     reports: list[Any] = []
     errors: list[str] = []

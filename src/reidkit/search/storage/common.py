@@ -56,8 +56,8 @@ def open_config(
     ``ef_search`` / ``nprobe``."""
     config = stored
     if index is not None:
-        wanted = index if isinstance(index, IndexConfig) else replace(config, kind=index)
-        structural = ("kind", "hnsw_m", "ef_construction", "nlist", "train_size")
+        wanted = index if isinstance(index, IndexConfig) else replace(config, kind=index, codec="flat")
+        structural = ("kind", "codec", "hnsw_m", "ef_construction", "nlist", "train_size")
         if any(getattr(wanted, f) != getattr(config, f) for f in structural):
             raise GalleryError(
                 f"{where} was built with index {config.kind!r} ({config}); asked for {wanted}. "

@@ -7,7 +7,11 @@ Three structures, all over L2-normalised float32 rows (inner product = cosine si
   gallery masks removed ids at search time and rebuilds once too many accumulate.
 * ``ivf``: ``IndexIVFFlat`` (inner product, ids stored natively); removals supported. It needs
   training, so a gallery configured for IVF searches a flat index until it holds ``min_train``
-  vectors and is then rebuilt as IVF.
+  vectors and is then rebuilt as IVF. With a ``codec`` other than ``flat`` the lists hold compressed
+  vectors (``IndexIVFScalarQuantizer``): ``sq8`` (1 byte a dimension: 512 B for a 512-d feature, a
+  quarter of float32), ``sq4`` (half a byte) or ``fp16``. Kind strings ``ivf-sq8``, ``ivf-sq4``,
+  ``ivf-fp16`` name both. The gallery keeps the exact float32 features in SQLite (on disk), so only the
+  compressed codes are in memory: the choice for galleries of millions (docs/scaling.md, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from reidkit.io import atomic_path
 
 KINDS = ("flat", "hnsw", "ivf")
+CODECS = {"flat": None, "sq8": "QT_8bit", "sq4": "QT_4bit", "fp16": "QT_fp16"}  # IVF list storage
 
 
 class IndexFileError(ValueError):
@@ -45,8 +50,17 @@ class IndexConfig:
     nlist: int = 1024
     nprobe: int = 32
     train_size: int | None = None  # IVF: vectors needed before training; default 39 * nlist
+    codec: str = "flat"  # IVF: how list entries are stored (CODECS)
 
     def __post_init__(self) -> None:
+        if "-" in self.kind:  # "ivf-sq8": the kind and its codec in one word
+            kind, codec = self.kind.split("-", 1)
+            object.__setattr__(self, "kind", kind)
+            object.__setattr__(self, "codec", codec)
+        if self.codec not in CODECS:
+            raise ValueError(f"unknown index codec {self.codec!r}; expected one of {tuple(CODECS)}")
+        if self.codec != "flat" and self.kind != "ivf":
+            raise ValueError(f"index codec {self.codec!r} needs kind 'ivf' ('ivf-{self.codec}'), not {self.kind!r}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown index kind {self.kind!r}; expected one of {KINDS}")
         for name in ("hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe"):
@@ -68,7 +82,7 @@ class IndexConfig:
 
 
 def _structure(index: faiss.Index) -> str:
-    if isinstance(index, faiss.IndexIVFFlat):
+    if isinstance(index, faiss.IndexIVFFlat | faiss.IndexIVFScalarQuantizer):
         return "ivf"
     if isinstance(index, faiss.IndexIDMap2):
         inner = faiss.downcast_index(index.index)
@@ -116,7 +130,12 @@ class VectorIndex:
         if len(train) < config.nlist:
             raise ValueError(f"IVF with nlist={config.nlist} needs at least that many training rows, got {len(train)}")
         quantizer = faiss.IndexFlatIP(train.shape[1])
-        ivf = faiss.IndexIVFFlat(quantizer, train.shape[1], config.nlist, faiss.METRIC_INNER_PRODUCT)
+        d, ip = train.shape[1], faiss.METRIC_INNER_PRODUCT
+        if config.codec == "flat":
+            ivf = faiss.IndexIVFFlat(quantizer, d, config.nlist, ip)
+        else:
+            qtype = getattr(faiss.ScalarQuantizer, CODECS[config.codec])
+            ivf = faiss.IndexIVFScalarQuantizer(quantizer, d, config.nlist, qtype, ip)
         ivf.cp.max_points_per_centroid = max(39, math.ceil(len(train) / config.nlist))  # no silent subsampling
         ivf.train(train)
         ivf.nprobe = config.nprobe

@@ -379,7 +379,10 @@ class MilvusGallery(GalleryCommon):
             ip.add_index(field, index_type="HNSW", metric_type="IP",
                          params={"M": config.hnsw_m, "efConstruction": config.ef_construction})  # fmt: skip
         elif config.kind == "ivf":
-            ip.add_index(field, index_type="IVF_FLAT", metric_type="IP", params={"nlist": config.nlist})
+            if config.codec not in ("flat", "sq8"):
+                raise GalleryError(f"{self.where}: Milvus has IVF_FLAT and IVF_SQ8, not ivf-{config.codec}")
+            kind = "IVF_FLAT" if config.codec == "flat" else "IVF_SQ8"
+            ip.add_index(field, index_type=kind, metric_type="IP", params={"nlist": config.nlist})
         else:
             ip.add_index(field, index_type="FLAT", metric_type="IP")
         return ip
