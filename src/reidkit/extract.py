@@ -65,7 +65,7 @@ def make_embedder(
         kw["keypoints"] = KeypointSource()
     if backend == "torch":
         return Embedder.from_model(net, threads=threads, **kw), info  # type: ignore[arg-type]
-    from reidkit.export import export_onnx, quantize_int8
+    from reidkit.export import cpu_has_vnni, export_onnx, quantize_int8
 
     if backend not in ("onnx", "onnx-int8"):
         raise ValueError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
@@ -76,7 +76,9 @@ def make_embedder(
     if not (cached and out.is_file()):
         export_onnx(net, out, height=info.height, width=info.width)
     if backend == "onnx-int8":
-        key = hashlib.sha256("\n".join(map(str, calibration or ())).encode()).hexdigest()[:12]
+        # the 7-bit-weight choice depends on this CPU (quantize_int8): part of the cached file's key
+        key_text = "\n".join(map(str, calibration or ())) + f"\nvnni={cpu_has_vnni()}"
+        key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
         q = out.with_name(f"{out.stem}.int8-{key}.onnx")
         if not (cached and q.is_file()):
             quantize_int8(out, q, calibration or [], height=info.height, width=info.width)
