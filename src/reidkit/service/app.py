@@ -341,7 +341,8 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
 
     def answering(self) -> contextlib.AbstractContextManager[None]:
-        return answering(self.known)
+        root = self.live.root  # a Milvus gallery's media folder is known once it is open: name it too
+        return answering({**self.known, str(root): root.name} if root.name else self.known)
 
     def leased(self, fn: Callable[[Gallery], T]) -> T:
         """``fn`` of the gallery as it is now, its errors answered (:func:`answering`)."""

@@ -78,6 +78,11 @@ class Job:
     def live(self) -> bool:
         return bool(self.cameras)
 
+    @property
+    def name(self) -> str:
+        """What the job is, for messages: the source, or the cameras."""
+        return self.key.split(":", 1)[1]
+
 
 @dataclass
 class RayOutcome:
@@ -232,7 +237,7 @@ def ingest_on_ray(
                     info = {"job": job.key, **where, "error": str(exc).splitlines()[0][:200]}
                     restarts.append(info)
                     if job.attempts > retries or stopping:
-                        errors.append(f"{job.key[job.key.index(':') + 1:]}: its worker died {job.attempts} time(s)")
+                        errors.append(f"{job.name}: its worker died {job.attempts} time(s)")
                         tell("failed", info)
                     else:
                         pending.appendleft(job)
@@ -240,7 +245,7 @@ def ingest_on_ray(
                     idle.append(new_actor())
                     continue
                 except RayTaskError as exc:
-                    errors.append(f"{job.key[job.key.index(':') + 1:]}: {exc.cause if exc.cause else exc}")
+                    errors.append(f"{job.name}: {exc.cause if exc.cause else exc}")
                     tell("failed", {"job": job.key, **where})
                     idle.append(actor)
                     continue
