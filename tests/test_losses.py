@@ -15,6 +15,8 @@ from reidkit.losses import (
     batch_hard_triplet_loss,
     cross_entropy_label_smooth,
     feature_distance,
+    feature_distill_loss,
+    relation_distill_loss,
 )
 
 LN2 = math.log(2.0)
@@ -180,3 +182,56 @@ def test_reid_loss_from_config_and_errors() -> None:
         ReIDLoss(3, None, center_weight=0.1)
     with pytest.raises(ValueError, match="at least one"):
         ReIDLoss(3, 2, ce_weight=0, triplet_weight=0)
+
+
+# ------------------------------------------------------------------------ distillation
+
+
+def test_feature_distill_by_hand() -> None:
+    student = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    teacher = torch.tensor([[5.0, 0.0], [1.0, 0.0], [-1.0, -1.0]])
+    # cosines 1, 0, -1 -> 1 - cos = 0, 1, 2 -> mean 1
+    assert feature_distill_loss(student, teacher).item() == pytest.approx(1.0)
+    assert feature_distill_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="same size"):
+        feature_distill_loss(student, torch.zeros(3, 4))
+
+
+def test_relation_distill_by_hand_and_width_free() -> None:
+    student = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # similarity matrix [[1, 0], [0, 1]]
+    teacher = torch.tensor([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]])  # [[1, 1], [1, 1]]
+    # differences 0, 1, 1, 0 squared -> mean 0.5
+    assert relation_distill_loss(student, teacher).item() == pytest.approx(0.5)
+    # a rotation of the student changes no similarity
+    q, _ = torch.linalg.qr(torch.randn(8, 8))
+    x = torch.randn(6, 8)
+    assert relation_distill_loss(x @ q, x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reid_loss_distill_terms_use_the_bnneck_embedding() -> None:
+    torch.manual_seed(0)
+    targets = torch.tensor([0, 0, 1, 1])
+    out = {
+        "features": torch.randn(4, 6),
+        "bn_features": torch.randn(4, 6, requires_grad=True),
+        "logits": torch.randn(4, 3),
+    }
+    teacher = torch.randn(4, 6)
+    crit = ReIDLoss(3, ce_weight=1.0, triplet_weight=1.0, distill_weight=2.0, relation_weight=3.0)
+    terms = crit(out, targets, teacher)
+    assert terms["distill"].item() == pytest.approx(feature_distill_loss(out["bn_features"], teacher).item())
+    assert terms["relation"].item() == pytest.approx(relation_distill_loss(out["bn_features"], teacher).item())
+    expected = terms["ce"] + terms["triplet"] + 2.0 * terms["distill"] + 3.0 * terms["relation"]
+    assert terms["total"].item() == pytest.approx(expected.item())
+    terms["total"].backward()
+    assert out["bn_features"].grad is not None and out["bn_features"].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no teacher"):
+        crit(out, targets)
+    plain = ReIDLoss(3)(out, targets)
+    assert "distill" not in plain and "relation" not in plain
+
+
+def test_distill_config_needs_a_teacher() -> None:
+    with pytest.raises(ValueError, match="teacher"):
+        LossConfig.model_validate({"distill": {"weight": 1.0}})
+    assert not LossConfig().distill.enabled

@@ -177,6 +177,42 @@ def test_train_writes_outputs_and_learns(tmp_path: Path, data_root: Path) -> Non
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["epoch_002.pt", "epoch_003.pt"]
 
 
+def test_distillation_pulls_the_student_toward_a_cached_teacher(tmp_path: Path, data_root: Path) -> None:
+    # a teacher: the tiny run's own trained model file; the student starts from scratch
+    teacher = train(config_file(tmp_path, data_root, "teacher"), ["solver.max_epochs=2", "engine.eval_every=0"])
+    cfg = config_file(tmp_path, data_root, "student")
+    common = ["solver.max_epochs=2", "engine.eval_every=0", f"loss.distill.teacher={teacher}"]
+    student = train(cfg, [*common, "loss.distill.weight=5", "loss.distill.relation_weight=1"])
+    out = tmp_path / "student"
+    cache = out / "teacher_features.npz"
+    assert cache.is_file()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert {"distill", "relation"} <= set(epochs[0])
+    assert epochs[-1]["distill"] < epochs[0]["distill"]  # the student moves toward the teacher
+
+    # the cache holds the teacher's flip-averaged unit embeddings of the train images, in order
+    from reidkit.datasets import get_dataset
+    from reidkit.embed import Embedder
+    from reidkit.models.zoo import load_model
+
+    with np.load(cache) as z:
+        cached = z["features"]
+    train_paths = [s.path for s in get_dataset("folder", data_root).train]
+    model, _ = load_model(None, teacher)
+    want = Embedder.from_model(model, threads=1, flip=True, height=32, width=16).embed(train_paths)
+    assert cached.shape == want.shape
+    np.testing.assert_allclose(cached, want, atol=1e-5)
+
+    # a resumed or repeated run reuses the cache; a different teacher replaces it
+    mtime = cache.stat().st_mtime_ns
+    train(cfg, [*common, "loss.distill.weight=5", "solver.max_epochs=3"], resume=True)
+    assert cache.stat().st_mtime_ns == mtime
+    with pytest.raises(FileNotFoundError, match="teacher"):
+        train(cfg, [*common[:2], f"loss.distill.teacher={tmp_path / 'missing.pth'}", "loss.distill.weight=1"])
+    assert student.is_file()
+
+
 def test_same_seed_same_weights(tmp_path: Path, data_root: Path) -> None:
     cfg = config_file(tmp_path, data_root, "a")
     overrides = ["solver.max_epochs=2", "engine.eval_every=0"]

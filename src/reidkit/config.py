@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "DistillLossConfig",
     "EngineConfig",
     "ExperimentConfig",
     "FreezeConfig",
@@ -152,11 +153,39 @@ class VerificationLossConfig(_Section):
     start_epoch: int = Field(default=1, ge=1)
 
 
+class DistillLossConfig(_Section):
+    """Knowledge distillation from a teacher model: its embedding of every training image (flip-averaged,
+    unit length) is computed once, cached beside the run, and pulls the student's embedding toward it.
+
+    ``weight``: ``1 - cos(student, teacher)`` per image (same width needed); ``relation_weight``: squared
+    difference of the batch's cosine-similarity matrices (any widths). ``teacher`` is a weights file
+    (reidkit or torchreid), ``teacher_model`` its architecture when the file does not say (torchreid files).
+    """
+
+    teacher: str | None = None
+    teacher_model: str | None = None
+    weight: float = Field(default=0.0, ge=0)
+    relation_weight: float = Field(default=0.0, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0 or self.relation_weight > 0
+
+    @model_validator(mode="after")
+    def _check_teacher(self) -> DistillLossConfig:
+        if self.enabled and not self.teacher:
+            raise ValueError(
+                "loss.distill needs a teacher weights file (loss.distill.teacher=PATH) when a weight is > 0"
+            )
+        return self
+
+
 class LossConfig(_Section):
     ce: CELossConfig = Field(default_factory=CELossConfig)
     triplet: TripletLossConfig = Field(default_factory=TripletLossConfig)
     center: CenterLossConfig = Field(default_factory=CenterLossConfig)
     verification: VerificationLossConfig = Field(default_factory=VerificationLossConfig)  # HOReID only
+    distill: DistillLossConfig = Field(default_factory=DistillLossConfig)
 
     @model_validator(mode="after")
     def _check_weights(self) -> LossConfig:

@@ -27,6 +27,8 @@ __all__ = [
     "batch_hard_triplet_loss",
     "cross_entropy_label_smooth",
     "feature_distance",
+    "feature_distill_loss",
+    "relation_distill_loss",
 ]
 
 DistanceMetric = Literal["euclidean", "cosine"]
@@ -103,6 +105,25 @@ def batch_hard_triplet_loss(
     return per_anchor.mean(), d_ap, d_an
 
 
+def feature_distill_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean ``1 - cos(student_i, teacher_i)`` over the batch: the student's embedding pulled toward the
+    teacher's embedding of the same image (both ``(N, D)``, same ``D``)."""
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"feature distillation needs the student's and the teacher's embeddings of the same size, got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}: use loss.distill.relation_weight instead"
+        )
+    return (1.0 - F.cosine_similarity(_full(student), _full(teacher).to(student.device), dim=1)).mean()
+
+
+def relation_distill_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean squared difference between the batch's ``(N, N)`` cosine-similarity matrices of the
+    student's and the teacher's embeddings (relational distillation; the widths may differ)."""
+    s = F.normalize(_full(student), dim=1)
+    t = F.normalize(_full(teacher).to(student.device), dim=1)
+    return ((s @ s.T - t @ t.T) ** 2).mean()
+
+
 class TripletLoss(nn.Module):
     """Module form of :func:`batch_hard_triplet_loss` (returns the loss only)."""
 
@@ -165,8 +186,13 @@ class ReIDLoss(nn.Module):
         center_weight: float = 0.0,
         verification_weight: float = 1.0,
         verification_start: int = 1,
+        distill_weight: float = 0.0,
+        relation_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if min(distill_weight, relation_weight) < 0:
+            raise ValueError("distillation weights must be >= 0")
+        self.distill_weight, self.relation_weight = distill_weight, relation_weight
         self.label_smoothing = label_smoothing
         self.verification_weight, self.verification_start = verification_weight, verification_start
         self.epoch = 1  # set by the trainer each epoch (HOReID's verification starts at verification_start)
@@ -198,9 +224,15 @@ class ReIDLoss(nn.Module):
             center_weight=cfg.center.weight,
             verification_weight=cfg.verification.weight,
             verification_start=cfg.verification.start_epoch,
+            distill_weight=cfg.distill.weight,
+            relation_weight=cfg.distill.relation_weight,
         )
 
-    def forward(self, outputs: dict[str, Tensor] | Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, outputs: dict[str, Tensor] | Tensor, targets: Tensor, teacher: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """``teacher``: the teacher's ``(N, D)`` embeddings of the batch, needed when a distillation
+        weight is > 0; they are compared with ``bn_features`` (the eval embedding) when present."""
         if isinstance(outputs, Tensor):
             outputs = {"features": outputs}
         terms: dict[str, Tensor] = {}
@@ -233,6 +265,16 @@ class ReIDLoss(nn.Module):
             if feats.dim() != 2:
                 raise ValueError("the center loss needs (N, D) features; this model returns one feature per branch")
             add("center", self.center(feats, targets), self.center_weight)
+        if self.distill_weight > 0 or self.relation_weight > 0:
+            if teacher is None:
+                raise ValueError("a distillation weight is > 0 but no teacher embeddings were given")
+            student = outputs.get("bn_features", feats)
+            if student.dim() != 2:
+                raise ValueError("distillation needs (N, D) embeddings; this model returns one per branch")
+            if self.distill_weight > 0:
+                add("distill", feature_distill_loss(student, teacher), self.distill_weight)
+            if self.relation_weight > 0:
+                add("relation", relation_distill_loss(student, teacher), self.relation_weight)
         assert total is not None
         terms["total"] = total
         return terms

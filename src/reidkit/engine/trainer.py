@@ -266,7 +266,9 @@ class _MetricsLog:
 
 
 def _epoch_line(epoch: int, max_epochs: int, summary: dict[str, float]) -> str:
-    terms = " ".join(f"{k} {summary[k]:.4g}" for k in ("ce", "triplet", "center") if k in summary)
+    terms = " ".join(
+        f"{k} {summary[k]:.4g}" for k in ("ce", "triplet", "center", "distill", "relation") if k in summary
+    )
     acc = f" acc {100 * summary['acc']:.1f}%" if "acc" in summary else ""
     return (
         f"epoch {epoch}/{max_epochs} loss {summary['total']:.4g} ({terms}){acc} "
@@ -368,6 +370,9 @@ class Trainer:
         )
         if len(self.sampler) == 0:
             raise ValueError("the P x K sampler yields no batch: lower data.ids_per_batch or data.instances_per_id")
+        self.teacher: torch.Tensor | None = None
+        if cfg.loss.distill.enabled:
+            self.teacher = self._teacher_embeddings()
 
         self.use_amp = eng.amp and self.device.type == "cuda"
         self.amp_dtype = torch.float16 if eng.amp_dtype == "float16" else torch.bfloat16
@@ -419,6 +424,19 @@ class Trainer:
         self.console.print(f"keypoints of {len(samples):,} train images ready in {time.perf_counter() - t0:.0f} s")
         d = self.cfg.data
         return KeypointTrainTransform(d.height, d.width, **d.transforms.model_dump())
+
+    def _teacher_embeddings(self) -> torch.Tensor:
+        """The teacher's embedding of every train image (rank 0 computes and caches; the others read)."""
+        from reidkit.engine.distill import teacher_embeddings
+
+        d = self.cfg.data
+        kwargs = {"height": d.height, "width": d.width, "cache_dir": self.cfg.output_path, "console": self.console}
+        if self.dist.is_main:
+            feats = teacher_embeddings(self.cfg.loss.distill, self.dataset.train, **kwargs)
+        distributed.barrier()
+        if not self.dist.is_main:
+            feats = teacher_embeddings(self.cfg.loss.distill, self.dataset.train, **kwargs)
+        return feats.to(self.device)
 
     def _prepare_model(self, epoch: int) -> nn.Module:
         """Train mode, freezing applied, DDP-wrapped when distributed (re-wrapped if freezing changed)."""
@@ -511,9 +529,16 @@ class Trainer:
             cb(event, self)
 
     def _step(
-        self, model: nn.Module, images: torch.Tensor, pids: torch.Tensor, amp: Any, center_params: list[nn.Parameter]
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        pids: torch.Tensor,
+        amp: Any,
+        center_params: list[nn.Parameter],
+        teacher: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Forward, losses, backward and optimiser steps for one batch; returns (losses, outputs)."""
+        """Forward, losses, backward and optimiser steps for one batch; returns (losses, outputs).
+        ``teacher``: the teacher's embeddings of the batch (``loss.distill``)."""
         cfg = self.cfg
         if cfg.engine.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -522,7 +547,7 @@ class Trainer:
         if not isinstance(out, dict):
             out = {"features": out}
         out = {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
-        losses = self.criterion(out, pids)
+        losses = self.criterion(out, pids, teacher)
 
         self.optimizer.zero_grad(set_to_none=True)
         if self.center_optimizer is not None:
@@ -560,12 +585,13 @@ class Trainer:
         images_window = images_epoch = 0
         center_params = list(self.criterion.center.parameters()) if self.criterion.center is not None else []
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp else nullcontext()
-        for i, (images, pids, _camids, _idx) in enumerate(self.loader):
+        for i, (images, pids, _camids, idx) in enumerate(self.loader):
             if cfg.solver.step_per == "iter":
                 self.scheduler.step(epoch - 1 + i / n)
             images = images.to(self.device, non_blocking=True)
             pids = pids.to(self.device, non_blocking=True)
-            losses, out = self._step(model, images, pids, amp, center_params)
+            teacher = self.teacher[idx.to(self.device)] if self.teacher is not None else None
+            losses, out = self._step(model, images, pids, amp, center_params, teacher)
             self.iteration += 1
             self.batch_index = i
 
