@@ -48,7 +48,9 @@ def ingest_cmd(
     ] = None,
     camera: Annotated[str | None, typer.Option(help="Camera name (default: from the file or folder name).")] = None,
     detector: Annotated[
-        str | None, typer.Option(help="Person detector: ssd, hog or yolo (default: ssd when installed, else hog).")
+        str | None, typer.Option(help="Person detector: ssd-tiled, ssd, hog or yolo (default: ssd-tiled when installed, "
+                                       "else hog; ssd-tiled adds tiles for large frames, group splitting and a "
+                                       "keypoint check to ssd).")
     ] = None,
     detector_model: Annotated[
         Path | None,
@@ -134,11 +136,13 @@ def ingest_cmd(
                                          index=index)  # fmt: skip
     time_warnings = explain_times(summary.reports, plan.options.get("start_time"))  # offsets, copied mtimes
     if json_out is not None:
-        write_json(json_out, {"gallery": redact_uri(gallery), "reports": [asdict(r) for r in summary.reports],
+        write_json(json_out, {"gallery": redact_uri(gallery), "model": model_.info.name,
+                              "detector": plan.detector_name, "reports": [asdict(r) for r in summary.reports],
                               "errors": summary.errors})  # fmt: skip
     for err in summary.errors:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-    console.print(report_table(summary, f"ingest into {redact_uri(gallery)} ({model_.info.name})"))
+    found_by = f", detector {plan.detector_name}" if plan.detector_name else ""
+    console.print(report_table(summary, f"ingest into {redact_uri(gallery)} (model {model_.info.name}{found_by})"))
     if summary.restarts:
         warn(f"{len(summary.restarts)} job(s) restarted after their worker died (resumed, no sighting twice)")
     if any(r.mode == "photos" for r in summary.reports):
