@@ -15,7 +15,7 @@ split, and the keypoint check.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -102,7 +102,8 @@ class GroupSplitter:
 
 class PersonVerifier:
     """``detector``'s boxes that MoveNet reads as a body (see the module docstring). ``pose`` is a
-    :class:`reidkit.pose.movenet.MoveNet` (built from the installed model when not given)."""
+    :class:`reidkit.pose.movenet.MoveNet` (built from the installed model when not given); ``when``:
+    check only the frames it accepts (the others' boxes pass)."""
 
     def __init__(
         self,
@@ -111,6 +112,7 @@ class PersonVerifier:
         min_keypoints: int = 4,
         min_score: float = 0.3,
         margin: float = 0.1,
+        when: Callable[[np.ndarray], bool] | None = None,
     ) -> None:
         if pose is None:
             from reidkit.pose.movenet import MoveNet
@@ -118,6 +120,7 @@ class PersonVerifier:
             pose = MoveNet()
         self.detector, self.pose = detector, pose
         self.min_keypoints, self.min_score, self.margin = min_keypoints, min_score, margin
+        self.when = when
         self.box_filter = getattr(detector, "box_filter", None)
 
     def keypoint_counts(self, frame_bgr: np.ndarray, detections: Sequence[Detection]) -> list[int]:
@@ -140,6 +143,9 @@ class PersonVerifier:
     def detect_many(self, frames_bgr: Sequence[np.ndarray]) -> list[list[Detection]]:
         out = []
         for frame, dets in zip(frames_bgr, detect_batch(self.detector, frames_bgr), strict=True):
+            if self.when is not None and not self.when(frame):
+                out.append(dets)
+                continue
             counts = self.keypoint_counts(frame, dets)
             out.append([d for d, c in zip(dets, counts, strict=True) if c >= self.min_keypoints])
         return out
@@ -157,12 +163,14 @@ def sliced_ssd(
     min_keypoints: int = 4,
     box_filter: BoxFilter | None = None,
 ) -> Detector:
-    """SSD-MobileNetV2 on the whole frame and on tiles of large frames, group boxes split, boxes without
-    a body dropped (see the module docstring)."""
+    """SSD-MobileNetV2 on the whole frame and on tiles of frames at least ``min_side`` pixels on their
+    longer side, group boxes split, and in tiled frames boxes without a body dropped (see the module
+    docstring). Frames under ``min_side`` cost what plain ``ssd`` costs, plus a closer look at wide boxes."""
     ssd = SSDDetector(model_path, score_threshold=score_threshold, box_filter=box_filter)
-    det: Detector = TiledDetector(ssd, tile=tile, overlap=overlap, min_side=min_side, box_filter=box_filter)
+    tiled = TiledDetector(ssd, tile=tile, overlap=overlap, min_side=min_side, box_filter=box_filter)
+    det: Detector = tiled
     if split_groups:
         det = GroupSplitter(det, base=ssd)
-    if verify:
-        det = PersonVerifier(det, min_keypoints=min_keypoints)
+    if verify:  # where tiles find the small people they also find small signs; whole frames keep SSD's cost
+        det = PersonVerifier(det, min_keypoints=min_keypoints, when=lambda frame: bool(tiled.tiles(frame.shape)))
     return det
