@@ -27,7 +27,7 @@ Both give the same ranks, hence the same figures, as the per-query stable-sort d
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,6 +60,31 @@ class EvalResult:
         out["mAP"] = 100.0 * self.mAP
         out["mINP"] = 100.0 * self.mINP
         return out
+
+
+def combine_results(parts: Sequence[EvalResult]) -> EvalResult:
+    """One result for disjoint sets of queries evaluated separately against the same gallery (e.g. a
+    re-ranked matrix evaluated a block of rows at a time): the same figures as evaluating all the rows
+    at once, because every figure is a mean over valid queries."""
+    if not parts:
+        raise ValueError("no results to combine")
+    skipped = sum(r.num_skipped for r in parts)
+    parts = [r for r in parts if r.num_valid > 0]
+    num_valid = sum(r.num_valid for r in parts)
+    if num_valid == 0:
+        raise ValueError("no query has a valid positive in the gallery (check pids and cameras)")
+    cmc = sum(np.rint(r.cmc * r.num_valid) for r in parts) / num_valid
+    ap_all = np.concatenate([r.ap for r in parts])
+    inp_all = np.concatenate([r.inp for r in parts])
+    return EvalResult(
+        cmc=cmc,
+        mAP=float(ap_all.mean()),
+        mINP=float(inp_all.mean()),
+        num_valid=num_valid,
+        num_skipped=skipped,
+        ap=ap_all,
+        inp=inp_all,
+    )
 
 
 def _as_int(a: np.ndarray | torch.Tensor | list[int]) -> np.ndarray:
@@ -99,9 +124,7 @@ def ap_from_ranks(ranks: np.ndarray, mode: ApMode = "standard") -> float:
     return float(_ap_padded(r, np.array([r.shape[1]]), mode)[0])
 
 
-def _positive_ranks_exact(
-    dist: np.ndarray, valid: np.ndarray, positive: np.ndarray
-) -> np.ndarray:
+def _positive_ranks_exact(dist: np.ndarray, valid: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """Reference ranks for one query: stable sort of the valid items, 1-based positive positions."""
     order = np.argsort(dist[valid], kind="stable")
     return np.flatnonzero(positive[valid][order]) + 1
@@ -128,9 +151,7 @@ def _chunk_ranks(
     width = max(int(num_pos.max()), 1) if len(num_pos) else 1
     # Each row's positive distances, sorted, padded with +inf.
     inf = torch.tensor(float("inf"), dtype=dist.dtype)
-    thresholds = torch.topk(
-        torch.where(torch.from_numpy(positive), dist, inf), width, dim=1, largest=False
-    ).values
+    thresholds = torch.topk(torch.where(torch.from_numpy(positive), dist, inf), width, dim=1, largest=False).values
     # bins[i, g] = number of positive thresholds strictly below dist[i, g] (batched, in C).
     bins = torch.searchsorted(thresholds, dist.contiguous(), side="left", out_int32=True).numpy()
 
@@ -271,6 +292,7 @@ def evaluate(
     ap: ApMode = "standard",
     chunk_size: int = 512,
     backend: Backend = "auto",
+    allow_empty: bool = False,
 ) -> EvalResult:
     """CMC (up to ``max_rank``), mAP and mINP of a query x gallery distance matrix (smaller = closer).
 
@@ -278,6 +300,8 @@ def evaluate(
     Market-1501 trapezoid AP. mINP follows Ye et al. (TPAMI 2021): positives / rank of the hardest.
     ``backend``: ``"numba"`` the compiled kernel, ``"numpy"`` the vectorised path (``chunk_size`` rows
     at a time), ``"auto"`` the kernel when numba is installed. Both give the same figures.
+    ``allow_empty``: rows without any valid query give a result with ``num_valid == 0`` (and NaN
+    figures; :func:`combine_results` leaves it out) instead of an error.
     """
     if ap not in ("standard", "market"):
         raise ValueError(f"ap must be 'standard' or 'market', got {ap!r}")
@@ -318,6 +342,8 @@ def evaluate(
         inps.append(num_pos / last)
     ap_all = np.concatenate(aps) if aps else np.zeros(0)
     num_valid = len(ap_all)
+    if num_valid == 0 and allow_empty:
+        return EvalResult(np.full(max_rank, np.nan), float("nan"), float("nan"), 0, nq, ap_all, ap_all.copy())
     if num_valid == 0:
         raise ValueError("no query has a valid positive in the gallery (check pids and cameras)")
     inp_all = np.concatenate(inps)

@@ -32,7 +32,7 @@ on-disk cache, on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,7 +40,7 @@ import torch
 
 Array = np.ndarray | torch.Tensor
 
-__all__ = ["as_tensor", "expanded_sets", "jaccard_min_sum", "neighbours", "rerank", "weights"]
+__all__ = ["as_tensor", "expanded_sets", "jaccard_min_sum", "neighbours", "rerank", "rerank_blocks", "weights"]
 
 
 def as_tensor(x: Array, dtype: torch.dtype) -> torch.Tensor:
@@ -291,9 +291,7 @@ def _weights_parts(
     xq_np, xg_np = xq.contiguous().numpy(), xg.contiguous().numpy()
     vals = np.empty(tuple(sets.shape), dtype=xq_np.dtype)
     sets_np = sets.numpy()
-    _kernel("weights")(
-        xq_np, xg_np, xq_np.shape[0], x_sq.numpy(), row_max.numpy(), sets_np, xq_np.dtype.type(0), vals
-    )
+    _kernel("weights")(xq_np, xg_np, xq_np.shape[0], x_sq.numpy(), row_max.numpy(), sets_np, xq_np.dtype.type(0), vals)
     mask = sets_np >= 0
     rows = np.broadcast_to(np.arange(n)[:, None], mask.shape)[mask]
     return sp.csr_matrix((vals[mask], (rows, sets_np[mask])), shape=(n, n), dtype=np.float64)
@@ -328,6 +326,50 @@ def jaccard_min_sum(vq: sp.csr_matrix, vg_csc: sp.csc_matrix) -> np.ndarray:
     return np.bincount(key, weights=np.minimum(a, b), minlength=n_q * n_g).reshape(n_q, n_g)
 
 
+def _check(qf: Array, gf: Array, k1: int, k2: int, lambda_value: float, dtype: torch.dtype):
+    if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"need k1 >= 1, k2 >= 1 and 0 <= lambda <= 1, got {k1}, {k2}, {lambda_value}")
+    q = as_tensor(qf, dtype)
+    g = as_tensor(gf, dtype)
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"features must be 2-D with equal width, got {tuple(q.shape)} and {tuple(g.shape)}")
+    n = q.shape[0] + g.shape[0]
+    if k1 + 1 > n:
+        raise ValueError(f"k1={k1} needs more than {k1} items, got {n}")
+    return q, g
+
+
+def _sparse_parts(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    k1: int,
+    k2: int,
+    block: int,
+    out: np.ndarray | None,
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, sp.csr_matrix, sp.csc_matrix]:
+    """Steps 1-3: squared norms of the queries and gallery, each item's row maximum, and the sparse
+    query rows and (column-major) gallery rows of ``V``. ``out``: where step 1 leaves the Q x G distances."""
+    nq, n = q.shape[0], q.shape[0] + g.shape[0]
+    k = min(max(k1 + 1, k2), n)
+    q_sq, g_sq = _sq_norms(q), _sq_norms(g)
+    x_sq = torch.cat([q_sq, g_sq])
+    with torch.inference_mode():
+        row_max, nn_idx = _neighbours_parts([(q, q_sq), (g, g_sq)], k, block, out, nq)
+        row_max = row_max.clamp_min(torch.finfo(q.dtype).tiny)
+        sets = expanded_sets(nn_idx, k1)
+        v = _weights_parts(q, g, x_sq, row_max, sets)
+    del sets
+    if k2 != 1:
+        qe_rows = np.repeat(np.arange(n), k2)
+        qe = sp.csr_matrix((np.full(n * k2, 1.0 / k2), (qe_rows, nn_idx[:, :k2].numpy().ravel())), shape=(n, n))
+        v = (qe @ v).tocsr()
+        del qe, qe_rows
+    vq = v[:nq]
+    vg_csc = v[nq:].tocsc()
+    vg_csc.sort_indices()
+    return q_sq, g_sq, row_max.numpy(), vq, vg_csc
+
+
 def rerank(
     qf: Array,
     gf: Array,
@@ -343,45 +385,17 @@ def rerank(
     Distances are squared Euclidean between the given features (see the module docstring).
     Memory: the Q x G output plus O((Q+G)·k1) and one ``block`` x ``block`` matrix; the features are
     not copied when they are already contiguous arrays of ``dtype``. ``query_chunk``: query rows per
-    recomputed distance block on the float64 path.
+    recomputed distance block on the float64 path. :func:`rerank_blocks` gives the same matrix a block
+    of rows at a time, without holding all of it.
     """
-    if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"need k1 >= 1, k2 >= 1 and 0 <= lambda <= 1, got {k1}, {k2}, {lambda_value}")
-    q = as_tensor(qf, dtype)
-    g = as_tensor(gf, dtype)
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"features must be 2-D with equal width, got {tuple(q.shape)} and {tuple(g.shape)}")
-    nq, n = q.shape[0], q.shape[0] + g.shape[0]
-    k = min(max(k1 + 1, k2), n)
-    if k1 + 1 > n:
-        raise ValueError(f"k1={k1} needs more than {k1} items, got {n}")
-    q_sq, g_sq = _sq_norms(q), _sq_norms(g)
-    x_sq = torch.cat([q_sq, g_sq])
-
-    out = np.empty((nq, n - nq), dtype=np.float32)
+    q, g = _check(qf, gf, k1, k2, lambda_value, dtype)
+    nq = q.shape[0]
+    out = np.empty((nq, g.shape[0]), dtype=np.float32)
     # In float32 the block pass leaves the query x gallery distances in ``out`` (step 5 reads them back);
     # in float64 they are recomputed at full precision instead.
     keep = dtype == torch.float32
-    with torch.inference_mode():
-        row_max, nn_idx = _neighbours_parts([(q, q_sq), (g, g_sq)], k, block, out if keep else None, nq)
-        row_max = row_max.clamp_min(torch.finfo(dtype).tiny)
-        sets = expanded_sets(nn_idx, k1)
-        v = _weights_parts(q, g, x_sq, row_max, sets)
-    del sets
-    if k2 != 1:
-        qe_rows = np.repeat(np.arange(n), k2)
-        qe = sp.csr_matrix(
-            (np.full(n * k2, 1.0 / k2), (qe_rows, nn_idx[:, :k2].numpy().ravel())), shape=(n, n)
-        )
-        v = (qe @ v).tocsr()
-        del qe, qe_rows
-    vq = v[:nq]
-    vg_csc = v[nq:].tocsc()
-    vg_csc.sort_indices()
-    del v
-
+    q_sq, g_sq, rm, vq, vg_csc = _sparse_parts(q, g, k1, k2, block, out if keep else None)
     rows = _kernel("rows")
-    rm = row_max.numpy()
     sparse = (vq.indptr, vq.indices, vq.data, vg_csc.indptr, vg_csc.indices, vg_csc.data)
     if keep:
         rows(*sparse, 0, nq, out, 0, rm, float(lambda_value), out)
@@ -392,6 +406,38 @@ def rerank(
                 orig = _sq_dist(q[s:e], q_sq[s:e], g, g_sq).numpy()
                 rows(*sparse, s, e, orig, s, rm, float(lambda_value), out)
     return out
+
+
+def rerank_blocks(
+    qf: Array,
+    gf: Array,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    block: int = 2048,
+    rows: int = 512,
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The re-ranked matrix of :func:`rerank`, ``rows`` query rows at a time: yields ``(first_row,
+    (r, G) float32)``. Nothing Q x G is ever held: memory is O((Q+G)·k1) plus one block of rows, whose
+    original distances are computed again (a matmul) instead of kept. Evaluation at MSMT17 size
+    (11,659 x 82,161: 3.6 GB as a float32 matrix) thus fits in a fraction of that. The values equal
+    :func:`rerank`'s up to the last bits of a float32 matmul done in other blocks."""
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    q, g = _check(qf, gf, k1, k2, lambda_value, dtype)
+    nq, ng = q.shape[0], g.shape[0]
+    q_sq, g_sq, rm, vq, vg_csc = _sparse_parts(q, g, k1, k2, block, None)
+    kernel = _kernel("rows")
+    vg = (vg_csc.indptr, vg_csc.indices, vg_csc.data)
+    for s in range(0, nq, rows):
+        e = min(s + rows, nq)
+        part = vq[s:e]
+        with torch.inference_mode():
+            orig = _sq_dist(q[s:e], q_sq[s:e], g, g_sq).numpy()
+        out = np.empty((e - s, ng), dtype=np.float32)
+        kernel(part.indptr, part.indices, part.data, *vg, 0, e - s, orig, 0, rm[s:e], float(lambda_value), out)
+        yield s, out
 
 
 # The names the building blocks had before they were public (``reidkit.search`` imported these).
