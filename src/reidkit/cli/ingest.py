@@ -48,9 +48,9 @@ def ingest_cmd(
     ] = None,
     camera: Annotated[str | None, typer.Option(help="Camera name (default: from the file or folder name).")] = None,
     detector: Annotated[
-        str | None, typer.Option(help="Person detector: ssd-tiled, ssd, hog or yolo (default: ssd-tiled when installed, "
-                                       "else hog; ssd-tiled adds tiles for large frames, group splitting and a "
-                                       "keypoint check to ssd).")
+        str | None,
+        typer.Option(help="Person detector: ssd-tiled, ssd, hog or yolo (default: ssd-tiled when installed, else "
+                          "hog; ssd-tiled adds tiles for large frames, group splitting and a keypoint check to ssd)."),
     ] = None,
     detector_model: Annotated[
         Path | None,
