@@ -73,11 +73,10 @@ def area(b) -> float:
 
 
 def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes (the tracker's ``iou_matrix``)."""
+    from reidkit.search.ingest.track import iou_matrix
+
+    return float(iou_matrix(np.asarray([a], dtype=float), np.asarray([b], dtype=float))[0, 0])
 
 
 def match(dets: list, truth: list, threshold: float = 0.5) -> int:

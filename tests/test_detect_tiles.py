@@ -175,20 +175,22 @@ def _ssd_installed() -> bool:
     return True
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union
+def _bench():
+    """``bench/detect_recall.py``: the labelled pictures, IoU and label matching, as the benchmark uses them."""
+    import sys
+
+    sys.path.insert(0, str(LABELS.parents[1]))
+    import detect_recall
+
+    return detect_recall
 
 
 def _recall(dets: Sequence[Detection], truth: Sequence[Sequence[float]]) -> int:
-    used: set[int] = set()
-    for t in truth:
-        best = max(((i, _iou(d.box, t)) for i, d in enumerate(dets) if i not in used), key=lambda x: x[1], default=None)
-        if best is not None and best[1] >= 0.5:
-            used.add(best[0])
-    return len(used)
+    return _bench().match([d.box for d in dets], list(truth))
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    return _bench().iou(a, b)
 
 
 @pytest.mark.skipif(not _ssd_installed() or not VTEST.is_file(), reason="SSD model or vtest.avi not installed")
@@ -232,14 +234,10 @@ def test_search_finds_the_labelled_woman_in_every_picture_she_is_in(tmp_path: Pa
     """Issue 22's investigation on pictures of our own labelling: the cam1 pictures ingested with the default
     detector (ssd-tiled), one crop of the woman in white as the query: she is found in every picture she is
     in (at least all but one), each hit names its picture, and no hit lands on someone else."""
-    import sys
-
-    sys.path.insert(0, str(LABELS.parents[1]))
-    import detect_recall as dr
-
     from reidkit.search import api
     from reidkit.search.ingest.pipeline import default_detector
 
+    dr = _bench()
     assert default_detector() == "ssd-tiled"
     labels = json.loads(LABELS.read_text())
     labels["cameras"] = {"cam1": labels["cameras"]["cam1"]}

@@ -193,6 +193,8 @@ class ReIDLoss(nn.Module):
         if min(distill_weight, relation_weight) < 0:
             raise ValueError("distillation weights must be >= 0")
         self.distill_weight, self.relation_weight = distill_weight, relation_weight
+        self.distill_on = "bn_features"  # the model's eval embedding; the trainer sets "features" for
+        # models that embed before their BNNeck (feat_after_bn=False)
         self.label_smoothing = label_smoothing
         self.verification_weight, self.verification_start = verification_weight, verification_start
         self.epoch = 1  # set by the trainer each epoch (HOReID's verification starts at verification_start)
@@ -232,7 +234,8 @@ class ReIDLoss(nn.Module):
         self, outputs: dict[str, Tensor] | Tensor, targets: Tensor, teacher: Tensor | None = None
     ) -> dict[str, Tensor]:
         """``teacher``: the teacher's ``(N, D)`` embeddings of the batch, needed when a distillation
-        weight is > 0; they are compared with ``bn_features`` (the eval embedding) when present."""
+        weight is > 0; they are compared with the model's eval embedding (``distill_on``: ``bn_features``
+        unless the trainer says the model embeds before its neck)."""
         if isinstance(outputs, Tensor):
             outputs = {"features": outputs}
         terms: dict[str, Tensor] = {}
@@ -268,7 +271,7 @@ class ReIDLoss(nn.Module):
         if self.distill_weight > 0 or self.relation_weight > 0:
             if teacher is None:
                 raise ValueError("a distillation weight is > 0 but no teacher embeddings were given")
-            student = outputs.get("bn_features", feats)
+            student = outputs.get(self.distill_on, feats)
             if student.dim() != 2:
                 raise ValueError("distillation needs (N, D) embeddings; this model returns one per branch")
             if self.distill_weight > 0:

@@ -343,6 +343,8 @@ class Trainer:
                 f"(head={cfg.model.head}) returns one per branch: set loss.center.weight=0"
             )
         self.criterion = ReIDLoss.from_config(cfg.loss, self.num_classes, feat_dim).to(self.device)
+        if not getattr(self.model, "feat_after_bn", True):  # distil what the model embeds with
+            self.criterion.distill_on = "features"
         self.optimizer = build_optimizer(self.model, cfg.solver)
         self.center_optimizer: torch.optim.Optimizer | None = None
         if self.criterion.center is not None:

@@ -326,7 +326,9 @@ def jaccard_min_sum(vq: sp.csr_matrix, vg_csc: sp.csc_matrix) -> np.ndarray:
     return np.bincount(key, weights=np.minimum(a, b), minlength=n_q * n_g).reshape(n_q, n_g)
 
 
-def _check(qf: Array, gf: Array, k1: int, k2: int, lambda_value: float, dtype: torch.dtype):
+def _check(
+    qf: Array, gf: Array, k1: int, k2: int, lambda_value: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     if k1 < 1 or k2 < 1 or not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"need k1 >= 1, k2 >= 1 and 0 <= lambda <= 1, got {k1}, {k2}, {lambda_value}")
     q = as_tensor(qf, dtype)
@@ -395,17 +397,38 @@ def rerank(
     # in float64 they are recomputed at full precision instead.
     keep = dtype == torch.float32
     q_sq, g_sq, rm, vq, vg_csc = _sparse_parts(q, g, k1, k2, block, out if keep else None)
-    rows = _kernel("rows")
-    sparse = (vq.indptr, vq.indices, vq.data, vg_csc.indptr, vg_csc.indices, vg_csc.data)
     if keep:
-        rows(*sparse, 0, nq, out, 0, rm, float(lambda_value), out)
+        sparse = (vq.indptr, vq.indices, vq.data, vg_csc.indptr, vg_csc.indices, vg_csc.data)
+        _kernel("rows")(*sparse, 0, nq, out, 0, rm, float(lambda_value), out)
     else:
-        with torch.inference_mode():
-            for s in range(0, nq, query_chunk):
-                e = min(s + query_chunk, nq)
-                orig = _sq_dist(q[s:e], q_sq[s:e], g, g_sq).numpy()
-                rows(*sparse, s, e, orig, s, rm, float(lambda_value), out)
+        for s, part in _row_blocks(q, g, q_sq, g_sq, rm, vq, vg_csc, lambda_value, query_chunk):
+            out[s : s + len(part)] = part
     return out
+
+
+def _row_blocks(
+    q: torch.Tensor,
+    g: torch.Tensor,
+    q_sq: torch.Tensor,
+    g_sq: torch.Tensor,
+    rm: np.ndarray,
+    vq: sp.csr_matrix,
+    vg_csc: sp.csc_matrix,
+    lambda_value: float,
+    rows: int,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Steps 4 and 5 for ``rows`` query rows at a time, their original distances computed again."""
+    kernel = _kernel("rows")
+    vg = (vg_csc.indptr, vg_csc.indices, vg_csc.data)
+    nq, ng = q.shape[0], g.shape[0]
+    for s in range(0, nq, rows):
+        e = min(s + rows, nq)
+        part = vq[s:e]
+        with torch.inference_mode():
+            orig = _sq_dist(q[s:e], q_sq[s:e], g, g_sq).numpy()
+        out = np.empty((e - s, ng), dtype=np.float32)
+        kernel(part.indptr, part.indices, part.data, *vg, 0, e - s, orig, 0, rm[s:e], float(lambda_value), out)
+        yield s, out
 
 
 def rerank_blocks(
@@ -426,18 +449,8 @@ def rerank_blocks(
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
     q, g = _check(qf, gf, k1, k2, lambda_value, dtype)
-    nq, ng = q.shape[0], g.shape[0]
     q_sq, g_sq, rm, vq, vg_csc = _sparse_parts(q, g, k1, k2, block, None)
-    kernel = _kernel("rows")
-    vg = (vg_csc.indptr, vg_csc.indices, vg_csc.data)
-    for s in range(0, nq, rows):
-        e = min(s + rows, nq)
-        part = vq[s:e]
-        with torch.inference_mode():
-            orig = _sq_dist(q[s:e], q_sq[s:e], g, g_sq).numpy()
-        out = np.empty((e - s, ng), dtype=np.float32)
-        kernel(part.indptr, part.indices, part.data, *vg, 0, e - s, orig, 0, rm[s:e], float(lambda_value), out)
-        yield s, out
+    yield from _row_blocks(q, g, q_sq, g_sq, rm, vq, vg_csc, lambda_value, rows)
 
 
 # The names the building blocks had before they were public (``reidkit.search`` imported these).

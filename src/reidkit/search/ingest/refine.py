@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from reidkit.search.ingest.crops import clip_box
 from reidkit.search.ingest.detect import (
     BoxFilter,
     Detection,
@@ -36,10 +37,7 @@ __all__ = ["GroupSplitter", "PersonVerifier", "sliced_ssd"]
 
 def _crop(frame: np.ndarray, box: Sequence[float], margin: float) -> tuple[np.ndarray, int, int]:
     """The box grown by ``margin`` of its size on each side, clipped; returns (pixels, x0, y0)."""
-    h, w = frame.shape[:2]
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    x0, y0 = max(0, int(box[0] - margin * bw)), max(0, int(box[1] - margin * bh))
-    x1, y1 = min(w, int(np.ceil(box[2] + margin * bw))), min(h, int(np.ceil(box[3] + margin * bh)))
+    x0, y0, x1, y1 = clip_box(tuple(box), frame.shape, margin)  # type: ignore[arg-type]
     return np.ascontiguousarray(frame[y0:y1, x0:x1]), x0, y0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -91,7 +90,6 @@ class TiledDetector:
         self.tile, self.overlap, self.min_side = tile, overlap, min_side
         self.nms_iou, self.contained, self.edge_margin = nms_iou, contained, edge_margin
         self.box_filter = box_filter or getattr(base, "box_filter", None) or BoxFilter()
-        self.name = f"{getattr(base, 'name', type(base).__name__)}+tiles"
 
     def tiles(self, shape: tuple[int, ...]) -> list[Tile]:
         """The tiles of a frame of this shape ([] when it is small enough to run whole)."""
@@ -143,6 +141,3 @@ class TiledDetector:
             if not cut:
                 kept.append(Detection((x1 + t[0], y1 + t[1], x2 + t[0], y2 + t[1]), d.score))
         return kept
-
-    def describe(self) -> dict[str, Any]:
-        return {"tile": self.tile or "auto", "overlap": self.overlap, "min_side": self.min_side}
