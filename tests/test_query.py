@@ -281,6 +281,35 @@ def test_adaptive_rule_on_footage_where_everyone_looks_alike(tmp_path: Path):
         assert "z &gt;= 3.00" in text and "(z " in text
 
 
+def test_search_uses_the_calibrated_z_for_the_gallery_size(tmp_path: Path):
+    from reidkit.models.zoo import ModelInfo
+
+    # 140 other people (cosine to the query ~ N(0, 0.18)) and 10 detections of the target at cosine 0.30-0.75
+    rng = np.random.default_rng(3)
+    q = unit(rng.standard_normal(DIM))
+    crowd = unit(rng.standard_normal((140, DIM)))
+    r = rng.standard_normal((10, DIM))
+    ortho = unit(r - (r @ q)[:, None] * q)  # unit vectors orthogonal to the query
+    cos = np.linspace(0.30, 0.75, 10)[:, None]
+    target = unit(cos * q + np.sqrt(1 - cos**2) * ortho)
+    info = ModelInfo("m", source=str(tmp_path / "m.pth"))
+    info.meta["calibration"] = {
+        "threshold": 0.2, "z_threshold": 4.5,
+        "z_by_gallery": {"negatives_per_query": 4000, "sizes": [100, 1000], "z": [2.0, 4.0]},
+    }  # fmt: skip
+    with Gallery.open(tmp_path / "g", dim=DIM) as g:
+        ids = g.add(np.vstack([target, crowd]), [Sighting("v.mp4", float(i), "cam") for i in range(150)])
+        sized = search_person(g, features=q, k=150, rerank=False, model_info=info)
+        z150 = round(2.0 + 2.0 * np.log(1.5) / np.log(10), 3)  # log-size interpolation between 100 and 1000
+        assert sized.z_threshold == z150 and "for a gallery of 150 detections" in sized.threshold_source
+        given = search_person(g, features=q, k=150, rerank=False, model_info=info, z_threshold=z150)
+        strict = search_person(g, features=q, k=150, rerank=False, model_info=info, z_threshold=4.5)
+        assert [h.id for h in sized.hits] == [h.id for h in given.hits]
+        assert given.threshold_source == "cosine calibrated (model metadata); z given"
+        assert {h.id for h in strict.hits} < {h.id for h in sized.hits} <= set(ids[:10].tolist())
+        assert min(sized.z) >= z150 > max(a.z for a in sized.near_misses if a.z is not None)
+
+
 def test_json_round_trip(world, tmp_path: Path):
     r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras=["cam1", "cam2"], time_range=(0, None),
                       review_floor=-1)  # fmt: skip
@@ -544,6 +573,57 @@ def test_calibrate_features_z_rule():
     query, gallery = cal.Labelled(feats[qi], pids[qi], cams[qi]), cal.Labelled(feats[~qi], pids[~qi], cams[~qi])
     check = cal.check_features(query, gallery, 0.3, 3.0)
     assert check["both"]["n_pos"] == check["cosine"]["n_pos"] > 0 and "max_f1_z_threshold" in check
+    table = rec["z_by_gallery"]  # 320 images of 40 people: each meets 234 others on other cameras
+    assert table["negatives_per_query"] == pytest.approx(2 * tr["z"]["n_neg"] / len(pids), abs=0.1)
+    assert table["sizes"] == [100, 150, 200] and max(table["z"]) <= rec["z_threshold"]
+    check = cal.check_features(query, gallery, 0.3, 3.0, sizes=[(100, 2.5)])
+    assert check["z_by_gallery"]["sizes"] == [100] and 0 < check["z_by_gallery"]["f1_at_calibrated"][0] <= 1
+
+
+def test_weighted_f1_threshold_by_hand():
+    # positives at 0.9, 0.7, 0.5; negatives: one at 0.8, four at 0.6, ten at 0.3
+    s = cal.PairStats.from_scores(np.array([0.9, 0.7, 0.5]), np.array([0.8] + [0.6] * 4 + [0.3] * 10))
+    # F1 of ">= t" with each negative counted w times: 2tp / (2tp + w fp + fn)
+    # t in (0.8, 0.9]: tp 1, fp 0, fn 2 -> 2/4 = 0.5; t in (0.7, 0.8]: tp 1, fp 1 -> 2/(4 + w)
+    # t in (0.6, 0.7]: tp 2, fp 1, fn 1 -> 4/(5 + w); t in (0.5, 0.6]: tp 2, fp 5 -> 4/(5 + 5w)
+    # t in (0.3, 0.5]: tp 3, fp 5, fn 0 -> 6/(6 + 5w); t <= 0.3: 6/(6 + 15w)
+    # w = 1: 0.5, 0.4, 0.667, 0.4, 0.545, 0.286 -> (0.6, 0.7]; w = 0.1: 0.5, 0.488, 0.784, 0.727, 0.923, 0.8
+    # -> (0.3, 0.5]; w = 10: 0.5, 0.143, 0.267, 0.073, 0.107, 0.038 -> (0.8, 0.9]
+    assert 0.6 < s.choose("f1") <= 0.7
+    assert 0.3 < s.choose("f1", neg_weight=0.1) <= 0.5
+    assert 0.8 < s.choose("f1", neg_weight=10.0) <= 0.9
+
+
+def test_z_by_gallery_matches_a_brute_force_reference():
+    rng = np.random.default_rng(8)
+    pos, neg = rng.normal(5.0, 1.2, 2000), rng.standard_t(3, 400_000)  # heavy-tailed crowd
+    z = cal.PairStats.from_scores(pos, neg, *cal.Z_RANGE)
+    negq, z_full = 4000.0, z.choose("f1")
+    table = cal.z_by_gallery(z, negq, z_full)
+    assert table["sizes"] == [n for n in cal.GALLERY_SIZES if n < negq] and table["negatives_per_query"] == negq
+    assert all(a <= b for a, b in zip(table["z"], table["z"][1:], strict=False))  # bigger gallery, never lower
+    assert max(table["z"]) <= z_full and table["z"][0] < z_full - 0.5  # small galleries: clearly lower
+    for n, zt in zip(table["sizes"], table["z"], strict=True):
+        w = n / negq  # reference: F1 at every candidate threshold, negatives counted w times
+        cands = np.linspace(-10, 30, 4001)
+        tp = (pos[None, :] >= cands[:, None]).sum(1)
+        fp = np.searchsorted(np.sort(neg), cands, side="left")
+        fp = len(neg) - fp
+        f1 = 2 * tp / (2 * tp + w * fp + (len(pos) - tp))
+        best = f1.max()
+        mine = 2 * (pos >= zt).sum() / (2 * (pos >= zt).sum() + w * (neg >= zt).sum() + (pos < zt).sum())
+        assert mine >= best - 2e-3, (n, zt, mine, best)
+
+
+def test_z_for_interpolates_the_table_by_gallery_size():
+    t = cal.Thresholds(0.5, 4.5, "calibrated (x)", ((100.0, 3.0), (1000.0, 4.0), (4000.0, 4.5)))
+    assert t.z_for(50) == 3.0 and t.z_for(100) == 3.0 and t.z_for(1000) == 4.0
+    assert t.z_for(316) == pytest.approx(3.5, abs=1e-3)  # halfway in log size
+    assert t.z_for(4000) == 4.5 and t.z_for(10**6) == 4.5
+    assert cal.Thresholds(0.5, 4.5, "default").z_for(120) == 4.5  # no table: the calibrated z everywhere
+    rec = {"threshold": 0.5, "z_threshold": 4.5, "z_by_gallery": {"negatives_per_query": 4000, "sizes": [100, 1000],
+           "z": [3.0, 4.0]}}  # fmt: skip
+    assert cal._table(rec, 4.5) == ((100.0, 3.0), (1000.0, 4.0), (4000.0, 4.5))
 
 
 def test_threshold_lookup(tmp_path: Path):
@@ -567,6 +647,10 @@ def test_threshold_lookup(tmp_path: Path):
     assert cal.thresholds_for(info) == cal.Thresholds(0.7, 4.5, "calibrated (model metadata)")
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="threshold"):
+        cal.load_calibration(tmp_path / "bad.json")
+    bad = {"threshold": 0.5, "z_threshold": 4.0, "z_by_gallery": {"negatives_per_query": 900, "sizes": [100], "z": []}}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"bad\.json: z_by_gallery"):
         cal.load_calibration(tmp_path / "bad.json")
 
 

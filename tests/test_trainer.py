@@ -422,3 +422,5 @@ def test_holdout_ids_are_kept_out_of_training(tmp_path: Path, data_root: Path) -
     assert trainer.num_classes == len({s.pid for s in full}) - 2
     assert {s.path for s in trainer.dataset.train} == {s.path for s in kept}
     assert not {s.path for s in trainer.dataset.train} & {s.path for s in held}
+    # evaluation during training runs on the held-out ids (query + gallery = exactly them), not the test split
+    assert {s.path for s in [*trainer.dataset.query, *trainer.dataset.gallery]} == {s.path for s in held}

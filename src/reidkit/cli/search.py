@@ -120,6 +120,9 @@ def calibrate_cmd(
     ] = "f1",
     target_precision: Annotated[float, typer.Option(help="With --method precision.")] = 0.9,
     test: Annotated[bool, typer.Option("--test/--no-test", help="Also check the threshold on the test split.")] = True,
+    holdout: Annotated[
+        int, typer.Option(help="Calibrate on the last N training ids only (a model's data.holdout_ids: unseen).")
+    ] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     threads: Threads = None,
 ) -> None:
@@ -130,17 +133,24 @@ def calibrate_cmd(
 
     if ids < 0:
         fail(f"--ids must be >= 0, got {ids}")
+    if holdout < 0:
+        fail(f"--holdout must be >= 0, got {holdout}")
     if not 0.0 < target_precision <= 1.0:
         fail(f"--target-precision must be in (0, 1], got {target_precision}")
     with failing(ApiError, DatasetError, ImageError, ValueError):
         loaded = api.load_model(model, weights, batch_size=batch_size, threads=threads)
         record = calibrate(
             loaded.embedder, dataset, root=root, n_ids=ids or None, seed=seed, method=method,
-            target_precision=target_precision, test=test, model_info=loaded.info, progress=True,
+            target_precision=target_precision, test=test, model_info=loaded.info, progress=True, holdout=holdout,
         )  # fmt: skip
     path = out or Path(calibration_file_name(loaded.info.source or loaded.info.name))
     save_calibration(path, record)
     console.print(calibration_table(record, loaded.info.name))
+    test_table = (record.get("test") or {}).get("z_by_gallery")
+    for label, table in (("z threshold by gallery size", record.get("z_by_gallery")), ("test's own", test_table)):
+        if table and table.get("sizes"):
+            pairs = ", ".join(f"{n}: {v:.2f}" for n, v in zip(table["sizes"], table["z"], strict=True))
+            console.print(f"{label} (detections: z): {pairs}", highlight=False)
     console.print(f"wrote {path}")
 
 

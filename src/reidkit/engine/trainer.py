@@ -32,7 +32,7 @@ from torch import nn
 from reidkit.config import ExperimentConfig, ModelConfig, SolverConfig, config_to_yaml, load_config
 from reidkit.data.loaders import build_train_loader
 from reidkit.datasets import get_dataset
-from reidkit.datasets.base import ReIDDataset, Sample, holdout_split, relabel
+from reidkit.datasets.base import ReIDDataset, Sample, holdout_query_gallery, holdout_split, relabel
 from reidkit.embed import Embedder, TorchBackend
 from reidkit.engine import checkpoint as ckpt
 from reidkit.engine import distributed
@@ -322,8 +322,9 @@ class Trainer:
             dataset = get_dataset(cfg.data.dataset, cfg.data.root, **cfg.data.options)
         if not dataset.train:
             raise ValueError(f"dataset {dataset.name} has no training images")
-        if cfg.data.holdout_ids:
-            dataset.train = holdout_split(dataset.train, cfg.data.holdout_ids)[0]
+        if cfg.data.holdout_ids:  # evaluation during training then uses the held-out ids, never the test split
+            dataset.train, held = holdout_split(dataset.train, cfg.data.holdout_ids)
+            dataset.query, dataset.gallery = holdout_query_gallery(held)
         if {s.pid for s in dataset.train} != set(range(dataset.num_train_pids())):
             dataset.train = relabel(dataset.train)
         self.dataset = dataset

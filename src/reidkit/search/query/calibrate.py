@@ -20,6 +20,14 @@ alone precision 0.523 / recall 0.635 (F1 0.574), z alone 0.534 / 0.618 (0.573), 
 (0.591). Galleries smaller than
 :data:`MIN_REFERENCE` detections have no reliable crowd and use the cosine test only.
 
+The z threshold depends on how many other people a query meets. Max F1 on the calibration's pairs
+fits a crowd of a few thousand images per query; in a gallery of a few hundred detections the same z
+threshold gives up recall to keep out false matches that are not there. So a calibration also records
+``z_by_gallery``, the max-F1 z threshold with the negatives counted at a gallery's size
+(:func:`z_by_gallery`), and search uses the one for its gallery's size (:meth:`Thresholds.z_for`).
+Measured on issue 22's full-HD campus pictures (138 detections of about 20 people, the distilled OSNet):
+the calibrated z 4.53 kept 1 of the 13 detections of the target, the z for 138 detections keeps most.
+
 How the thresholds are chosen (:func:`calibrate`):
 
 * Embed the images of ``n_ids`` identities (default 300, drawn with a fixed seed) of the
@@ -74,6 +82,8 @@ COS_RANGE = (-1.0, 1.0)
 Z_RANGE = (-10.0, 30.0)
 REFERENCE = 1000  # gallery detections sampled to standardise a query's similarities
 MIN_REFERENCE = 100  # smaller galleries: cosine test only
+# Gallery sizes (detections) at which a calibration records its z threshold for max F1 (z_by_gallery).
+GALLERY_SIZES = (100, 150, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000, 10000)
 # Used when a model has no calibration file: the shipped default model's calibrated threshold (0.416 on
 # Market-1501 train, max F1; 0.447 would be best on test), rounded, since `reidkit train` models (BNNeck
 # features, different-id cosine ~0) are alike. Cosine thresholds are model-specific: torchreid's
@@ -146,12 +156,17 @@ class PairStats:
         i = int(np.clip(math.ceil((threshold - self.lo) / self.width - 1e-6), 0, BINS))
         return _counts(int(self.pos[i:].sum()), int(self.neg[i:].sum()), self.n_pos, self.n_neg, threshold)
 
-    def choose(self, method: Method = "f1", target_precision: float = 0.9) -> float:
-        """The threshold by ``method`` (see the module docstring), a bin edge."""
+    def choose(self, method: Method = "f1", target_precision: float = 0.9, neg_weight: float = 1.0) -> float:
+        """The threshold by ``method`` (see the module docstring), a bin edge. ``neg_weight`` counts each
+        negative pair that many times in F1 (fewer or more other people per query than these pairs have)."""
         if self.n_pos == 0 or self.n_neg == 0:
             raise ValueError(f"need positive and negative pairs, got {self.n_pos} and {self.n_neg}")
         edges, precision, recall, f1, _ = self.curve()
         if method == "f1":
+            if neg_weight != 1.0:
+                tp = np.cumsum(self.pos[::-1])[::-1].astype(np.float64)
+                fp = np.cumsum(self.neg[::-1])[::-1].astype(np.float64)
+                f1 = 2 * tp / (2 * tp + neg_weight * fp + (self.n_pos - tp))
             top = f1.max()
             i = int(np.argmax(f1))
             j = i
@@ -351,6 +366,23 @@ def _figures(cos: PairStats, z: PairStats, both: dict[str, Any] | None, t: float
     return {"cosine": _rounded(cos.at(t)), "z": _rounded(z.at(tz)), "both": _rounded(both)}
 
 
+def z_by_gallery(
+    z: PairStats, negatives_per_query: float, z_full: float, sizes: Sequence[int] = GALLERY_SIZES
+) -> dict[str, Any]:
+    """The max-F1 z threshold for galleries of ``sizes`` detections, smaller than the calibration's crowd.
+
+    A query of the calibration meets ``negatives_per_query`` other people's images on average; a query of
+    a gallery of n detections meets about n. Counting each negative pair n / ``negatives_per_query`` times
+    gives the F1 of a query among n detections, and its maximum the z threshold for that gallery: fewer
+    others to mistake for the target, so a lower threshold finds more of it at the same balance of
+    precision and recall. Never above ``z_full`` (the calibrated z); never lower for a bigger gallery.
+    """
+    rows = [n for n in sizes if n < negatives_per_query]
+    zs = [min(z_full, z.choose("f1", neg_weight=n / negatives_per_query)) for n in rows]
+    zs = np.maximum.accumulate(np.asarray(zs, dtype=np.float64)).tolist() if zs else []
+    return {"negatives_per_query": round(float(negatives_per_query), 1), "sizes": rows, "z": [round(v, 3) for v in zs]}
+
+
 def calibrate_features(
     feats: np.ndarray,
     pids: Sequence[int],
@@ -365,13 +397,16 @@ def calibrate_features(
     cos, z, _ = _collect(_within_pairs(feats, pids, cams, reference, seed))
     t, tz = cos.choose(method, target_precision), z.choose(method, target_precision)
     _, _, both = _collect(_within_pairs(feats, pids, cams, reference, seed), (t, tz))  # the rule needs t, tz
-    return {
+    out = {
         "threshold": round(t, 4),
         "z_threshold": round(tz, 3),
         "train": _figures(cos, z, both, t, tz),
         "distributions": {"cosine": _rounded(cos.summary()), "z": _rounded(z.summary())},
         "curve": {"cosine": cos.table(), "z": z.table(0.0, 8.0, 0.5)},
     }
+    if method == "f1":  # each image is one side of 2 * n_neg / n negative pairs on average
+        out["z_by_gallery"] = z_by_gallery(z, 2 * z.n_neg / max(len(feats), 1), round(tz, 3))
+    return out
 
 
 def check_features(
@@ -381,12 +416,23 @@ def check_features(
     z_threshold: float,
     reference: int = REFERENCE,
     seed: int = 0,
+    sizes: Sequence[tuple[int, float]] = (),
 ) -> dict[str, Any]:
-    """Figures of given thresholds on a test split's query x gallery cross-camera pairs."""
+    """Figures of given thresholds on a test split's query x gallery cross-camera pairs; ``sizes``:
+    (gallery size, calibrated z) pairs to check the same way (:func:`z_by_gallery`)."""
     cos, z, both = _collect(_cross_pairs(query, gallery, reference, seed), (threshold, z_threshold))
     out = _figures(cos, z, both, threshold, z_threshold)
     out["max_f1_threshold"] = round(cos.choose("f1"), 4)
     out["max_f1_z_threshold"] = round(z.choose("f1"), 3)
+    if sizes:  # the test split's own max-F1 z per gallery size, and F1 there at the calibrated ones
+        negq = z.n_neg / max(len(query.feats), 1)
+        own = z_by_gallery(z, negq, math.inf, [n for n, _ in sizes])
+        f1 = []
+        for n, zt in sizes:
+            r = z.at(zt)
+            tp, fp = float(r["tp"]), float(r["fp"]) * n / negq
+            f1.append(round(2 * tp / (2 * tp + fp + (z.n_pos - tp)), 4) if z.n_pos else 0.0)
+        out["z_by_gallery"] = {**own, "f1_at_calibrated": f1}
     return out
 
 
@@ -402,17 +448,22 @@ def calibrate(
     test: bool = True,
     model_info: Any = None,
     progress: bool = False,
+    holdout: int = 0,
 ) -> dict[str, Any]:
     """Calibrate the match rule of ``embedder`` on ``dataset``'s training split (see the module doc).
 
     Returns the JSON-ready record (:func:`save_calibration` writes it). ``test=True`` also embeds the
-    test split (query + gallery) and reports the figures of the thresholds there.
+    test split (query + gallery) and reports the figures of the thresholds there. ``holdout``: calibrate
+    on the last ``holdout`` training identities only, the ones a model trained with that
+    ``data.holdout_ids`` never saw (the honest case: search is for people the model has not seen).
     """
     from reidkit import __version__
     from reidkit.datasets import get_dataset
+    from reidkit.datasets.base import holdout_split
 
     ds = get_dataset(dataset, root)
-    train = _sample_ids(ds.train, n_ids, seed)
+    pool = holdout_split(ds.train, holdout)[1] if holdout else ds.train
+    train = _sample_ids(pool, n_ids, seed)
     t0 = time.perf_counter()
     feats = embedder.embed([s.path for s in train], progress=progress)
     fit = calibrate_features(
@@ -425,12 +476,14 @@ def calibrate(
         "weights": Path(source).name if source else None,
         "feat_dim": int(feats.shape[1]),
         "rule": "cosine >= threshold and z >= z_threshold, z = (cosine - median) / (1.4826 MAD) over the query's "
-        f"similarities to {REFERENCE} random gallery detections (galleries under {MIN_REFERENCE}: cosine only)",
+        f"similarities to {REFERENCE} random gallery detections (galleries under {MIN_REFERENCE}: cosine only; "
+        "smaller galleries than the calibration's crowd: z_by_gallery)",
         "threshold": fit["threshold"],
         "z_threshold": fit["z_threshold"],
+        **({"z_by_gallery": fit["z_by_gallery"]} if "z_by_gallery" in fit else {}),
         "method": "max_f1" if method == "f1" else f"lowest threshold with precision >= {target_precision}",
         "dataset": ds.name,
-        "split": "train",
+        "split": f"train, the {holdout} held-out ids (not trained on)" if holdout else "train",
         "n_ids": len({s.pid for s in train}),
         "n_images": len(train),
         "seed": seed,
@@ -447,9 +500,11 @@ def calibrate(
         f = embedder.embed([s.path for s in [*ds.query, *g]], progress=progress)
         nq = len(ds.query)
         query = Labelled(f[:nq], [s.pid for s in ds.query], [s.camid for s in ds.query])
+        table = fit.get("z_by_gallery", {})
         check = check_features(
-            query, Labelled(f[nq:], [s.pid for s in g], [s.camid for s in g]), fit["threshold"], fit["z_threshold"]
-        )
+            query, Labelled(f[nq:], [s.pid for s in g], [s.camid for s in g]), fit["threshold"], fit["z_threshold"],
+            sizes=list(zip(table.get("sizes", []), table.get("z", []), strict=True)),
+        )  # fmt: skip
         record["test"] = {"split": "query x gallery (cross-camera, junk excluded)", **check}
         record["seconds"] = round(time.perf_counter() - t0, 1)
     return record
@@ -476,7 +531,23 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{p}: threshold {record['threshold']} is not a cosine similarity in [-1, 1]")
     if record.get("z_threshold") is not None and not isinstance(record["z_threshold"], int | float):
         raise ValueError(f"{p}: z_threshold {record['z_threshold']!r} is not a number")
+    table = record.get("z_by_gallery")
+    if table is not None and not _valid_table(table):
+        raise ValueError(f"{p}: z_by_gallery must hold 'negatives_per_query' and equally long 'sizes' and 'z' lists")
     return record
+
+
+def _valid_table(table: Any) -> bool:
+    if not isinstance(table, dict) or not isinstance(table.get("negatives_per_query"), int | float):
+        return False
+    sizes, zs = table.get("sizes"), table.get("z")
+    return (
+        isinstance(sizes, list)
+        and isinstance(zs, list)
+        and len(sizes) == len(zs)
+        and all(isinstance(v, int | float) and v > 0 for v in sizes)
+        and all(isinstance(v, int | float) for v in zs)
+    )
 
 
 def calibration_file_name(weights: str | os.PathLike[str]) -> str:
@@ -525,11 +596,31 @@ def find_calibration(model_info: Any) -> tuple[dict[str, Any] | None, str]:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """A model's match rule: cosine ``threshold``, ``z_threshold`` and where they came from."""
+    """A model's match rule: cosine ``threshold``, ``z_threshold`` and where they came from;
+    ``z_by_gallery``: (gallery size, z threshold) points for galleries smaller than the calibration's
+    crowd, ending at (its negatives per query, ``z_threshold``); empty: ``z_threshold`` at every size."""
 
     threshold: float
     z_threshold: float
     source: str
+    z_by_gallery: tuple[tuple[float, float], ...] = ()
+
+    def z_for(self, n: int) -> float:
+        """The z threshold for a gallery of ``n`` detections: the table interpolated in log size, clamped
+        to its ends (never above ``z_threshold``)."""
+        if not self.z_by_gallery:
+            return self.z_threshold
+        sizes, zs = zip(*self.z_by_gallery, strict=True)
+        z = float(np.interp(math.log(max(n, 1)), np.log(sizes), zs))
+        return round(min(z, self.z_threshold), 3)
+
+
+def _table(record: dict[str, Any], z: float) -> tuple[tuple[float, float], ...]:
+    t = record.get("z_by_gallery")
+    if not _valid_table(t) or not t["sizes"]:
+        return ()
+    pts = [(float(n), float(v)) for n, v in zip(t["sizes"], t["z"], strict=True)]
+    return (*pts, (max(float(t["negatives_per_query"]), pts[-1][0] + 1), z))
 
 
 def thresholds_for(model_info: Any = None) -> Thresholds:
@@ -541,7 +632,7 @@ def thresholds_for(model_info: Any = None) -> Thresholds:
     z = record.get("z_threshold")
     if z is None:
         return Thresholds(float(record["threshold"]), DEFAULT_Z_THRESHOLD, f"calibrated ({where}; default z)")
-    return Thresholds(float(record["threshold"]), float(z), f"calibrated ({where})")
+    return Thresholds(float(record["threshold"]), float(z), f"calibrated ({where})", _table(record, float(z)))
 
 
 def threshold_for(model_info: Any = None) -> tuple[float, str]:

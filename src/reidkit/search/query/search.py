@@ -22,7 +22,8 @@
    keeps footage where everybody looks alike to the model (higher similarities all round) from
    matching everybody. Both default to the model's calibrated values
    (:func:`reidkit.search.query.calibrate.thresholds_for`); galleries under ``MIN_REFERENCE`` detections
-   use the cosine test only.
+   use the cosine test only, and galleries smaller than the calibration's crowd the calibrated z for
+   their size (``Thresholds.z_for``: fewer other people to mistake for the target, a lower z).
 5. **Appearances.** Matches of the same track (same source and tracker id) merge into one
    :class:`Appearance` with the track's time span and its best-matching crop (highest similarity);
    a detection without a track is an appearance of its own. Appearances are grouped by camera, in
@@ -473,8 +474,11 @@ def search_person(
     src_t = calibrated.source if threshold is None else "given"
     src_z = calibrated.source if z_threshold is None else "given"
     threshold = calibrated.threshold if threshold is None else float(threshold)
-    z_thr = calibrated.z_threshold if z_threshold is None else float(z_threshold)
-    ref = gallery_reference(gallery) if adaptive and len(gallery) >= MIN_REFERENCE else None
+    size = len(gallery)
+    z_thr = calibrated.z_for(size) if z_threshold is None else float(z_threshold)
+    ref = gallery_reference(gallery) if adaptive and size >= MIN_REFERENCE else None
+    if ref is not None and z_threshold is None and z_thr != calibrated.z_threshold:
+        src_z = f"{src_z}, for a gallery of {size} detections"
     thr_source = src_t if src_t == src_z or ref is None else f"cosine {src_t}; z {src_z}"
 
     own = 0 if qtrack is None else qtrack.n_crops  # the query track's own detections are dropped below
