@@ -310,6 +310,34 @@ def test_search_uses_the_calibrated_z_for_the_gallery_size(tmp_path: Path):
         assert min(sized.z) >= z150 > max(a.z for a in sized.near_misses if a.z is not None)
 
 
+def test_relative_test_finds_the_target_among_a_few_people_of_one_scene(tmp_path: Path):
+    from reidkit.models.zoo import ModelInfo
+
+    # 8 people x 15 detections sharing one scene (a common component): the crowd sits at cosine ~0.66 with a
+    # spread of ~0.10 between its few people, so even the target's near-copies reach only z ~3.2, under the
+    # calibrated z; their relative similarity (s - median) / (1 - median) is ~0.96, the crowd's at most ~0.35
+    dim, rng = 16, np.random.default_rng(11)
+    scene, people = unit(rng.standard_normal(dim)), unit(rng.standard_normal((8, dim)))
+    feats = np.vstack([unit(1.5 * scene + people[k] + 0.3 * unit(rng.standard_normal((15, dim)))) for k in range(8)])
+    q = unit(1.5 * scene + people[0])
+    info = ModelInfo("m", source=str(tmp_path / "m.pth"))
+    with Gallery.open(tmp_path / "g", dim=dim) as g:
+        ids = g.add(feats, [Sighting("v.mp4", float(i), "cam") for i in range(len(feats))])
+        target = set(ids[:15].tolist())
+        info.meta["calibration"] = {"threshold": 0.5, "z_threshold": 4.0}  # no r test: z alone finds nobody
+        assert search_person(g, features=q, k=200, rerank=False, model_info=info).hits == []
+        plain = search_person(g, features=q, k=200, rerank=False, model_info=info, adaptive=False)
+        assert len({h.id for h in plain.hits} - target) > 20  # cosine alone matches much of the crowd
+        info.meta["calibration"] = {"threshold": 0.5, "z_threshold": 4.0, "r_threshold": 0.6}
+        r = search_person(g, features=q, k=200, rerank=False, model_info=info)
+        assert {h.id for h in r.hits} == target and r.r_threshold == 0.6 and min(r.r) >= 0.9 and max(r.z) < 4.0
+        assert all(a.z is not None and a.z < 4.0 for a in r.near_misses)
+        assert "(z &gt;= 4.00 or r &gt;= 0.60)" in render_html(r)
+        assert SearchResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+        given = search_person(g, features=q, k=200, rerank=False, model_info=info, z_threshold=4.0)
+        assert given.hits == [] and given.r_threshold is None  # a z threshold given: the z test alone
+
+
 def test_json_round_trip(world, tmp_path: Path):
     r = search_person(world.g, world.emb, ["target.jpg"], threshold=0.5, cameras=["cam1", "cam2"], time_range=(0, None),
                       review_floor=-1)  # fmt: skip
@@ -564,9 +592,18 @@ def test_calibrate_features_z_rule():
     rec = cal.calibrate_features(feats, pids, cams, reference=200)
     assert -1 < rec["threshold"] < 1 and 0 < rec["z_threshold"] < 30
     tr = rec["train"]
-    assert set(tr) == {"cosine", "z", "both"}
-    assert tr["both"]["tp"] <= min(tr["cosine"]["tp"], tr["z"]["tp"])
-    assert tr["both"]["fp"] <= min(tr["cosine"]["fp"], tr["z"]["fp"])
+    assert set(tr) == {"cosine", "z", "r", "both"} and -4 < rec["r_threshold"] <= 1
+    # the rule: cosine and (z or r): no more than cosine alone, at least cosine and z
+    assert tr["both"]["tp"] <= tr["cosine"]["tp"] and tr["both"]["fp"] <= tr["cosine"]["fp"]
+    f = cal._unit(feats)
+    sims, z, r = cal._scores(f, f, cal._reference(len(f), 200, 0))
+    i, j = np.triu_indices(len(f), 1)
+    cross, same = cams[i] != cams[j], pids[i] == pids[j]
+    both = cal.matches(sims[i, j], z[i, j], r[i, j], rec["threshold"], rec["z_threshold"], rec["r_threshold"])
+    assert tr["both"]["tp"] == int((both & cross & same).sum())
+    assert tr["both"]["fp"] == int((both & cross & ~same).sum())
+    z_only = cal.matches(sims[i, j], z[i, j], r[i, j], rec["threshold"], rec["z_threshold"], None)
+    assert int((z_only & cross & same).sum()) <= tr["both"]["tp"]
     assert tr["z"]["f1"] > 0.8 and tr["both"]["f1"] > 0.8
     assert rec["curve"]["z"][0]["threshold"] == 0.0 and len(rec["curve"]["cosine"]) == 21
     qi = np.arange(len(pids)) % per == 0  # one query picture per identity, the rest is the gallery
@@ -578,6 +615,19 @@ def test_calibrate_features_z_rule():
     assert table["sizes"] == [100, 150, 200] and max(table["z"]) <= rec["z_threshold"]
     check = cal.check_features(query, gallery, 0.3, 3.0, sizes=[(100, 2.5)])
     assert check["z_by_gallery"]["sizes"] == [100] and 0 < check["z_by_gallery"]["f1_at_calibrated"][0] <= 1
+
+
+def test_relative_similarity_and_the_rule_by_hand():
+    sims = np.array([[0.9, 0.5, 0.7], [0.2, 0.6, 1.0]], np.float32)
+    r = cal.relative(sims, np.array([0.5, 0.6]))  # (s - median) / (1 - median), per row
+    np.testing.assert_allclose(r, [[0.8, 0.0, 0.4], [-1.0, 0.0, 1.0]], atol=1e-6)
+    z = np.array([[5.0, 0.0, 2.0], [1.0, 0.0, 3.0]], np.float32)
+    # cosine >= 0.6 and (z >= 4 or r >= 0.35)
+    expect = [[True, False, True], [False, False, True]]
+    np.testing.assert_array_equal(cal.matches(sims, z, r, 0.6, 4.0, 0.35), expect)
+    # without an r threshold: cosine and z
+    expect = [[True, False, False], [False, False, False]]
+    np.testing.assert_array_equal(cal.matches(sims, z, r, 0.6, 4.0, None), expect)
 
 
 def test_weighted_f1_threshold_by_hand():

@@ -158,12 +158,15 @@ def calibration_table(record: dict[str, Any], name: str) -> Any:
     """The calibration's figures: precision, recall, F1 and FPR of each test, on train and test pairs."""
     from rich.table import Table
 
-    title = f"{name}: cosine >= {record['threshold']:.4f} and z >= {record['z_threshold']:.3f} ({record['method']})"
+    stands_out = f"z >= {record['z_threshold']:.3f}"
+    if record.get("r_threshold") is not None:
+        stands_out = f"({stands_out} or r >= {record['r_threshold']:.4f})"
+    title = f"{name}: cosine >= {record['threshold']:.4f} and {stands_out} ({record['method']})"
     table = Table(title=title, caption="cross-camera pairs; train: the sampled identities, test: query x gallery")
     for col in ("split", "test", "positives", "negatives", "precision", "recall", "F1", "FPR"):
         table.add_column(col, justify="left" if col in ("split", "test") else "right")
     for split in ("train", "test"):
-        for rule, label in (("cosine", "cosine"), ("z", "z"), ("both", "both (the rule)")):
+        for rule, label in (("cosine", "cosine"), ("z", "z"), ("r", "r"), ("both", "the rule")):
             r = (record.get(split) or {}).get(rule)
             if r:
                 table.add_row(

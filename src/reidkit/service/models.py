@@ -88,6 +88,7 @@ class SearchResultModel(_Model):
     threshold: float
     threshold_source: str
     z_threshold: float | None
+    r_threshold: float | None
     reference: ReferenceModel | None
     k: int
     reranked: bool
@@ -99,6 +100,7 @@ class SearchResultModel(_Model):
     hits: list[HitModel]
     rerank_distance: list[float] | None
     z: list[float] | None
+    r: list[float] | None
     appearances: list[AppearanceModel]
     near_misses: list[AppearanceModel]
     review_floor: float | None = Field(description="No near miss is less similar than this (cosine similarity).")

@@ -105,7 +105,9 @@ def _source_name(uri: str) -> str:
 def match_rule(result: SearchResult) -> str:
     """The rule the matches passed, in words."""
     rule = f"cosine >= {result.threshold:.3f}"
-    if result.z_threshold is not None:
+    if result.z_threshold is not None and result.r_threshold is not None:
+        rule += f" and (z >= {result.z_threshold:.2f} or r >= {result.r_threshold:.2f})"
+    elif result.z_threshold is not None:
         rule += f" and z >= {result.z_threshold:.2f}"
     return rule
 

@@ -18,9 +18,13 @@
 4. **Match rule** (:mod:`reidkit.search.query.calibrate`). A candidate matches when its cosine similarity
    is ``>= threshold`` and, with ``adaptive`` (default), it stands out from the gallery's crowd: its
    similarity standardised by the query's similarities to a fixed random sample of the gallery
-   (``z = (s - median) / spread``, spread = 1.4826 x MAD) is ``>= z_threshold``. The second test
-   keeps footage where everybody looks alike to the model (higher similarities all round) from
-   matching everybody. Both default to the model's calibrated values
+   (``z = (s - median) / spread``, spread = 1.4826 x MAD) is ``>= z_threshold`` or, for a model whose
+   calibration has an ``r_threshold``, its relative similarity ``r = (s - median) / (1 - median)`` (how far
+   from the crowd towards an identical picture) is ``>= r_threshold``. The second test keeps footage where
+   everybody looks alike to the model (higher similarities all round) from matching everybody. r is there
+   for galleries of a few people in one scene: their crowd is a handful of people, whose spread caps z
+   (the query's own crop reached z 3.9 in issue 22's campus pictures) while r still separates the target.
+   Both default to the model's calibrated values
    (:func:`reidkit.search.query.calibrate.thresholds_for`); galleries under ``MIN_REFERENCE`` detections
    use the cosine test only, and galleries smaller than the calibration's crowd the calibrated z for
    their size (``Thresholds.z_for``: fewer other people to mistake for the target, a lower z).
@@ -121,7 +125,8 @@ class SearchResult:
     ``hits`` are the matched detections in final rank order (re-ranked if ``reranked``), with
     ``rerank_distance`` and ``z`` (standardised similarities, when the adaptive test ran) alongside;
     ``z_threshold`` is None when it did not run, ``reference`` holds its sample size and the
-    median and spread (1.4826 x MAD) of the query's similarities to it. ``appearances`` are grouped
+    median and spread (1.4826 x MAD) of the query's similarities to it; ``r_threshold`` and ``r`` the
+    relative-similarity test, when the model's calibration has one (a hit passes z or r). ``appearances`` are grouped
     per camera in time order (:meth:`by_camera`). ``near_misses`` are the closest candidates that failed the rule
     (none less similar than ``review_floor``), as appearances by similarity (best first), for review; they
     are not matches. ``time_from`` says, for
@@ -149,6 +154,8 @@ class SearchResult:
     z_threshold: float | None = None
     z: list[float] | None = None
     reference: dict[str, Any] | None = None
+    r_threshold: float | None = None  # the relative-similarity test, when it ran (z or r must pass)
+    r: list[float] | None = None  # the hits' relative similarity, alongside z
     near_misses: list[Appearance] = field(default_factory=list)
     review_floor: float | None = None
     time_from: dict[str, str] = field(default_factory=dict)
@@ -215,6 +222,7 @@ class SearchResult:
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
             "z_threshold": self.z_threshold,
+            "r_threshold": self.r_threshold,
             "reference": self.reference,
             "k": self.k,
             "reranked": self.reranked,
@@ -226,6 +234,7 @@ class SearchResult:
             "hits": [self._hit_dict(h) for h in self.hits],
             "rerank_distance": self.rerank_distance,
             "z": self.z,
+            "r": self.r,
             "appearances": [self._app_dict(a) for a in self.appearances],
             "near_misses": [self._app_dict(a) for a in self.near_misses],
             "review_floor": self.review_floor,
@@ -268,6 +277,8 @@ class SearchResult:
             model=d.get("model"),
             z_threshold=d.get("z_threshold"),
             z=d.get("z"),
+            r_threshold=d.get("r_threshold"),
+            r=d.get("r"),
             reference=d.get("reference"),
             near_misses=[_app_from(a) for a in d.get("near_misses", [])],
             review_floor=d.get("review_floor"),
@@ -434,7 +445,7 @@ def search_person(
     non-matching appearances kept as ``near_misses`` (0: none); ``review_floor`` is the least cosine
     similarity one of them may have (default: ``threshold - REVIEW_MARGIN``).
     """
-    from reidkit.search.query.calibrate import MIN_REFERENCE, reference_stats, thresholds_for
+    from reidkit.search.query.calibrate import MIN_REFERENCE, reference_stats, relative, thresholds_for
 
     given = sum(x is not None for x in (queries, track_id, features))
     if given != 1:
@@ -477,9 +488,10 @@ def search_person(
     size = len(gallery)
     z_thr = calibrated.z_for(size) if z_threshold is None else float(z_threshold)
     ref = gallery_reference(gallery) if adaptive and size >= MIN_REFERENCE else None
-    if ref is not None and z_threshold is None and z_thr != calibrated.z_threshold:
-        src_z = f"{src_z}, for a gallery of {size} detections"
+    r_thr = calibrated.r_threshold if z_threshold is None and ref is not None else None  # a given z: z alone
     thr_source = src_t if src_t == src_z or ref is None else f"cosine {src_t}; z {src_z}"
+    if ref is not None and z_threshold is None and z_thr != calibrated.z_threshold:
+        thr_source += f"; z {z_thr:.2f} for a gallery of {size} detections"
 
     own = 0 if qtrack is None else qtrack.n_crops  # the query track's own detections are dropped below
     per_query = gallery.search(q, k + own, cameras=cameras, time_range=time_range, exclude_source=exclude_source)
@@ -495,6 +507,7 @@ def search_person(
 
     cand_f = gallery.features([h.id for h in cand]) if cand and (rerank or ref is not None) else None
     zs: np.ndarray | None = None
+    rs: np.ndarray | None = None
     reference = None
     if ref is not None:
         mu, sd = reference_stats(q @ ref.T)
@@ -504,7 +517,9 @@ def search_person(
             "spread": [round(float(v), 5) for v in sd],
         }
         if cand_f is not None:
-            zs = ((cand_f @ q.T - mu[None, :]) / sd[None, :]).max(1)  # several queries: the best one
+            sims = cand_f @ q.T
+            zs = ((sims - mu[None, :]) / sd[None, :]).max(1)  # several queries: the best one
+            rs = relative(sims.T, mu).max(0)
 
     dist: np.ndarray | None = None
     if rerank and cand_f is not None and len(cand) >= 2:
@@ -513,11 +528,18 @@ def search_person(
         order = np.argsort(dist, kind="stable")
         cand, dist = [cand[i] for i in order], dist[order]
         zs = None if zs is None else zs[order]
+        rs = None if rs is None else rs[order]
 
-    keep = [i for i, h in enumerate(cand) if h.score >= threshold and (zs is None or zs[i] >= z_thr)]
+    def stands_out(i: int) -> bool:
+        if zs is None:
+            return True
+        return bool(zs[i] >= z_thr or (r_thr is not None and rs is not None and rs[i] >= r_thr))
+
+    keep = [i for i, h in enumerate(cand) if h.score >= threshold and stands_out(i)]
     hits = [cand[i] for i in keep]
     rr = None if dist is None else [float(dist[i]) for i in keep]
     zl = None if zs is None else [float(zs[i]) for i in keep]
+    rl = None if rs is None or r_thr is None else [round(float(rs[i]), 5) for i in keep]
     # Review: failed candidates above the floor, of the first `review` new groups in rank order (matched tracks
     # left out); listed by similarity below.
     floor = threshold - REVIEW_MARGIN if review_floor is None else float(review_floor)
@@ -564,6 +586,8 @@ def search_person(
         model=None if model_info is None else getattr(model_info, "name", None),
         z_threshold=None if ref is None else z_thr,
         z=zl,
+        r_threshold=r_thr,
+        r=rl,
         reference=reference,
         near_misses=sorted(near_apps, key=lambda a: (-a.score, near_rank[a.best.id])),
         review_floor=floor,
