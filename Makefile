@@ -57,7 +57,7 @@ peer:
 	bash bench/peer_setup.sh
 
 FEATS := bench/out/osnet_x0_25_market1501.npz
-DEFAULT_MODEL := src/reidkit/models/pretrained/mobilenet_v2_market1501_bot_cpu.pth
+DEFAULT_MODEL := src/reidkit/models/pretrained/osnet_x0_25_market1501_kd_cpu.pth
 
 bench: install peer rtsp
 	$(VENV)/bin/reidkit extract --model osnet_x0_25 --weights $(REIDKIT_WEIGHTS)/reid/osnet_x0_25_market1501.pth \

@@ -226,14 +226,12 @@ def test_tiled_ssd_finds_the_people_plain_ssd_misses_on_full_hd_pictures() -> No
     assert target_found == sum(any(p.get("target") for p in e["people"]) for e in entries) == 3
 
 
-KD_MODEL = Path(__file__).parents[1] / "src" / "reidkit" / "models" / "pretrained" / "osnet_x0_25_market1501_kd_cpu.pth"
-
-
 @pytest.mark.skipif(not _ssd_installed() or not VTEST.is_file(), reason="SSD model or vtest.avi not installed")
 def test_search_finds_the_labelled_woman_in_every_picture_she_is_in(tmp_path: Path) -> None:
-    """Issue 22's investigation on pictures of our own labelling: the cam1 pictures ingested with the default
-    detector (ssd-tiled), one crop of the woman in white as the query: she is found in every picture she is
-    in (at least all but one), each hit names its picture, and no hit lands on someone else."""
+    """Issue 22's investigation on pictures of our own labelling, all defaults: the cam1 pictures ingested with
+    the default detector (ssd-tiled) and model, one crop of the woman in white as the query, the default match
+    rule: she is found in every picture she is in (at least all but one), each hit names its picture, and no hit
+    lands on someone else."""
     from reidkit.search import api
     from reidkit.search.ingest.pipeline import default_detector
 
@@ -247,12 +245,12 @@ def test_search_finds_the_labelled_woman_in_every_picture_she_is_in(tmp_path: Pa
     x1, y1, x2, y2 = (round(v) for v in best["target"])
     query = cv2.imread(str(best["path"]))[y1:y2, x1:x2][:, :, ::-1].copy()  # RGB
 
-    model = api.load_model(None, KD_MODEL, threads=2)
+    model = api.load_model(threads=2)  # the default model
     plan = api.plan_ingest([str(tmp_path / "pics" / "cam1")])
     summary = api.run_ingest(str(tmp_path / "g"), plan, model)
     assert not summary.errors and summary.reports[0].frames == len(pictures)
     with api.open_gallery(tmp_path / "g") as g:
-        result = api.search(g, api.SearchRequest([query], adaptive=False), model).public().to_dict()
+        result = api.search(g, api.SearchRequest([query]), model).public().to_dict()  # the default match rule
     hits = result["hits"]
     on_her = {
         p["path"].name

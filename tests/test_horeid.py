@@ -405,7 +405,7 @@ def test_horeid_starts_from_a_trained_baseline_trunk() -> None:
     from reidkit.models.weights import load_state_dict_file
     from reidkit.models.zoo import default_model_path
 
-    path = default_model_path()
+    path = default_model_path().parent / "mobilenet_v2_market1501_bot_cpu.pth"  # the shipped MobileNetV2 baseline
     model = build_model("mobilenet_v2", 5, str(path), head="horeid", last_stride=1)
     sd = load_state_dict_file(path)
     own = model.backbone.state_dict()

@@ -257,7 +257,7 @@ def test_gallery_overview(client, world):
     g = r.json()
     GalleryModel.model_validate(g)
     assert g["totals"] == {"sightings": world.n, "tracks": 2, "sources": 2, "cameras": len(g["cameras"])}
-    assert g["searchable"] == world.n and g["model"] == "mobilenet_v2"
+    assert g["searchable"] == world.n and g["model"] == "osnet_x0_25"
     assert sum(c["sightings"] for c in g["cameras"]) == world.n
     lobby = next(c for c in g["cameras"] if c["camera"] == "lobby")
     assert lobby == {**lobby, "sightings": 7, "tracks": 2, "first_time": 0.0, "first_text": "0:00.0"}
@@ -505,7 +505,7 @@ def test_no_gallery_then_an_empty_one_then_sightings(tmp_path, world, model):
                 and "no gallery at" in r.json()["detail"]
                 and "reidkit ingest" in r.json()["detail"]
             )
-        Gallery.open(folder, dim=1280).close()  # an ingest has created it, nothing added yet
+        Gallery.open(folder, dim=model[1].feat_dim).close()  # an ingest has created it, nothing added yet
         g = c.get("/gallery").json()
         assert g["totals"] == {"sightings": 0, "tracks": 0, "sources": 0, "cameras": 0} and g["recent"] == []
         r = c.post("/search", files=upload(world.query))

@@ -169,7 +169,7 @@ def test_no_credential_and_no_server_path_reaches_a_client(client, world, tmp_pa
         r = c.get("/gallery")
         assert r.status_code == 503 and "no gallery at later" in r.json()["detail"], r.text
         assert not _private(r.text, world) and str(tmp_path) not in r.text
-        Gallery.open(tmp_path / "later", dim=1280).close()
+        Gallery.open(tmp_path / "later", dim=model[1].feat_dim).close()
         r = c.post("/search", files=upload(world.query))
         assert r.status_code == 409 and str(tmp_path) not in r.text and "later" in r.json()["detail"]
 

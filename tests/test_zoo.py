@@ -78,7 +78,7 @@ def test_default_model_is_shipped() -> None:
     path = default_model_path()
     assert path.stat().st_size < 12 * 2**20 and (path.parent / "MODEL_CARD.md").is_file()
     model, info = load_model()
-    assert info.name == "mobilenet_v2" and info.meta.get("dataset") == "market1501"
+    assert info.name == "osnet_x0_25" and info.meta.get("dataset") == "market1501" and info.feat_dim == 512
     with torch.inference_mode():
         f = model(torch.randn(2, 3, info.height, info.width))
     assert f.shape == (2, info.feat_dim) and torch.isfinite(f).all()

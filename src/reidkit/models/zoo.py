@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 MODEL_FORMAT = "reidkit-model/1"
 PathLike = str | os.PathLike[str]
 DEFAULT_NAME = "default"
-DEFAULT_FILE = "mobilenet_v2_market1501_bot_cpu.pth"
+DEFAULT_FILE = "osnet_x0_25_market1501_kd_cpu.pth"
 
 
 def default_model_path() -> Path:
