@@ -5,7 +5,8 @@ split), each rule's precision, recall and F1 over the test split's cross-camera 
 excluded, distractors as negatives; z and r against 1000 random gallery images, as in `reidkit calibrate`):
 cosine alone, z alone, r alone, cosine and z (the rule before r), and cosine and (z or r), the rule now.
 Then the z threshold for galleries of a given size (``z_by_gallery``) against the test split's own max-F1
-z at that size.
+z at that size. Search counts r only where (1 - median) / spread reaches the z threshold; like the
+calibration, this script counts it everywhere (on Market-1501's test split the two agree: BENCHMARKS.md).
 
     .venv/bin/python bench/match_rule.py [--weights FILE] [--no-write]
 """

@@ -24,6 +24,9 @@
    everybody looks alike to the model (higher similarities all round) from matching everybody. r is there
    for galleries of a few people in one scene: their crowd is a handful of people, whose spread caps z
    (the query's own crop reached z 3.9 in issue 22's campus pictures) while r still separates the target.
+   r counts only where an identical picture could pass the z test (``(1 - median) / spread >= z_threshold``):
+   on footage the model cannot tell apart (vtest.avi: median 0.80, spread 0.10, so nothing can reach z 1.9)
+   r would pass the upper half of the crowd, and there nothing is a confident match.
    Both default to the model's calibrated values
    (:func:`reidkit.search.query.calibrate.thresholds_for`); galleries under ``MIN_REFERENCE`` detections
    use the cosine test only, and galleries smaller than the calibration's crowd the calibrated z for
@@ -519,7 +522,10 @@ def search_person(
         if cand_f is not None:
             sims = cand_f @ q.T
             zs = ((sims - mu[None, :]) / sd[None, :]).max(1)  # several queries: the best one
-            rs = relative(sims.T, mu).max(0)
+            # r stands in for z only where an identical picture could pass the z test, (1 - median) / spread
+            # >= z threshold; below that the model cannot tell this crowd apart and r would pass half of it
+            open_r = (1.0 - mu) / sd >= z_thr
+            rs = np.where(open_r[:, None], relative(sims.T, mu), -np.inf).max(0)
 
     dist: np.ndarray | None = None
     if rerank and cand_f is not None and len(cand) >= 2:
