@@ -334,7 +334,7 @@ def test_relative_test_finds_the_target_among_a_few_people_of_one_scene(tmp_path
         r = search_person(g, features=q, k=200, rerank=False, model_info=info)
         assert {h.id for h in r.hits} == target and r.r_threshold == 0.6 and min(r.r) >= 0.8 and max(r.z) < 3.2
         assert all(a.z is not None and a.z < 3.2 for a in r.near_misses)
-        assert "(z &gt;= 3.20 or r &gt;= 0.60)" in render_html(r)
+        assert "(z &gt;= 3.20 or r &gt;= 0.60)" in render_html(r) and "r is how far the similarity" in render_html(r)
         assert SearchResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
         given = search_person(g, features=q, k=200, rerank=False, model_info=info, z_threshold=3.2)
         assert given.hits == [] and given.r_threshold is None  # a z threshold given: the z test alone

@@ -481,6 +481,11 @@ def result_meta(result: SearchResult) -> list[str]:
             f"; z standardises the similarity by the query's similarities to {result.reference['n']:,} random "
             f"gallery detections (median {result.reference['median'][0]:.3f}, "
             f"spread {result.reference['spread'][0]:.3f})"
+            + (
+                "; r is how far the similarity lies from that median towards 1, an identical picture"
+                if result.r_threshold is not None
+                else ""
+            )
             if result.reference
             else "; no z test (gallery too small, or not adaptive)"
         ),
