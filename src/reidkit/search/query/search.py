@@ -448,7 +448,7 @@ def search_person(
     non-matching appearances kept as ``near_misses`` (0: none); ``review_floor`` is the least cosine
     similarity one of them may have (default: ``threshold - REVIEW_MARGIN``).
     """
-    from reidkit.search.query.calibrate import MIN_REFERENCE, reference_stats, relative, thresholds_for
+    from reidkit.search.query.calibrate import MIN_REFERENCE, matches, reference_stats, relative, thresholds_for
 
     given = sum(x is not None for x in (queries, track_id, features))
     if given != 1:
@@ -536,12 +536,12 @@ def search_person(
         zs = None if zs is None else zs[order]
         rs = None if rs is None else rs[order]
 
-    def stands_out(i: int) -> bool:
-        if zs is None:
-            return True
-        return bool(zs[i] >= z_thr or (r_thr is not None and rs is not None and rs[i] >= r_thr))
-
-    keep = [i for i, h in enumerate(cand) if h.score >= threshold and stands_out(i)]
+    scores = np.array([h.score for h in cand], dtype=np.float64)
+    if zs is None:  # no crowd to stand out from: the cosine test alone
+        keep = np.flatnonzero(scores >= threshold).tolist()
+    else:  # the calibration's rule (r is -inf where its gate is closed)
+        r_arr = np.full(len(cand), -np.inf) if rs is None else rs
+        keep = np.flatnonzero(matches(scores, zs, r_arr, threshold, z_thr, r_thr)).tolist()
     hits = [cand[i] for i in keep]
     rr = None if dist is None else [float(dist[i]) for i in keep]
     zl = None if zs is None else [float(zs[i]) for i in keep]
