@@ -159,6 +159,45 @@ def test_osnet_int8_static_quantisation(osnet_export, tmp_path: Path) -> None:
     assert cos.mean() >= 0.95
 
 
+def test_openvino_runs_the_fp32_and_the_qdq_file_like_onnx_runtime(osnet_export, tmp_path: Path) -> None:
+    """OpenVINO on the exported file gives torch's features; on the QDQ INT8 file it stays close to fp32 (its
+    INT8 kernels are not ONNX Runtime's, so not bit-equal), and the Embedder's parallel streams keep order."""
+    model, images, report = osnet_export
+    queries = images[3::300][:10]
+    ref = Embedder.from_model(model, batch_size=4).embed(queries)
+    fp32 = Embedder.from_openvino(report.path, batch_size=4, threads=2).embed(queries)
+    cos, _ = parity(ref, fp32)
+    assert cos >= 0.9999, cos
+    q = tmp_path / "q.onnx"
+    quantize_int8(report.path, q, images[1::200][:16], 256, 128)
+    ort_int8 = Embedder.from_onnx(q, batch_size=4).embed(queries)
+    ov_int8 = Embedder.from_openvino(q, batch_size=4, threads=2).embed(queries)
+    mean_int8 = float((ref * ov_int8).sum(1).mean())  # unit rows
+    cos_ort, _ = parity(ort_int8, ov_int8)
+    print(f"OpenVINO INT8 vs torch fp32: mean cosine {mean_int8:.4f}; vs ORT on the same QDQ file: min {cos_ort:.4f}")
+    assert mean_int8 >= 0.97 and cos_ort >= 0.99
+    assert not np.allclose(ov_int8, fp32, atol=1e-4)  # it did run quantised
+    single = np.concatenate([Embedder.from_openvino(q, batch_size=1).embed([p]) for p in queries[:3]])
+    np.testing.assert_allclose(single, ov_int8[:3], atol=1e-5)
+
+
+def test_openvino_int8_backend_uses_the_shipped_file_or_says_what_it_needs(tmp_path: Path) -> None:
+    from reidkit.extract import make_embedder, shipped_int8_path
+    from reidkit.models.zoo import ModelInfo, default_model_path, load_model, save_model_file
+
+    info = load_model()[1]
+    shipped = shipped_int8_path(info, None)
+    assert shipped == default_model_path().with_name(default_model_path().stem + ".int8.onnx") and shipped.is_file()
+    emb, _ = make_embedder(None, None, "openvino-int8")
+    assert Path(emb.backend.path) == shipped
+    weights = tmp_path / "tiny.pth"
+    save_model_file(weights, build_model("osnet_x0_25", num_classes=0), ModelInfo("osnet_x0_25", 64, 32))
+    with pytest.raises(ValueError, match=r"calibration images, or a QDQ file beside the weights \(.*tiny\.int8\.onnx"):
+        make_embedder(None, weights, "openvino-int8")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        make_embedder(None, weights, "tensorrt")  # type: ignore[arg-type]
+
+
 def test_quantize_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         quantize_int8(tmp_path / "missing.onnx", tmp_path / "q.onnx", ["x.jpg"])

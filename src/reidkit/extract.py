@@ -17,7 +17,8 @@ from reidkit.embed import Embedder, Resize
 from reidkit.io import FeatureSet
 from reidkit.models.zoo import ModelInfo, load_model
 
-Backend = Literal["torch", "onnx", "onnx-int8"]
+Backend = Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
+BACKEND_NAMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 
 
 @dataclass
@@ -43,11 +44,14 @@ def make_embedder(
     normalize: bool = True,
     resize: Resize = "pil",
 ) -> tuple[Embedder, ModelInfo]:
-    """An :class:`Embedder` for a checkpoint, on torch or ONNX Runtime (fp32 or static INT8).
+    """An :class:`Embedder` for a checkpoint, on torch, ONNX Runtime or OpenVINO (fp32 or static INT8).
 
-    For the ONNX backends the model is exported to ``onnx_path``, or, if omitted, into the cache
-    (:func:`onnx_cache_path`: exported once per weights file content, then reused); INT8 needs
-    ``calibration`` image paths (its cached file is keyed on them too).
+    For the ONNX and OpenVINO backends the model is exported to ``onnx_path``, or, if omitted, into the
+    cache (:func:`onnx_cache_path`: exported once per weights file content, then reused). INT8 is a QDQ
+    file (:func:`reidkit.export.quantize_int8`, calibrated on ``calibration`` image paths; its cached file
+    is keyed on them too). ``openvino-int8`` (and ``onnx-int8`` on a CPU with VNNI) runs the QDQ file shipped
+    beside the weights where there is one (:func:`shipped_int8_path`: the default model has one), else
+    quantises on ``calibration``.
     """
     net, info = load_model(model, weights)
     kw = {
@@ -67,23 +71,52 @@ def make_embedder(
         return Embedder.from_model(net, threads=threads, **kw), info  # type: ignore[arg-type]
     from reidkit.export import cpu_has_vnni, export_onnx, quantize_int8
 
-    if backend not in ("onnx", "onnx-int8"):
-        raise ValueError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
-    if backend == "onnx-int8" and not calibration:
-        raise ValueError("backend onnx-int8 needs calibration images")
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
+    run = Embedder.from_openvino if backend.startswith("openvino") else Embedder.from_onnx
+    # ONNX Runtime's INT8 path saturates with 8-bit weights on CPUs without VNNI (quantize_int8): there it
+    # quantises its own file with 7-bit weights
+    use_shipped = backend == "openvino-int8" or (backend == "onnx-int8" and cpu_has_vnni())
+    shipped = shipped_int8_path(info, weights) if use_shipped else None
+    if shipped is not None:
+        return run(shipped, threads=threads, **kw), info  # type: ignore[arg-type]
+    if backend == "openvino-int8" and not calibration:
+        raise ValueError(
+            f"backend openvino-int8 needs calibration images, or a QDQ file beside the weights "
+            f"({_int8_name(info, weights)}: reidkit export --weights W --onnx M.onnx --int8 that file)"
+        )
+    if backend.endswith("-int8") and not calibration:
+        raise ValueError(f"backend {backend} needs calibration images")
     cached = onnx_path is None
     out = Path(onnx_path) if onnx_path else onnx_cache_path(info, weights)
     if not (cached and out.is_file()):
         export_onnx(net, out, height=info.height, width=info.width)
-    if backend == "onnx-int8":
+    if backend.endswith("-int8"):
         # the 7-bit-weight choice depends on this CPU (quantize_int8): part of the cached file's key
-        key_text = "\n".join(map(str, calibration or ())) + f"\nvnni={cpu_has_vnni()}"
+        key_text = "\n".join(map(str, calibration or ())) + f"\nvnni={cpu_has_vnni()}\npercentile"
         key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
         q = out.with_name(f"{out.stem}.int8-{key}.onnx")
         if not (cached and q.is_file()):
             quantize_int8(out, q, calibration or [], height=info.height, width=info.width)
         out = q
-    return Embedder.from_onnx(out, threads=threads, **kw), info  # type: ignore[arg-type]
+    return run(out, threads=threads, **kw), info  # type: ignore[arg-type]
+
+
+def _weights_file(info: ModelInfo, weights: str | os.PathLike[str] | None) -> Path:
+    from reidkit.models.zoo import default_model_path
+
+    return Path(weights) if weights is not None else Path(info.source) if info.source else default_model_path()
+
+
+def _int8_name(info: ModelInfo, weights: str | os.PathLike[str] | None) -> Path:
+    w = _weights_file(info, weights)
+    return w.with_name(f"{w.name.removesuffix('.pth')}.int8.onnx")
+
+
+def shipped_int8_path(info: ModelInfo, weights: str | os.PathLike[str] | None) -> Path | None:
+    """The QDQ INT8 file beside a weights file (``NAME.pth`` -> ``NAME.int8.onnx``), if there is one."""
+    p = _int8_name(info, weights)
+    return p if p.is_file() else None
 
 
 def onnx_cache_path(info: ModelInfo, weights: str | os.PathLike[str] | None) -> Path:
@@ -91,10 +124,9 @@ def onnx_cache_path(info: ModelInfo, weights: str | os.PathLike[str] | None) -> 
     weights file's bytes plus the torch and reidkit versions (any change: a new export). Without a
     weights file (the shipped default model) the digest is of the default model's file."""
     from reidkit import __version__
-    from reidkit.models.zoo import default_model_path
     from reidkit.paths import cache_root
 
-    src = Path(weights) if weights is not None else Path(info.source) if info.source else default_model_path()
+    src = _weights_file(info, weights)
     digest = hashlib.sha256(src.read_bytes())
     digest.update(f"{torch.__version__} {__version__} {info.height}x{info.width}".encode())
     return cache_root() / "onnx" / f"{info.name}-{info.height}x{info.width}-{digest.hexdigest()[:16]}.onnx"
@@ -208,7 +240,7 @@ def extract_features(
     ds = get_dataset(dataset, root)
     if holdout:
         ds.query, ds.gallery = holdout_query_gallery(holdout_split(ds.train, holdout)[1])
-    calib = [s.path for s in ds.train[:: max(1, len(ds.train) // 256)]] if backend == "onnx-int8" else None
+    calib = [s.path for s in ds.train[:: max(1, len(ds.train) // 256)]] if backend.endswith("-int8") else None
     args = (model, weights, backend)
     kwargs = dict(batch_size=batch_size, flip=flip, threads=threads, calibration=calib, normalize=not raw,
                   resize=resize)  # fmt: skip

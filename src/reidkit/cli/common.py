@@ -43,8 +43,7 @@ def warn(msg: str) -> None:
 
 # --- options that several commands take ---------------------------------------------------------------
 GALLERY_HELP = (
-    "Gallery: a folder, milvus://[USER:PASSWORD@]HOST[:PORT]/NAME (a Milvus server) or a Milvus Lite folder "
-    "ending .db"
+    "Gallery: a folder, milvus://[USER:PASSWORD@]HOST[:PORT]/NAME (a Milvus server) or a Milvus Lite folder ending .db"
 )
 # A gallery is a URI, not a Path: a Path would fold milvus://host into milvus:/host.
 GalleryUri = Annotated[str, typer.Option("--gallery", "-g", help=GALLERY_HELP, show_default=False)]
@@ -52,7 +51,13 @@ Model = Annotated[str | None, typer.Option(help="Architecture, e.g. osnet_x0_25 
 Weights = Annotated[
     Path | None, typer.Option(help="Re-id checkpoint: a reidkit model file or a torchreid file (default: shipped).")
 ]
-Backend = Annotated[str, typer.Option(help="Embedding backend: torch or onnx.")]
+Backend = Annotated[
+    str,
+    typer.Option(
+        help="Embedding backend: torch, onnx (ONNX Runtime), openvino, or openvino-int8 (the model's shipped "
+        "INT8 file: the default model has one)."
+    ),
+]
 Threads = Annotated[int | None, typer.Option(help="Inference threads (default: all cores).")]
 DatasetRoot = Annotated[Path | None, typer.Option(help="Folder holding the dataset (default $REIDKIT_DATA).")]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")]

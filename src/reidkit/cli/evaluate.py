@@ -15,7 +15,11 @@ from reidkit.cli.common import K1, K2, DatasetRoot, Model, Threads, fail, failin
 
 # --- the options of a checkpoint's features (eval --weights, extract) ---------------------------------
 ExtractBackend = Annotated[
-    str, typer.Option(help="onnx (ONNX Runtime, exported once and cached; fastest), torch or onnx-int8.")
+    str,
+    typer.Option(
+        help="onnx (ONNX Runtime, exported once and cached), openvino (the same file on OpenVINO), "
+        "openvino-int8 (the model's shipped INT8 file, else quantised on training images), onnx-int8 or torch."
+    ),
 ]
 Resize = Annotated[
     Literal["pil", "cv2"], typer.Option(help="Resize with PIL (exact, torchreid's pixels) or OpenCV (faster).")
@@ -134,8 +138,10 @@ def extract_cmd(
     ] = 0,
     ray: Annotated[
         str | None,
-        typer.Option(help="Embed on a Ray cluster: HOST:PORT, auto or local (same features; a shared data folder).",
-                     show_default=False),
+        typer.Option(
+            help="Embed on a Ray cluster: HOST:PORT, auto or local (same features; a shared data folder).",
+            show_default=False,
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="With --ray: workers (default: the cluster's CPUs).")
@@ -196,7 +202,7 @@ def export_cmd(
     common.console.print(
         f"wrote {q.path} (INT8, {q.calibration_images} calibration images from {calibration}, "
         f"{q.size_out / 1e6:.1f} MB, {q.seconds:.1f} s); measure its accuracy: "
-        f"reidkit eval --backend onnx-int8 (see BENCHMARKS.md: INT8 can cost several mAP points)"
+        f"reidkit eval --backend openvino-int8 (or onnx-int8; see BENCHMARKS.md)"
     )
 
 

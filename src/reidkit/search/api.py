@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from reidkit.search.storage.gallery import Gallery
     from reidkit.search.storage.records import Record
 
-Backend = Literal["torch", "onnx"]
-BACKENDS: tuple[Backend, ...] = ("torch", "onnx")
+Backend = Literal["torch", "onnx", "openvino", "openvino-int8"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "openvino", "openvino-int8")  # INT8: the model's shipped QDQ file
 
 
 class ApiError(ValueError):
