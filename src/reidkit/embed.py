@@ -178,11 +178,16 @@ class OpenVinoBackend:
 
     Like :class:`OnnxBackend` in parallel mode: ``threads`` single-threaded streams, one batch each from the
     Embedder's workers at once, each worker thread with its own inference request.
+
+    ``precision``: OpenVINO's inference precision for float layers; None (default) leaves OpenVINO's own
+    choice, bf16 on a CPU that has it (AVX512-BF16, AMX), else f32. On this project's EPYC bf16 was 1.29x
+    f32 for OSNet x0.25 at min cosine 0.998 to torch (BENCHMARKS.md, "int8_backends"); ``"f32"`` keeps
+    torch's features to 1e-4.
     """
 
     channels_last = False
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, precision: str = "f32") -> None:
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, precision: str | None = None) -> None:
         import openvino as ov
 
         p = Path(path)
@@ -193,14 +198,13 @@ class OpenVinoBackend:
         model = core.read_model(str(p))
         shape = model.inputs[0].get_partial_shape()
         self.in_channels = shape[1].get_length() if shape.rank.get_length() == 4 and shape[1].is_static else 3
-        config = {
+        config: dict[str, object] = {
             "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": threads,
             "PERFORMANCE_HINT": "THROUGHPUT",
-            # OpenVINO would run float layers in bf16 on a CPU that has it (AVX512-BF16, AMX): f32 keeps
-            # the features those of the model (min cosine 0.9982 to torch in bf16)
-            "INFERENCE_PRECISION_HINT": precision,
         }
+        if precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = precision
         self.compiled = core.compile_model(model, "CPU", config)
         self.concurrency = threads
         self.path = p
