@@ -1,122 +1,111 @@
-"""INT8 on this CPU: OpenVINO (fp32, and INT8 by NNCF post-training quantisation) beside ONNX Runtime (fp32,
-and reidkit's static INT8) on one exported re-id model: speed on the same batch with the same threads, back to
-back and interleaved, and Market-1501 test features as reidkit feature files for `reidkit eval --features`.
+"""INT8 on this CPU (issue 23, part 3): reidkit's four CPU engines for one exported re-id model, same run.
 
-OpenVINO and NNCF are not reidkit dependencies: run this in a scratch venv,
+Engines (reidkit backends, as `reidkit extract/ingest/search --backend` runs them): ONNX Runtime fp32 (`onnx`,
+the reference), OpenVINO fp32 (`openvino`), OpenVINO INT8 (`openvino-int8`: the QDQ file shipped beside the
+weights, or quantised here on 256 training images) and ONNX Runtime on that same QDQ file (`onnx-int8`).
 
-    python3 -m venv /tmp/ovenv && /tmp/ovenv/bin/pip install openvino nncf onnxruntime==1.32.0 pillow
-    .venv/bin/reidkit export --weights MODEL.pth --onnx /tmp/ov/m.onnx --int8 /tmp/ov/m.int8.onnx
-    /tmp/ovenv/bin/python bench/int8_backends.py /tmp/ov/m.onnx --ort-int8 /tmp/ov/m.int8.onnx \\
-        --market $REIDKIT_DATA/market1501 --out /tmp/ov
-    .venv/bin/reidkit eval --features /tmp/ov/ov_int8.npz     # and ort_fp32.npz, ov_fp32.npz, ort_int8.npz
+- model speed: each engine's Embedder over the same pre-resized 256x128 images (decoding out of the way, the
+  Embedder's own scheduling: one single-threaded stream per core), 7 interleaved rounds, median;
+- end-to-end speed: the Embedder over Market-1501 query + gallery files (decode, PIL resize, model);
+- accuracy: rank-1 / mAP / mINP of those features (cosine), and each engine's loss against ONNX Runtime fp32.
 
-Preprocessing here is PIL bilinear resize + ImageNet normalisation for every engine, so the engines are
-compared on identical inputs.
+Usage: .venv/bin/python bench/int8_backends.py [--weights MODEL.pth] [--images 2048] [--no-market]
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import time
-from collections.abc import Callable
 
-import nncf
 import numpy as np
-import onnxruntime as ort
-import openvino as ov
-from PIL import Image
+from _common import command_line, machine, write_section
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+from reidkit.datasets import drop_junk, get_dataset
+from reidkit.evaluation import evaluate, pairwise_distance
+from reidkit.extract import make_embedder
+from reidkit.models.zoo import default_model_path
 
-
-def prep(paths: list[str]) -> np.ndarray:
-    out = np.empty((len(paths), 3, 256, 128), np.float32)
-    for i, p in enumerate(paths):
-        a = np.asarray(Image.open(p).convert("RGB").resize((128, 256), Image.BILINEAR), np.float32) / 255.0
-        out[i] = ((a - MEAN) / STD).transpose(2, 0, 1)
-    return out
-
-
-def ort_runner(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})[0]
-
-
-def ov_runner(compiled: ov.CompiledModel) -> Callable[[np.ndarray], np.ndarray]:
-    req = compiled.create_infer_request()
-    return lambda x: next(iter(req.infer({0: x}).values()))
-
-
-def save(path: str, feats: np.ndarray, paths: list[str], nq: int) -> None:
-    """A reidkit features file (Market names: PID_cCAM...)."""
-    parts = [os.path.basename(p).split("_") for p in paths]
-    pids = np.array([int(a[0]) for a in parts], np.int64)
-    cams = np.array([int(a[1][1]) for a in parts], np.int64)
-    f = feats.astype(np.float32)
-    np.savez(path, qf=f[:nq], gf=f[nq:], q_pids=pids[:nq], g_pids=pids[nq:], q_camids=cams[:nq], g_camids=cams[nq:])
+ENGINES = {
+    "onnx": "ONNX Runtime fp32",
+    "openvino": "OpenVINO, its own float precision (bf16 on a CPU that has it)",
+    "openvino-int8": "OpenVINO INT8 (QDQ file)",
+    "onnx-int8": "ONNX Runtime INT8 (same QDQ file)",
+}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("onnx")
-    ap.add_argument("--ort-int8", default=None)
-    ap.add_argument("--market", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--calib", type=int, default=300, help="Training images for NNCF's statistics.")
-    ap.add_argument("--no-features", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default=str(default_model_path()))
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES))
+    ap.add_argument("--images", type=int, default=2048, help="pre-resized images per model-speed round")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--no-market", action="store_true", help="model speed only")
     args = ap.parse_args()
 
-    train = sorted(glob.glob(os.path.join(args.market, "bounding_box_train", "*.jpg")))
-    rng = np.random.default_rng(0)
-    calib = prep([train[i] for i in rng.choice(len(train), args.calib, replace=False)])
-    core = ov.Core()
-    fp32 = core.read_model(args.onnx)
-    t = time.time()
-    data = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
-    int8 = nncf.quantize(fp32, data, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib))
-    print(f"NNCF quantisation: {time.time() - t:.0f} s")
-    cfg = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY"}
-    runs = {
-        "ort fp32": ort_runner(args.onnx, args.threads),
-        "ov fp32": ov_runner(core.compile_model(fp32, "CPU", cfg)),
-        "ov int8": ov_runner(core.compile_model(int8, "CPU", cfg)),
-    }
-    if args.ort_int8:
-        runs["ort int8"] = ort_runner(args.ort_int8, args.threads)
-    batch = calib[:32]
-    ref = runs["ort fp32"](batch)
-    for name, run in runs.items():
-        y = run(batch)
-        cos = (y * ref).sum(1) / np.linalg.norm(y, axis=1) / np.linalg.norm(ref, axis=1)
-        print(f"{name}: least cosine to ort fp32 on 32 images {cos.min():.4f}")
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(7):  # interleaved, back to back
-        for name, run in runs.items():
-            t = time.perf_counter()
-            run(batch)
-            run(batch)
-            times[name].append(time.perf_counter() - t)
-    base = float(np.median(times["ort fp32"]))
-    for name in runs:
-        m = float(np.median(times[name]))
-        print(f"{name}: {64 / m:.0f} img/s, {base / m:.2f}x ort fp32 (median of 7 x 64 images, {args.threads} threads)")
-    if args.no_features:
-        return
-    q = sorted(glob.glob(os.path.join(args.market, "query", "*.jpg")))
-    g = sorted(glob.glob(os.path.join(args.market, "bounding_box_test", "*.jpg")))
-    paths = q + g
-    for name, run in runs.items():
-        t = time.time()
-        feats = np.concatenate([run(prep(paths[i : i + 64])) for i in range(0, len(paths), 64)])
-        save(os.path.join(args.out, name.replace(" ", "_") + ".npz"), feats, paths, len(q))
-        print(f"features {name}: {time.time() - t:.0f} s")
+    ds = get_dataset("market1501")
+    calib = [s.path for s in ds.train[:: max(1, len(ds.train) // 256)]][:256]
+    embs = {}
+    for e in args.engines:
+        emb, _ = make_embedder(None, args.weights, e, batch_size=64, threads=args.threads, calibration=calib)  # type: ignore[arg-type]
+        embs[e] = emb
+        print(f"{e}: {getattr(emb.backend, 'path', 'torch')}", flush=True)
+    query, gallery = ds.query, drop_junk(ds.gallery)
+    paths = [s.path for s in query] + [s.path for s in gallery]
+    pre = [embs[args.engines[0]].preprocess.resize(p) for p in paths[: args.images]]
+    for emb in embs.values():
+        emb.embed(pre[:128])  # warm-up
+    times: dict[str, list[float]] = {e: [] for e in embs}
+    for _ in range(args.rounds):  # interleaved: drifts of the shared machine hit every engine alike
+        for e, emb in embs.items():
+            t0 = time.perf_counter()
+            emb.embed(pre)
+            times[e].append(time.perf_counter() - t0)
+    speed = {e: len(pre) / float(np.median(t)) for e, t in times.items()}
+    ref = args.engines[0]
+    for e in embs:
+        print(f"{e}: {speed[e]:.0f} img/s model ({speed[e] / speed[ref]:.2f}x {ref})", flush=True)
+
+    acc, e2e = {}, {}
+    if not args.no_market:
+        pids = np.array([s.pid for s in query] + [s.pid for s in gallery])
+        cams = np.array([s.camid for s in query] + [s.camid for s in gallery])
+        nq = len(query)
+        for e, emb in embs.items():
+            t0 = time.perf_counter()
+            f = emb.embed(paths)
+            e2e[e] = len(paths) / (time.perf_counter() - t0)
+            acc[e] = evaluate(pairwise_distance(f[:nq], f[nq:], "cosine"), pids[:nq], pids[nq:], cams[:nq], cams[nq:])
+            r = acc[e]
+            print(f"{e}: {e2e[e]:.0f} img/s end to end; {100 * r.rank(1):.2f} / {100 * r.mAP:.2f}", flush=True)
+
+    rows = [
+        "| engine (`--backend`) | model img/s | x ORT fp32 | end-to-end img/s | x ORT fp32 | rank-1 | mAP | mINP | mAP loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in embs:
+        r = acc.get(e)
+        figs = "– | – | – | –"
+        if r is not None:
+            loss = 100 * (acc[ref].mAP - r.mAP)
+            figs = f"{100 * r.rank(1):.2f} | {100 * r.mAP:.2f} | {100 * r.mINP:.2f} | {loss:+.2f}"
+        ee = f"{e2e[e]:.0f} | {e2e[e] / e2e[ref]:.2f}x" if e in e2e else "– | –"
+        rows.append(f"| {ENGINES.get(e, e)} (`{e}`) | {speed[e]:.0f} | {speed[e] / speed[ref]:.2f}x | {ee} | {figs} |")
+    md = f"""## INT8 and OpenVINO on this CPU (issue 23, part 3)
+Weights `{os.path.basename(args.weights)}`; {args.threads} threads; every engine through reidkit's Embedder (one
+single-threaded stream per core). Model speed: {len(pre):,} pre-resized Market images, median of {args.rounds}
+interleaved rounds. End to end: Market-1501 query + gallery without junk ({len(paths):,} files: decode, PIL
+resize, model). Accuracy: those features, cosine, reidkit's evaluator. INT8 = the QDQ file shipped beside the
+weights (static, percentile calibration on 256 training images, `reidkit export --int8`), run by both runtimes.
+{machine()}.
+
+{chr(10).join(rows)}
+
+Command: `{command_line()}`
+"""
+    write_section("int8_backends", md)
+    print(md)
 
 
 if __name__ == "__main__":

@@ -225,6 +225,9 @@ reidkit eval --weights {args.run}/model_final.pth --rerank --json eval.json
   --file {args.file} --card {args.card} --command "{args.command}"
 reidkit calibrate --weights src/reidkit/models/pretrained/{args.file}{calib_holdout} \\
   --out src/reidkit/models/pretrained/calibration_{Path(args.file).stem}.json
+# the INT8 file beside it, which --backend openvino-int8 runs (static QDQ, percentile, 256 training images)
+reidkit export --weights src/reidkit/models/pretrained/{args.file} --onnx /tmp/model.onnx \\
+  --int8 src/reidkit/models/pretrained/{Path(args.file).stem}.int8.onnx
 ```
 
 Training config:
