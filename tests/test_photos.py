@@ -356,6 +356,16 @@ def test_cli_photo_folder_truncated_video_and_positional_query(
     assert res.exit_code == 0, res.output
     assert "photo times from" in res.output and "EXIF capture time" in res.output
     assert "photo times from cam1: EXIF capture time" in html_out.read_text()
+    tops = []
+    for backend in ("torch", "openvino-int8"):  # the INT8 default finds the same first hit (the crop's own picture)
+        out_json = tmp_path / f"{backend}.json"
+        res = runner.invoke(
+            app, ["search", str(Path(g) / q.crop), "--gallery", g, "--backend", backend, "--json", str(out_json)]
+        )
+        assert res.exit_code == 0, res.output
+        top = json.loads(out_json.read_text())["hits"][0]
+        tops.append((top["picture"], [round(v) for v in top["box"]]))
+    assert tops[0] == tops[1], tops
     bad = runner.invoke(app, ["ingest", str(photo_root), "-g", g, "--time-pattern", "IMG_"])
     assert bad.exit_code == 2 and "--time-pattern" in bad.output
     seq = runner.invoke(app, ["ingest", str(photo_root / "cam2"), "-g", str(tmp_path / "s"), "--sequence"])

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from reidkit.cli.common import DatasetRoot, GalleryUri, Model, Threads, Weights, console, fail, failing
+from reidkit.cli.common import Backend, DatasetRoot, GalleryUri, Model, Threads, Weights, console, fail, failing
 from reidkit.search import api
 from reidkit.search.api import ApiError, RequestError
 
@@ -60,6 +60,7 @@ def search_cmd(
     html_out: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
     weights: Weights = None,
     model: Model = None,
+    backend: Backend = "torch",
     fuse: Annotated[
         Literal["mean", "max"], typer.Option(help="Several pictures: mean feature, or best match of any.")
     ] = "mean",
@@ -83,7 +84,7 @@ def search_cmd(
             adaptive=not no_adaptive, fuse=fuse,
         )  # fmt: skip
         with api.open_gallery(gallery) as g:
-            result = api.search(g, request, api.load_model(model, weights, embedder=bool(images)))
+            result = api.search(g, request, api.load_model(model, weights, backend=backend, embedder=bool(images)))
     except ApiError as exc:
         fail(worded(exc))
     if result.query.kind == "track":  # say whom: the track number is the gallery's, as every table shows it
