@@ -89,12 +89,19 @@ def main() -> None:
         )
         recipe = (
             "label-smoothed CE (weight 2) on every part and global branch + batch-hard triplet (margin 1.2) on "
-            "every branch feature, random erasing, P x K = 16 x 4, Adam 3.5e-4, 2 warm-up epochs + cosine, stem "
-            f"and first 3 blocks frozen; {info.meta.get('epochs')} epochs"
+            f"every branch feature, random erasing, P x K = 16 x 4, Adam 3.5e-4, {run_cfg['solver']['warmup_epochs']} "
+            f"warm-up epoch(s) + cosine, stem and first 3 blocks frozen; {info.meta.get('epochs')} epochs"
         )
         compare = (
             "For comparison: the shipped MobileNetV2 strong baseline (same trunk and input, 30 epochs) gives "
             "86.10 / 67.41 (90.11 / 86.07 re-ranked); the paper's ResNet-50 384x128 GPU RRID gives 95.2 / 88.9."
+            + (
+                " This RRID starts from that baseline's trunk; the baseline trained on from the same trunk for the same "
+                "compute gives 89.04 / 72.92 / 36.86 (92.19 / 88.70 / 75.47 re-ranked; BENCHMARKS.md, \"fair_budget\"). "
+                "The RRID file shipped before it (from ImageNet, 15 epochs) gave 83.17 / 67.38 / 34.33."
+                if run_cfg["model"].get("pretrained") not in (True, None, False)
+                else ""
+            )
         )
     elif info.build.get("head") == "horeid":
         title = "HOReID (occlusion), MobileNetV2, Market-1501 (CPU-trained)"
@@ -188,6 +195,13 @@ def main() -> None:
         if rr
         else "| k-reciprocal re-ranking | not measured | | | | |"
     )
+    int8_lines = (
+        "# the INT8 file beside it, which --backend openvino-int8 runs (static QDQ, percentile, 256 training images)\n"
+        f"reidkit export --weights src/reidkit/models/pretrained/{args.file} --onnx /tmp/model.onnx \\\n"
+        f"  --int8 src/reidkit/models/pretrained/{Path(args.file).stem}.int8.onnx\n"
+        if args.file == DEFAULT_FILE
+        else ""
+    )
     card = f"""# reidkit model: {title}
 
 {intro}
@@ -225,10 +239,7 @@ reidkit eval --weights {args.run}/model_final.pth --rerank --json eval.json
   --file {args.file} --card {args.card} --command "{args.command}"
 reidkit calibrate --weights src/reidkit/models/pretrained/{args.file}{calib_holdout} \\
   --out src/reidkit/models/pretrained/calibration_{Path(args.file).stem}.json
-# the INT8 file beside it, which --backend openvino-int8 runs (static QDQ, percentile, 256 training images)
-reidkit export --weights src/reidkit/models/pretrained/{args.file} --onnx /tmp/model.onnx \\
-  --int8 src/reidkit/models/pretrained/{Path(args.file).stem}.int8.onnx
-```
+{int8_lines}```
 
 Training config:
 
