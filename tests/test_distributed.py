@@ -240,7 +240,8 @@ def test_ray_ingest_of_a_live_camera_beside_a_file(
     url = rtsp_server.publish("door", rtsp_clip("asis", seconds=30))
     cams.write_text(f"cameras:\n  - name: door\n    uri: {url}\n  - name: archive\n    uri: {clips[1]}\n")
     plan = api.plan_ingest([], cameras=cams)
-    summary = api.run_ingest_ray(uri, plan, address=ray_cluster.address, workers=2, duration=8)
+    # the 15-s window includes the worker loading its detector and model (8 s left none in a full run)
+    summary = api.run_ingest_ray(uri, plan, address=ray_cluster.address, workers=2, duration=15)
     assert not summary.errors, summary.errors
     reports = {r.camera: r for r in summary.reports}
     assert reports["archive"].status == "done" and reports["archive"].frames == 80
