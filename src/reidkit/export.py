@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 Exporter = Literal["dynamo", "torchscript"]
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+DEFAULT_CALIBRATION: CalibrationMethod = "percentile"  # quantize_int8's default (see there)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
@@ -326,7 +327,7 @@ def quantize_int8(
     height: int = 256,
     width: int = 128,
     per_channel: bool = True,
-    method: CalibrationMethod = "percentile",
+    method: CalibrationMethod = DEFAULT_CALIBRATION,
     *,
     preprocess: bool = True,
     reduce_range: bool | None = None,

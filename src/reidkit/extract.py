@@ -69,7 +69,7 @@ def make_embedder(
         kw["keypoints"] = KeypointSource()
     if backend == "torch":
         return Embedder.from_model(net, threads=threads, **kw), info  # type: ignore[arg-type]
-    from reidkit.export import cpu_has_vnni, export_onnx, quantize_int8
+    from reidkit.export import DEFAULT_CALIBRATION, cpu_has_vnni, export_onnx, quantize_int8
 
     if backend not in BACKEND_NAMES:
         raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
@@ -93,7 +93,7 @@ def make_embedder(
         export_onnx(net, out, height=info.height, width=info.width)
     if backend.endswith("-int8"):
         # the 7-bit-weight choice depends on this CPU (quantize_int8): part of the cached file's key
-        key_text = "\n".join(map(str, calibration or ())) + f"\nvnni={cpu_has_vnni()}\npercentile"
+        key_text = "\n".join(map(str, calibration or ())) + f"\nvnni={cpu_has_vnni()}\n{DEFAULT_CALIBRATION}"
         key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
         q = out.with_name(f"{out.stem}.int8-{key}.onnx")
         if not (cached and q.is_file()):
