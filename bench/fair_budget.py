@@ -98,7 +98,7 @@ def train_command(name: str, epochs: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    cmd = train_command(args.name, args.epochs)
+    cmd = train_command(args.name, args.epochs) + (["--resume"] if args.resume else [])
     print(" ".join(cmd), flush=True)
     os.execvp(str(Path(".venv/bin/reidkit")), [".venv/bin/reidkit", *cmd[1:]])
 
@@ -177,6 +177,7 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("name", choices=list(VARIANTS))
     r.add_argument("--epochs", type=int, required=True)
+    r.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     t = sub.add_parser("table")
     t.add_argument("--eval", nargs="+", required=True, help="NAME=eval.json (reidkit eval --json) or NAME=CARD.md")
     t.add_argument("--horeid-epochs", type=int, default=5)

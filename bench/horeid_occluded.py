@@ -1,14 +1,16 @@
 """HOReID vs the strong baseline on occluded and plain Market-1501 queries, with the ablation and latency.
 
     .venv/bin/python bench/horeid_occluded.py --occluded runs/occ_seed0 --occluded runs/occ_seed1 \
-        --occluded runs/occ_rect [--weights FILE] [--holdout 50] [--k 8] [--no-write]
+        --occluded runs/occ_rect [--weights FILE] [--baseline NAME=FILE ...] [--holdout 50] [--k 8] [--no-write]
 
 ``--occluded`` folders come from ``reidkit datasets make-occluded market1501 --out DIR`` (add
 ``--style synthetic`` for a construction of another kind: solid, noise and blurred rectangles)
 (each a CSV dataset: occluded copies of Market's 3,368 queries, Market's own gallery). One run embeds Market's
 gallery, its plain queries and every occluded query set once per model (torch, same threads), then:
 
-* the baseline: the shipped default model (MobileNetV2 strong baseline), cosine;
+* the baselines, cosine: by default HOReID's trunk start (the shipped MobileNetV2 strong baseline);
+  ``--baseline NAME=FILE`` (repeatable) names others, e.g. that trunk trained on for HOReID's compute
+  (``bench/fair_budget.py run baseline``);
 * HOReID stage 1 from the semantic nodes only (**S**), from the relation nodes (**S+R**, what the
   model's embedding is), and S+R re-scored by the verifier on each query's top ``k`` (**S+R+T**),
   with ``+prob`` and ``-prob`` (the official code's ``1 - prob``). One trained model, three read-outs:
@@ -16,7 +18,7 @@ gallery, its plain queries and every occluded query set once per model (torch, s
 * the stage-2 sign on ``--holdout`` training identities the model never saw (its config's
   ``data.holdout_ids``; per identity and camera one query, the rest gallery);
 * query latency: one query image end to end (decode, keypoints for HOReID, embedding, ranking the
-  gallery, stage 2), median of ``--latency`` queries.
+  gallery, stage 2), median of ``--latency`` queries (``--latency 0``: no timings, e.g. beside a training run).
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", type=Path, default=None, help="HOReID model (default: the shipped one).")
     ap.add_argument("--occluded", type=Path, action="append", default=[], help="make-occluded output folder.")
+    ap.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="A baseline model to compare (repeatable; default: the shipped MobileNetV2 strong baseline).",
+    )
     ap.add_argument("--holdout", type=int, default=50)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--latency", type=int, default=30)
@@ -82,9 +91,13 @@ def main() -> None:
     from reidkit.models.zoo import load_model
     from reidkit.pose.source import KeypointSource
 
-    weights = args.weights or Path(__file__).resolve().parents[1] / "src/reidkit/models/pretrained" / (
-        "mobilenet_v2_horeid_market1501_cpu.pth"
-    )
+    shipped = Path(__file__).resolve().parents[1] / "src/reidkit/models/pretrained"
+    weights = args.weights or shipped / "mobilenet_v2_horeid_market1501_cpu.pth"
+    named = [b.split("=", 1) for b in args.baseline] or [
+        ["baseline", str(shipped / "mobilenet_v2_market1501_bot_cpu.pth")]
+    ]
+    if any(len(b) != 2 for b in named):
+        raise SystemExit(f"--baseline takes NAME=FILE, got {args.baseline}")
     market = get_dataset("market1501")
     gallery = market.gallery
     queries = {"plain": market.query}
@@ -100,9 +113,13 @@ def main() -> None:
     held_q, held_g = holdout_query_gallery(holdout_split(market.train, args.holdout)[1]) if args.holdout else ([], [])
 
     net, info = load_model(None, weights)
-    base, binfo = load_model(None, None)
     hor = Embedder.from_model(_ReadOuts(net), height=info.height, width=info.width, keypoints=KeypointSource())
-    bsl = Embedder.from_model(base, height=binfo.height, width=binfo.width)
+    bsls = {}
+    for bname, bfile in named:
+        base, binfo = load_model(None, bfile)
+        bsls[bname] = Embedder.from_model(base, height=binfo.height, width=binfo.width)
+    first = next(iter(bsls))
+    bsl = bsls[first]
     verify = model_verifier(net, K)
 
     def paths(samples):
@@ -115,17 +132,22 @@ def main() -> None:
     t0 = time.perf_counter()
     g_s, g_sr = _halves(hor.embed(paths(gallery), progress=True))
     speed["horeid"] = len(gallery) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    g_b = bsl.embed(paths(gallery), progress=True)
-    speed["baseline"] = len(gallery) / (time.perf_counter() - t0)
+    g_bs = {}
+    for bname, emb in bsls.items():
+        t0 = time.perf_counter()
+        g_bs[bname] = emb.embed(paths(gallery), progress=True)
+        speed.setdefault("baseline", len(gallery) / (time.perf_counter() - t0))
+    g_b = g_bs[first]
     gp, gc = ids(gallery)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name, qs in queries.items():
         qp, qc = ids(qs)
         q_s, q_sr = _halves(hor.embed(paths(qs), progress=True))
-        q_b = bsl.embed(paths(qs))
-        row = {"baseline": _fig(evaluate(pairwise_distance(q_b, g_b), qp, gp, qc, gc))}
+        row = {
+            bname: _fig(evaluate(pairwise_distance(emb.embed(paths(qs)), g_bs[bname]), qp, gp, qc, gc))
+            for bname, emb in bsls.items()
+        }
         row["S"] = _fig(evaluate(pairwise_distance(q_s, g_s), qp, gp, qc, gc))
         dist = pairwise_distance(q_sr, g_sr)
         row["S+R"] = _fig(evaluate(dist, qp, gp, qc, gc))
@@ -155,7 +177,7 @@ def main() -> None:
 
     # latency: one query end to end, keypoints computed (no cache) for HOReID
     one = Embedder.from_model(net, height=info.height, width=info.width, keypoints=KeypointSource(cache=False))
-    probe = paths(queries[list(queries)[-1]])[:: max(1, len(market.query) // args.latency)][: args.latency]
+    probe = paths(queries[list(queries)[-1]])[:: max(1, len(market.query) // max(1, args.latency))][: args.latency]
     lat: dict[str, list[float]] = {"baseline": [], "horeid stage 1": [], "horeid stage 1 + 2": []}
     g_sr32 = np.ascontiguousarray(g_sr, np.float32)
     for p in probe:
@@ -172,8 +194,16 @@ def main() -> None:
         t2 = time.perf_counter()
         lat["horeid stage 1"].append(t1 - t0)
         lat["horeid stage 1 + 2"].append(t2 - t0)
-    ms = {k: 1000 * statistics.median(v) for k, v in lat.items()}
+    ms = {k: 1000 * statistics.median(v) for k, v in lat.items() if v}
     print("latency ms", ms, "extraction img/s", speed, flush=True)
+    timing = (
+        f"""Query latency, one image end to end (decode, MoveNet keypoints for HOReID, embedding, ranking
+{len(gallery):,} gallery entries; median of {len(probe)}): baseline ({first}) {ms["baseline"]:.0f} ms, HOReID stage 1
+{ms["horeid stage 1"]:.0f} ms, stage 1 + 2 {ms["horeid stage 1 + 2"]:.0f} ms. Batch extraction: baseline
+{speed["baseline"]:.0f} img/s, HOReID {speed["horeid"]:.0f} img/s (keypoints from the cache). """
+        if ms
+        else "Latency and speed: not measured in this run (`--latency 0`). "
+    )
     load = os.getloadavg()[0]
     if args.no_write or args.limit:
         return
@@ -196,9 +226,9 @@ def main() -> None:
         "horeid",
         f"""## HOReID vs the strong baseline, occluded and plain Market-1501 (issue 11)
 
-`{command_line()}` ({machine()}; load average {load:.2f} at the end). HOReID: `{weights.name}`; baseline:
-the shipped default model (same MobileNetV2 trunk and 256x128 input). Both in torch on this machine's
-2 cores. S / S+R / S+R+T are read-outs of the one trained HOReID model (semantic nodes, relation
+`{command_line()}` ({machine()}; load average {load:.2f} at the end). HOReID: `{weights.name}`; baselines
+(same MobileNetV2 trunk and 256x128 input): {", ".join(f"{n} `{Path(f).name}`" for n, f in named)}. All in torch on
+this machine's 2 cores. S / S+R / S+R+T are read-outs of the one trained HOReID model (semantic nodes, relation
 nodes, relation nodes re-scored by the verifier on the top {args.k}), not separately trained models.
 
 {chr(10).join(b + chr(10) for b in blocks)}
@@ -207,10 +237,7 @@ Stage-2 sign on {args.holdout} training identities held out of HOReID's training
 
 {held_md}
 
-Query latency, one image end to end (decode, MoveNet keypoints for HOReID, embedding, ranking
-{len(gallery):,} gallery entries; median of {len(probe)}): baseline {ms["baseline"]:.0f} ms, HOReID stage 1
-{ms["horeid stage 1"]:.0f} ms, stage 1 + 2 {ms["horeid stage 1 + 2"]:.0f} ms. Batch extraction: baseline
-{speed["baseline"]:.0f} img/s, HOReID {speed["horeid"]:.0f} img/s (keypoints from the cache). HOReID's embedding is
+{timing}HOReID's embedding is
 {g_sr.shape[1]:,}-d ({g_sr.shape[1] // 1280}x the baseline's 1,280).
 """,
     )

@@ -203,6 +203,11 @@ def test_distillation_pulls_the_student_toward_a_cached_teacher(tmp_path: Path, 
     want = Embedder.from_model(model, threads=1, flip=True, height=32, width=16).embed(train_paths)
     assert cached.shape == want.shape
     np.testing.assert_allclose(cached, want, atol=1e-5)
+    # a student of another input size gets the same targets: the teacher embeds at its own size (32x16)
+    other = config_file(tmp_path, data_root, "student_40x20")
+    train(other, ["solver.max_epochs=1", *common[1:], "loss.distill.weight=5", "data.height=40", "data.width=20"])
+    with np.load(tmp_path / "student_40x20" / "teacher_features.npz") as z:
+        np.testing.assert_allclose(z["features"], want, atol=1e-5)
 
     # a resumed or repeated run reuses the cache; a different teacher replaces it
     mtime = cache.stat().st_mtime_ns

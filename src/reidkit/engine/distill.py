@@ -1,8 +1,9 @@
 """Teacher embeddings for knowledge distillation (``loss.distill``), computed once and cached.
 
-The teacher embeds every training image as the evaluation does (resized, no augmentation), averaged
-with its mirror image and L2-normalised, so one target serves the flipped and unflipped views the
-train transform makes. The array is cached in the run folder as ``teacher_features.npz`` with the
+The teacher embeds every training image as the evaluation does (resized to the teacher's own input
+size, no augmentation), averaged with its mirror image and L2-normalised, so one target serves the
+flipped and unflipped views the train transform makes; a student may take another input size. The array
+is cached in the run folder as ``teacher_features.npz`` with the
 teacher file's size and time, the image list and the input size; a cache that does not match is
 recomputed, so a resumed run reuses it and a changed teacher never serves stale targets.
 """
@@ -49,7 +50,9 @@ def teacher_embeddings(
     console: Console | None = None,
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """``(len(samples), D)`` float32 unit rows: the teacher's flip-averaged embedding of each sample."""
+    """``(len(samples), D)`` float32 unit rows: the teacher's flip-averaged embedding of each sample.
+
+    ``height`` x ``width`` (the student's input) is used only when the teacher's file does not say its own."""
     from reidkit.models.zoo import load_model
 
     if not cfg.teacher:
@@ -57,19 +60,15 @@ def teacher_embeddings(
     teacher_path = Path(cfg.teacher).expanduser()
     if not teacher_path.is_file():
         raise FileNotFoundError(f"loss.distill.teacher: weights file not found: {teacher_path}")
+    t0 = time.perf_counter()
+    model, info = load_model(cfg.teacher_model, teacher_path)
+    height, width = info.height or height, info.width or width
     key = _cache_key(cfg, samples, height, width)
     cache = cache_dir / CACHE_NAME
     if cache.is_file():
         with np.load(cache) as z:
             if str(z["key"]) == key:
                 return torch.from_numpy(np.ascontiguousarray(z["features"], dtype=np.float32))
-    t0 = time.perf_counter()
-    model, info = load_model(cfg.teacher_model, teacher_path)
-    if (info.height, info.width) != (height, width) and console is not None:
-        console.print(
-            f"[yellow]warning:[/] the teacher was trained at {info.height}x{info.width}; "
-            f"its targets are computed at the student's {height}x{width}"
-        )
     embedder = Embedder(TorchBackend(model), height, width, batch_size=batch_size, flip=True)
     feats = embedder.embed([s.path for s in samples]).astype(np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +76,8 @@ def teacher_embeddings(
         np.savez(fh, key=np.array(key), features=feats)
     if console is not None:
         console.print(
-            f"teacher {info.name} ({teacher_path.name}): {len(feats):,} x {feats.shape[1]} embeddings "
-            f"in {time.perf_counter() - t0:.0f} s, cached in {cache}",
+            f"teacher {info.name} ({teacher_path.name}, {height}x{width}): {len(feats):,} x {feats.shape[1]} "
+            f"embeddings in {time.perf_counter() - t0:.0f} s, cached in {cache}",
             highlight=False,
         )
     return torch.from_numpy(feats)
