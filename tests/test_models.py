@@ -222,6 +222,25 @@ def test_wrong_class_count_classifier_is_dropped(
         load_torchreid_checkpoint(model, path, num_classes=751)
 
 
+def test_start_from_a_file_without_classifier(tmp_path: Path) -> None:
+    # a packaged reidkit file drops the classifier: fine-tuning from it keeps a fresh classifier
+    src = osnet("osnet_x0_25", num_classes=0)
+    path = tmp_path / "packaged.pth"
+    torch.save(src.state_dict(), path)
+    dst = osnet("osnet_x0_25", num_classes=7)
+    fresh = dst.classifier.weight.detach().clone()
+    report = load_torchreid_checkpoint(dst, path)
+    assert sorted(report.missing) == ["classifier.bias", "classifier.weight"]
+    assert torch.equal(dst.classifier.weight, fresh)
+    assert all(torch.equal(v, dst.state_dict()[k]) for k, v in src.state_dict().items())
+    # only the classifier may be missing
+    sd = src.state_dict()
+    del sd["conv1.conv.weight"]
+    torch.save(sd, path)
+    with pytest.raises(WeightsMismatchError, match=r"conv1\.conv\.weight"):
+        load_torchreid_checkpoint(osnet("osnet_x0_25", num_classes=7), path)
+
+
 def test_missing_file_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
     expected = tmp_path / "imagenet" / "efficientnet-lite0-57934424.pth"

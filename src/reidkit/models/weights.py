@@ -215,4 +215,6 @@ def load_torchreid_checkpoint(
             source=str(path),
         )
         return report
+    if ckpt_w is None and num_classes:  # e.g. a packaged reidkit file (classifier dropped) as a start
+        allowed = (*allowed, "classifier.")
     return load_weights(model, sd, allow_missing=allowed, source=str(path))
