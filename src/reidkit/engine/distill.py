@@ -44,15 +44,12 @@ def teacher_embeddings(
     cfg: DistillLossConfig,
     samples: Sequence[Sample],
     *,
-    height: int,
-    width: int,
     cache_dir: Path,
     console: Console | None = None,
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """``(len(samples), D)`` float32 unit rows: the teacher's flip-averaged embedding of each sample.
-
-    ``height`` x ``width`` (the student's input) is used only when the teacher's file does not say its own."""
+    """``(len(samples), D)`` float32 unit rows: the teacher's flip-averaged embedding of each sample, at the
+    teacher's own input size (its :class:`ModelInfo`; torchreid files are 256x128)."""
     from reidkit.models.zoo import load_model
 
     if not cfg.teacher:
@@ -62,7 +59,7 @@ def teacher_embeddings(
         raise FileNotFoundError(f"loss.distill.teacher: weights file not found: {teacher_path}")
     t0 = time.perf_counter()
     model, info = load_model(cfg.teacher_model, teacher_path)
-    height, width = info.height or height, info.width or width
+    height, width = info.height, info.width
     key = _cache_key(cfg, samples, height, width)
     cache = cache_dir / CACHE_NAME
     if cache.is_file():

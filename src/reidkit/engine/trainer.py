@@ -432,8 +432,7 @@ class Trainer:
         """The teacher's embedding of every train image (rank 0 computes and caches; the others read)."""
         from reidkit.engine.distill import teacher_embeddings
 
-        d = self.cfg.data
-        kwargs = {"height": d.height, "width": d.width, "cache_dir": self.cfg.output_path, "console": self.console}
+        kwargs = {"cache_dir": self.cfg.output_path, "console": self.console}
         if self.dist.is_main:
             feats = teacher_embeddings(self.cfg.loss.distill, self.dataset.train, **kwargs)
         distributed.barrier()
