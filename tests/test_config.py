@@ -82,7 +82,7 @@ def test_unknown_key_names_it_and_lists_valid_keys(tmp_path: Path) -> None:
         ("solver.milestones=[50, 20]", r"solver\.milestones: .*increasing"),
         ("data.transforms.hflip=2", r"data\.transforms\.hflip: .*less than or equal to 1"),
         ("engine.eval_every=often", r"engine\.eval_every: .*valid integer"),
-        ("model.feat_dim=256", r"model: feat_dim only applies to head=torchreid"),
+        ("model.feat_dim=0", r"model\.feat_dim: .*greater than 0"),
         ("solver=3", r"solver: .*valid dictionary"),
         ("model.pretrained=[1]", r"model\.pretrained: .*valid boolean, or .*valid string"),
     ],
@@ -90,6 +90,11 @@ def test_unknown_key_names_it_and_lists_valid_keys(tmp_path: Path) -> None:
 def test_bad_values_name_the_key(override: str, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         load_config(None, [override])
+
+
+def test_feat_dim_is_refused_for_part_heads() -> None:
+    with pytest.raises(ConfigError, match="feat_dim applies to head=baseline or torchreid, not rrid"):
+        load_config(None, ["model.head=rrid", "model.feat_dim=256"])
 
 
 def test_all_loss_weights_zero_is_an_error() -> None:

@@ -110,6 +110,22 @@ def test_baseline_train_and_eval_outputs(x: torch.Tensor) -> None:
     torch.testing.assert_close(after, model.neck(pooled))
 
 
+def test_baseline_embedding_reduction(x: torch.Tensor) -> None:
+    """feature_dim on the baseline head: pooled -> bias-free linear -> BNNeck, classifier on the reduced width."""
+    model = build_model("mobilenet_v2", num_classes=5, feature_dim=24)
+    assert model.feat_dim == 24 and model.classifier.in_features == 24 and model.reduce.bias is None
+    out = model.train()(x)
+    assert out["features"].shape == out["bn_features"].shape == (2, 24) and out["logits"].shape == (2, 5)
+    model.eval()
+    with torch.no_grad():
+        got = model(x)
+        pooled = model.backbone(x).mean(dim=(-2, -1))
+        ref = (pooled @ model.reduce.weight.T - model.neck.running_mean) / torch.sqrt(model.neck.running_var + 1e-5)
+    torch.testing.assert_close(got, ref * model.neck.weight + model.neck.bias)
+    with pytest.raises(ValueError, match="embed_dim must be > 0"):
+        ReIDBaseline(model.backbone, embed_dim=-1)
+
+
 def test_baseline_without_classifier(x: torch.Tensor) -> None:
     model = build_model("resnet18", num_classes=0, neck="none").train()
     out = model(x)

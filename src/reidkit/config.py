@@ -53,13 +53,14 @@ class ModelConfig(_Section):
     pooling: Literal["avg", "max", "gem"] = "avg"
     neck: Literal["bnneck", "none"] = "bnneck"
     feat_after_bn: bool = True
-    feat_dim: int | None = Field(default=None, gt=0)  # head=torchreid: OSNet's fc size (default 512)
+    # head=torchreid: OSNet's fc size (default 512); head=baseline: a linear reduction before the BNNeck
+    feat_dim: int | None = Field(default=None, gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)  # any other backbone/model arguments
 
     @model_validator(mode="after")
     def _check_feat_dim(self) -> ModelConfig:
-        if self.feat_dim is not None and self.head != "torchreid":
-            raise ValueError("feat_dim only applies to head=torchreid (the baseline uses the backbone's width)")
+        if self.feat_dim is not None and self.head not in ("torchreid", "baseline"):
+            raise ValueError(f"feat_dim applies to head=baseline or torchreid, not {self.head}")
         if self.head in ("rrid", "horeid"):
             defaults = {"pooling": "avg", "neck": "bnneck", "feat_after_bn": True}
             changed = [f"model.{k}" for k, v in defaults.items() if getattr(self, k) != v]

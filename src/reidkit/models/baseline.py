@@ -11,7 +11,6 @@ from reidkit.models.heads import POOLINGS, BNNeck, ResettableClassifier, make_cl
 __all__ = ["NECKS", "ReIDBaseline"]
 
 
-
 def _no_neck(num_features: int) -> nn.Module:
     return nn.Identity()
 
@@ -29,7 +28,9 @@ class ReIDBaseline(ResettableClassifier, nn.Module):
       when ``num_classes == 0``;
     * eval mode: the ``(N, D)`` embedding, after the BNNeck (``feat_after_bn=True``) or before.
 
-    ``neck``: ``"bnneck"`` (BatchNorm1d with frozen bias) or ``"none"``.
+    ``neck``: ``"bnneck"`` (BatchNorm1d with frozen bias) or ``"none"``. ``embed_dim``: a bias-free
+    linear reduction of the pooled feature to this width before the neck (e.g. to match a distillation
+    teacher's embedding); None keeps the backbone's width.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class ReIDBaseline(ResettableClassifier, nn.Module):
         pooling: str = "avg",
         neck: str = "bnneck",
         feat_after_bn: bool = True,
+        embed_dim: int | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -46,8 +48,12 @@ class ReIDBaseline(ResettableClassifier, nn.Module):
         if neck not in NECKS:
             raise ValueError(f"unknown neck {neck!r}; choose from {sorted(NECKS)}")
         dim = int(backbone.out_features)  # type: ignore[arg-type]
+        if embed_dim is not None and embed_dim <= 0:
+            raise ValueError(f"embed_dim must be > 0, got {embed_dim}")
         self.backbone = backbone
         self.pool = POOLINGS[pooling]()
+        self.reduce = nn.Linear(dim, embed_dim, bias=False) if embed_dim else None
+        dim = embed_dim or dim
         self.neck = NECKS[neck](dim)
         self.feat_dim = dim
         self.feat_after_bn = feat_after_bn
@@ -59,6 +65,8 @@ class ReIDBaseline(ResettableClassifier, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         feat = self.pool(self.backbone(x))
+        if self.reduce is not None:
+            feat = self.reduce(feat)
         bn_feat = self.neck(feat)
         if not self.training:
             return bn_feat if self.feat_after_bn else feat

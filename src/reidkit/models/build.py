@@ -3,7 +3,8 @@
 Two heads:
 
 * ``head="baseline"`` (default, any registered backbone): :class:`ReIDBaseline` = backbone ->
-  pooling -> BNNeck -> bias-free classifier; ``pretrained`` initialises the backbone only.
+  pooling -> (optional linear reduction to ``feature_dim``) -> BNNeck -> bias-free classifier;
+  ``pretrained`` initialises the backbone only.
 * ``head="torchreid"`` (names in :data:`TORCHREID_MODELS`: ``osnet_*``, ``mobilenetv2_x1_0``,
   ``mobilenetv2_x1_4``): the torchreid model itself (:class:`OSNet` with its ``fc`` 512-d
   embedding, :class:`TorchreidMobileNetV2` with its pooled ``conv9`` output, plus the
@@ -47,8 +48,9 @@ TORCHREID_MODELS: dict[str, Callable[..., nn.Module]] = {
 def _build_baseline(
     name: str, num_classes: int, pretrained: Pretrained, head_kw: dict[str, Any], **kwargs: Any
 ) -> nn.Module:
+    embed_dim = kwargs.pop("feature_dim", None)
     backbone = build_backbone(name, pretrained, **kwargs)
-    return ReIDBaseline(backbone, num_classes, **head_kw)
+    return ReIDBaseline(backbone, num_classes, embed_dim=embed_dim, **head_kw)
 
 
 def _build_torchreid(
