@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-market", action="store_true", help="model speed only")
+    ap.add_argument("--section", default="int8_backends", help="BENCHMARKS.md section to write ('' for none)")
     args = ap.parse_args()
 
     ds = get_dataset("market1501")
@@ -104,7 +105,8 @@ weights (static, percentile calibration on 256 training images, `reidkit export 
 
 Command: `{command_line()}`
 """
-    write_section("int8_backends", md)
+    if args.section:
+        write_section(args.section, md)
     print(md)
 
 
