@@ -286,7 +286,11 @@ def export_onnx(
 
 
 class _CalibrationReader:
-    """Feeds preprocessed real images to ONNX Runtime's calibrator, a few at a time."""
+    """Feeds preprocessed real images to ONNX Runtime's calibrator, a few at a time.
+
+    Every batch has the same size: a short last batch is filled from the first images again, since ONNX
+    Runtime's histogram calibrators (percentile, entropy) stack the batches' activations and fail on a
+    ragged one."""
 
     def __init__(self, images: Sequence[ImageInput], input_name: str, height: int, width: int, batch: int) -> None:
         self.images = list(images)
@@ -300,6 +304,8 @@ class _CalibrationReader:
             return None
         chunk = self.images[self.pos : self.pos + self.batch]
         self.pos += len(chunk)
+        if len(chunk) < self.batch and len(self.images) >= self.batch:
+            chunk += self.images[: self.batch - len(chunk)]
         return {self.input_name: np.stack([self.pre(im) for im in chunk])}
 
     def rewind(self) -> None:
