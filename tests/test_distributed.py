@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -178,10 +180,22 @@ def test_two_ingest_processes_on_milvus_answer_as_the_folder_gallery(
 def ray_cluster():
     """A real two-node Ray cluster on this machine (a head and one more node, one CPU each)."""
     ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    # A loaded machine can take longer than Ray's default 30 s to bring the GCS up (CI saw it once):
+    # wait longer, keep the session in a private directory, and say what the GCS logged if it fails.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+    temp_dir = tempfile.mkdtemp(prefix="rk-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        cluster = _start_ray_cluster(temp_dir)
+    except Exception:  # one retry in a fresh directory, then fail with the GCS's own words
+        logs = _ray_gcs_logs(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        temp_dir = tempfile.mkdtemp(prefix="rk-ray-", dir="/tmp")
+        try:
+            cluster = _start_ray_cluster(temp_dir)
+        except Exception as exc:
+            logs += "\nsecond try:\n" + _ray_gcs_logs(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise RuntimeError(f"{exc}\nGCS logs, first try:\n{logs}") from exc
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
@@ -189,6 +203,27 @@ def ray_cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _start_ray_cluster(temp_dir: str):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": temp_dir})
+    try:
+        cluster.add_node(num_cpus=1)
+    except Exception:
+        cluster.shutdown()
+        raise
+    return cluster
+
+
+def _ray_gcs_logs(temp_dir: str) -> str:
+    """The tail of every GCS log under a Ray temp dir (why a head did not come up)."""
+    parts = []
+    for log in sorted(Path(temp_dir).glob("session_*/logs/gcs_server.*")):
+        parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts) or "(no GCS log written)"
 
 
 def test_ray_ingest_restarts_a_killed_worker_without_duplicates(

@@ -8,6 +8,7 @@ Ray started for this process on this machine alone (for trials; it stops with th
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -26,6 +27,8 @@ def connect(address: str | None) -> Any:
         return ray
     try:
         if address in (None, "", "local"):
+            # Ray waits 30 s for its GCS to come up; a busy machine can need longer (seen in CI).
+            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
