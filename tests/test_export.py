@@ -66,6 +66,25 @@ def test_percentile_calibration_with_a_ragged_last_batch(tmp_path: Path) -> None
     assert cos > 0.9
 
 
+def test_float_convs_leave_the_leading_convolutions_unquantised(tmp_path: Path) -> None:
+    """``float_convs=2``: the first two convolutions keep float weights and float input; every later one
+    reads quantised weights."""
+    import onnx
+
+    torch.manual_seed(0)
+    fp32 = export_onnx(build_model("mobilenet_v2").eval(), tmp_path / "m.onnx", 64, 32, exporter="torchscript").path
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 32, 3), dtype=np.uint8) for _ in range(8)]
+    report = quantize_int8(fp32, tmp_path / "q.onnx", images, 64, 32, method="minmax", float_convs=2)
+    assert report.float_convs == 2
+    graph = onnx.load(str(report.path)).graph
+    producer = {out: n.op_type for n in graph.node for out in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantised = [producer.get(c.input[1]) == "DequantizeLinear" for c in convs]
+    assert len(convs) == 52 and quantised[:2] == [False, False] and all(quantised[2:])
+    assert producer.get(convs[0].input[0]) != "DequantizeLinear"  # its input is not quantised either
+
+
 @pytest.fixture(scope="module")
 def osnet_export(tmp_path_factory: pytest.TempPathFactory, data_root: Path, weights_root: Path):
     """osnet_x0_25 with Market weights, exported by the default (dynamo) exporter, checked on 8 queries."""

@@ -157,15 +157,17 @@ def quantize_model(
     info: Any,
     calibration: str = "market1501",
     root: str | os.PathLike[str] | None = None,
+    float_convs: int = 0,
 ) -> Any:
     """Static INT8 of an exported model (:class:`reidkit.export.QuantizeReport`), calibrated on 256
-    training images of the dataset ``calibration``, spread over its split."""
+    training images of the dataset ``calibration``, spread over its split; the first ``float_convs``
+    convolutions stay in float."""
     from reidkit.datasets import get_dataset
     from reidkit.export import quantize_int8
 
     train = get_dataset(calibration, root).train
     calib = [s.path for s in train[:: max(1, len(train) // 256)]][:256]
-    return quantize_int8(onnx, int8, calib, height=info.height, width=info.width)
+    return quantize_int8(onnx, int8, calib, height=info.height, width=info.width, float_convs=float_convs)
 
 
 # --- body keypoints of a dataset (HOReID) ---------------------------------------------------------------

@@ -178,6 +178,12 @@ def export_cmd(
         str, typer.Option(help="Dataset whose training images calibrate INT8 (256 spread-out images).")
     ] = "market1501",
     root: Annotated[Path | None, typer.Option(help="Folder holding that dataset (default $REIDKIT_DATA).")] = None,
+    float_convs: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Leave the first N convolutions in float in the INT8 model (MobileNetV2: 4; see BENCHMARKS.md)."
+        ),
+    ] = 0,
 ) -> None:
     """Export a model to ONNX (numeric parity with torch checked before the file is written), optionally INT8."""
     from reidkit.datasets.base import DatasetError
@@ -198,9 +204,11 @@ def export_cmd(
     if int8 is None:
         return
     with failing(*errors):
-        q = quantize_model(onnx, int8, info, calibration, root)
+        q = quantize_model(onnx, int8, info, calibration, root, float_convs=float_convs)
     common.console.print(
-        f"wrote {q.path} (INT8, {q.calibration_images} calibration images from {calibration}, "
+        f"wrote {q.path} (INT8, {q.calibration_images} calibration images from {calibration}"
+        + (f", first {q.float_convs} convolutions in float" if q.float_convs else "")
+        + ", "
         f"{q.size_out / 1e6:.1f} MB, {q.seconds:.1f} s); measure its accuracy: "
         f"reidkit eval --backend openvino-int8 (or onnx-int8; see BENCHMARKS.md)"
     )
