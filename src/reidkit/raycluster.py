@@ -11,6 +11,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+GCS_START_WAIT_S = 120  # Ray's default, 30 s, was too short for a GCS on a busy machine (seen in CI)
+
+
+def allow_slow_gcs_start() -> None:
+    """Let a Ray head started from this process wait ``GCS_START_WAIT_S`` for its GCS to come up (a value
+    already set in ``RAY_gcs_server_port_wait_time_s`` wins)."""
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(GCS_START_WAIT_S))
+
 
 class RayUnavailable(RuntimeError):
     """Ray is not installed, or the cluster cannot be reached (the message says which and how to fix it)."""
@@ -27,8 +35,7 @@ def connect(address: str | None) -> Any:
         return ray
     try:
         if address in (None, "", "local"):
-            # Ray waits 30 s for its GCS to come up; a busy machine can need longer (seen in CI).
-            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+            allow_slow_gcs_start()
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)

@@ -205,10 +205,9 @@ def export_cmd(
         return
     with failing(*errors):
         q = quantize_model(onnx, int8, info, calibration, root, float_convs=float_convs)
+    kept = f", first {q.float_convs} convolutions in float" if q.float_convs else ""
     common.console.print(
-        f"wrote {q.path} (INT8, {q.calibration_images} calibration images from {calibration}"
-        + (f", first {q.float_convs} convolutions in float" if q.float_convs else "")
-        + ", "
+        f"wrote {q.path} (INT8, {q.calibration_images} calibration images from {calibration}{kept}, "
         f"{q.size_out / 1e6:.1f} MB, {q.seconds:.1f} s); measure its accuracy: "
         f"reidkit eval --backend openvino-int8 (or onnx-int8; see BENCHMARKS.md)"
     )
