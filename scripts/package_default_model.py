@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--command", default="reidkit train configs/market1501/cpu_osnet_x0_25_kd.yaml")
     ap.add_argument("--file", default=DEFAULT_FILE, help="File name under reidkit/models/pretrained/.")
     ap.add_argument("--card", default="MODEL_CARD.md", help="Model card file name there.")
+    ap.add_argument(
+        "--carry-calibration", default=None, help="For a run without held-out ids: the calibration it carries."
+    )
     ap.add_argument("--hardware", default="2 CPU cores (AMD EPYC), no GPU")
     args = ap.parse_args()
 
@@ -152,15 +155,22 @@ def main() -> None:
                 f"the {held} largest training ids held out: evaluated on during training, every choice taken there, "
                 "the match rule calibrated on them; the test split used once at the end"
                 if held
-                else "no evaluation during training, the test split used once at the end"
+                else "every training id, no evaluation during training (the recipe and its length were chosen on the "
+                "100 ids the run before it held out), the test split used once at the end"
             )
+        )
+        siblings = (
+            "the same recipe with the 100 largest ids held out (651 ids, the default of 2026-12-06) gave "
+            "89.85 / 76.46 / 43.57, on all 751 ids for 24 epochs 89.01 / 75.07"
+            if not held
+            else "the same recipe on all 751 ids for 24 epochs gave 89.01 / 75.07"
         )
         compare = (
             f"For comparison: the teacher `{teacher}` (torchreid, GPU-trained) gives 91.48 / 77.39 with cosine "
             "distance (published 91.2 / 75.0, Euclidean); the MobileNetV2 strong baseline (the default until "
-            "December 2026, still shipped) gives 86.10 / 67.41; the same recipe on all 751 ids for 24 epochs gave "
-            "89.01 / 75.07, and without distillation, 15 epochs, 85.51 / 70.60 (BENCHMARKS.md). Credits: the "
-            "starting weights (MSMT17) and the teacher are torchreid's model-zoo files (MIT), not in this package."
+            f"December 2026, still shipped) gives 86.10 / 67.41; {siblings}, and without distillation, 15 epochs, "
+            "85.51 / 70.60 (BENCHMARKS.md). Credits: the starting weights (MSMT17) and the teacher are torchreid's "
+            "model-zoo files (MIT), not in this package."
         )
     elif (run_cfg["loss"].get("distill") or {}).get("teacher"):
         distill = run_cfg["loss"]["distill"]
@@ -221,7 +231,23 @@ def main() -> None:
     curve_set = (
         f"query/gallery of the {held} held-out training ids, not the test set" if held else "full Market-1501 test set"
     )
-    calib_holdout = f" --holdout {held}" if held else ""
+    rows = curve(args.run)
+    learning = (
+        f"Learning curve (evaluation during training, {curve_set}, fp32 weights):\n\n{rows}"
+        if rows.startswith("|")
+        else "Learning curve: not evaluated during training (`engine.eval_every: 0`)."
+    )
+    calib_file = f"src/reidkit/models/pretrained/calibration_{Path(args.file).stem}.json"
+    calib_lines = (
+        f"reidkit calibrate --weights src/reidkit/models/pretrained/{args.file} --holdout {held} \\\n  --out {calib_file}"
+        if held
+        else "# no unseen training ids left: the thresholds of the same recipe's run with ids held out, calibrated on\n"
+        "# them (reidkit calibrate --weights THAT_RUN/model_final.pth --holdout N --out FILE), re-checked on the test split\n"
+        f".venv/bin/python scripts/carry_calibration.py {args.carry_calibration or 'FROM.json'} \\\n"
+        f"  --weights src/reidkit/models/pretrained/{args.file}"
+        if info.build.get("head") == "torchreid" and args.file == DEFAULT_FILE
+        else f"reidkit calibrate --weights src/reidkit/models/pretrained/{args.file} \\\n  --out {calib_file}"
+    )
     rr_row = (
         f"| k-reciprocal re-ranking | {rr['rank1']:.2f} | {rr['rank5']:.2f} | {rr['rank10']:.2f} | {rr['mAP']:.2f} "
         f"| {rr['mINP']:.2f} |"
@@ -259,9 +285,7 @@ def main() -> None:
 
 {compare}
 
-Learning curve (evaluation during training, {curve_set}, fp32 weights):
-
-{curve(args.run)}
+{learning}
 
 ## Reproduce
 
@@ -270,8 +294,7 @@ Learning curve (evaluation during training, {curve_set}, fp32 weights):
 reidkit eval --weights {args.run}/model_final.pth --rerank --json eval.json
 .venv/bin/python scripts/package_default_model.py {args.run} --eval eval.json --train-time-s SECONDS \\
   --file {args.file} --card {args.card} --command "{args.command}"
-reidkit calibrate --weights src/reidkit/models/pretrained/{args.file}{calib_holdout} \\
-  --out src/reidkit/models/pretrained/calibration_{Path(args.file).stem}.json
+{calib_lines}
 {int8_lines}```
 
 Training config:
