@@ -328,5 +328,8 @@ def test_holdout_split_and_query_gallery() -> None:
     # per (pid, camera) the first image by path is the query
     assert [s.path for s in query] == ["5_0_0.jpg", "5_1_0.jpg", "7_0_0.jpg", "7_1_0.jpg"]
     assert sorted(s.path for s in gallery) == ["5_0_1.jpg", "5_1_1.jpg", "7_0_1.jpg", "7_1_1.jpg"]
+    # the trained ids' images as distractors: the same queries, the gallery followed by every kept image
+    query_d, gallery_d = holdout_query_gallery(held, kept)
+    assert query_d == query and gallery_d == [*gallery, *kept] and len(gallery_d) == 4 + 8
     with pytest.raises(DatasetError, match="cannot hold out 4 of 4"):
         holdout_split(train, 4)

@@ -221,6 +221,7 @@ def extract_features(
     raw: bool = False,
     resize: Resize = "pil",
     holdout: int = 0,
+    distractors: bool = False,
     progress: bool = False,
     ray: str | None = None,
     workers: int | None = None,
@@ -228,9 +229,11 @@ def extract_features(
     """A checkpoint's features of a dataset's query and gallery (``reidkit extract`` and ``eval --weights``).
 
     ``holdout``: embed the last ``holdout`` training identities instead, as a query/gallery split (a
-    config's ``data.holdout_ids``). ``raw``: the model's outputs, not L2-normalised. INT8 calibrates on
-    about 256 training images spread over the split. Bad input raises DatasetError, FileNotFoundError,
-    ValueError, WeightsMismatchError, ImageError, or ExportError (an ONNX backend that cannot export it).
+    config's ``data.holdout_ids``); ``distractors``: with it, every image of the other (trained) identities
+    joins that gallery, a held-out test about as crowded as Market's test split. ``raw``: the model's outputs,
+    not L2-normalised. INT8 calibrates on about 256 training images spread over the split. Bad input raises
+    DatasetError, FileNotFoundError, ValueError, WeightsMismatchError, ImageError, or ExportError (an ONNX
+    backend that cannot export it).
     ``ray``: embed on the Ray cluster at that address (:func:`embed_on_ray`, ``workers`` actors) instead, with
     the same features; RayUnavailable when it cannot be reached.
     """
@@ -238,8 +241,11 @@ def extract_features(
     from reidkit.datasets.base import holdout_query_gallery, holdout_split
 
     ds = get_dataset(dataset, root)
+    if distractors and not holdout:
+        raise ValueError("distractors (the trained identities' images) need a held-out split: holdout > 0")
     if holdout:
-        ds.query, ds.gallery = holdout_query_gallery(holdout_split(ds.train, holdout)[1])
+        kept, held = holdout_split(ds.train, holdout)
+        ds.query, ds.gallery = holdout_query_gallery(held, kept if distractors else ())
     calib = [s.path for s in ds.train[:: max(1, len(ds.train) // 256)]] if backend.endswith("-int8") else None
     args = (model, weights, backend)
     kwargs = dict(batch_size=batch_size, flip=flip, threads=threads, calibration=calib, normalize=not raw,

@@ -100,7 +100,8 @@ def run_eval(
         run = EvalRun(Path(features).name, load_features(features))
     else:
         fs, info, stats = extract_features(model, weights, dataset, root, **extract_options)
-        held = f" (held-out {extract_options['holdout']} training ids)" if extract_options.get("holdout") else ""
+        crowd = ", the trained ids as distractors" if extract_options.get("distractors") else ""
+        held = f" (held-out {extract_options['holdout']} training ids{crowd})" if extract_options.get("holdout") else ""
         name = model or (Path(weights).name if weights else "default model")
         run = EvalRun(f"{name} on {dataset}{held}", fs, extracted=(info, stats))
     fs = run.features

@@ -82,6 +82,14 @@ def eval_cmd(
         int,
         typer.Option(help="Evaluate on the last N training identities instead (a config's data.holdout_ids)."),
     ] = 0,
+    distractors: Annotated[
+        bool,
+        typer.Option(
+            "--distractors",
+            help="With --holdout: every image of the trained ids joins the gallery (crowded, but those people are "
+            "not unseen: it ranks models unlike the test split, BENCHMARKS.md 'osnet_kd').",
+        ),
+    ] = False,
     stage2: Annotated[
         int, typer.Option(help="HOReID: re-order each query's top K by the model's verifier (0: off).")
     ] = 0,
@@ -102,11 +110,14 @@ def eval_cmd(
 
     if features is not None and (weights is not None or model is not None) and not stage2:
         fail("give either --features FILE.npz or a model (--weights CHECKPOINT, --model NAME), not both")
+    if distractors and not holdout:
+        fail("--distractors needs --holdout N (the held-out ids are the people searched for)")
     with _bad_input():
         run = run_eval(
             features, model=model, weights=weights, dataset=dataset, root=root, metric=metric, ap=ap, rerank=rerank,
             k1=k1, k2=k2, lambda_value=lambda_value, stage2=stage2, stage2_sign=stage2_sign, backend=backend,
-            flip=flip, batch_size=batch_size, raw=raw, resize=resize, holdout=holdout, progress=True,
+            flip=flip, batch_size=batch_size, raw=raw, resize=resize, holdout=holdout, distractors=distractors,
+            progress=True,
         )  # fmt: skip
     if run.extracted:
         _print_rate(*run.extracted, backend)

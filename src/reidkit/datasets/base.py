@@ -81,9 +81,12 @@ def holdout_split(train: Sequence[Sample], ids: int) -> tuple[list[Sample], list
     return [s for s in train if s.pid not in held], [s for s in train if s.pid in held]
 
 
-def holdout_query_gallery(held: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
+def holdout_query_gallery(
+    held: Sequence[Sample], distractors: Sequence[Sample] = ()
+) -> tuple[list[Sample], list[Sample]]:
     """Held-out identities as a re-id test: per identity and camera the first image (by path) is a
-    query, every other image is gallery (the evaluator skips same-camera matches, as on Market)."""
+    query, every other image is gallery (the evaluator skips same-camera matches, as on Market).
+    ``distractors`` (other people's images, e.g. the trained identities') join the gallery after them."""
     query: list[Sample] = []
     gallery: list[Sample] = []
     seen: set[tuple[int, int]] = set()
@@ -91,6 +94,7 @@ def holdout_query_gallery(held: Sequence[Sample]) -> tuple[list[Sample], list[Sa
         key = (s.pid, s.camid)
         (gallery if key in seen else query).append(s)
         seen.add(key)
+    gallery.extend(distractors)
     return query, gallery
 
 
