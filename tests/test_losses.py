@@ -229,9 +229,16 @@ def test_reid_loss_distill_terms_use_the_bnneck_embedding() -> None:
         crit(out, targets)
     plain = ReIDLoss(3)(out, targets)
     assert "distill" not in plain and "relation" not in plain
+    # an ensemble's target for the relation term only (any width); the feature term keeps the teacher
+    ensemble = torch.randn(4, 10)
+    both = crit(out, targets, teacher, ensemble)
+    assert both["distill"].item() == pytest.approx(terms["distill"].item())
+    assert both["relation"].item() == pytest.approx(relation_distill_loss(out["bn_features"], ensemble).item())
 
 
 def test_distill_config_needs_a_teacher() -> None:
     with pytest.raises(ValueError, match="teacher"):
         LossConfig.model_validate({"distill": {"weight": 1.0}})
     assert not LossConfig().distill.enabled
+    with pytest.raises(ValueError, match="relation_weight"):  # an ensemble serves the relation term only
+        LossConfig.model_validate({"distill": {"teacher": "t.pth", "weight": 1.0, "ensemble": ["u.pth"]}})

@@ -217,6 +217,25 @@ def test_distillation_pulls_the_student_toward_a_cached_teacher(tmp_path: Path, 
         train(cfg, [*common[:2], f"loss.distill.teacher={tmp_path / 'missing.pth'}", "loss.distill.weight=1"])
     assert student.is_file()
 
+    # an ensemble for the relation term (the teacher and the student file): unit rows whose similarities are
+    # the mean of the two models' own cosine similarities, computed here straightforwardly
+    from reidkit.config import DistillLossConfig
+    from reidkit.engine.distill import ensemble_embeddings
+
+    ens_cfg = DistillLossConfig(teacher=str(teacher), relation_weight=1.0, ensemble=[str(student)])
+    both = ensemble_embeddings(ens_cfg, get_dataset("folder", data_root).train, cache_dir=tmp_path / "ens").numpy()
+    second = Embedder.from_model(load_model(None, student)[0], threads=1, flip=True, height=32, width=16)
+    other_want = second.embed(train_paths)
+    np.testing.assert_allclose(both @ both.T, (want @ want.T + other_want @ other_want.T) / 2, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
+    assert (tmp_path / "ens" / f"teacher_features_1_{student.stem}.npz").is_file()
+    # ... and in a run: the relation term is trained on it
+    ens_over = [*common[:2], f"loss.distill.teacher={teacher}", "loss.distill.relation_weight=1"]
+    train(config_file(tmp_path, data_root, "ens_run"), [*ens_over, f"loss.distill.ensemble=[{student}]"])
+    ens_records = [json.loads(line) for line in (tmp_path / "ens_run" / "metrics.jsonl").read_text().splitlines()]
+    assert "relation" in [r for r in ens_records if r["type"] == "epoch"][-1]
+    assert (tmp_path / "ens_run" / f"teacher_features_1_{student.stem}.npz").is_file()
+
 
 def test_same_seed_same_weights(tmp_path: Path, data_root: Path) -> None:
     cfg = config_file(tmp_path, data_root, "a")

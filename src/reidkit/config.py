@@ -161,12 +161,15 @@ class DistillLossConfig(_Section):
     ``weight``: ``1 - cos(student, teacher)`` per image (same width needed); ``relation_weight``: squared
     difference of the batch's cosine-similarity matrices (any widths). ``teacher`` is a weights file
     (reidkit or torchreid), ``teacher_model`` its architecture when the file does not say (torchreid files).
+    ``ensemble``: more teacher files for the relation term, whose target is then the mean of all the
+    teachers' (``teacher`` and these) cosine-similarity matrices; each embedded and cached the same way.
     """
 
     teacher: str | None = None
     teacher_model: str | None = None
     weight: float = Field(default=0.0, ge=0)
     relation_weight: float = Field(default=0.0, ge=0)
+    ensemble: list[str] = Field(default_factory=list)
 
     @property
     def enabled(self) -> bool:
@@ -178,6 +181,8 @@ class DistillLossConfig(_Section):
             raise ValueError(
                 "loss.distill needs a teacher weights file (loss.distill.teacher=PATH) when a weight is > 0"
             )
+        if self.ensemble and self.relation_weight <= 0:
+            raise ValueError("loss.distill.ensemble serves the relation term: set loss.distill.relation_weight > 0")
         return self
 
 

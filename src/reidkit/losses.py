@@ -231,11 +231,16 @@ class ReIDLoss(nn.Module):
         )
 
     def forward(
-        self, outputs: dict[str, Tensor] | Tensor, targets: Tensor, teacher: Tensor | None = None
+        self,
+        outputs: dict[str, Tensor] | Tensor,
+        targets: Tensor,
+        teacher: Tensor | None = None,
+        relation_teacher: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """``teacher``: the teacher's ``(N, D)`` embeddings of the batch, needed when a distillation
         weight is > 0; they are compared with the model's eval embedding (``distill_on``: ``bn_features``
-        unless the trainer says the model embeds before its neck)."""
+        unless the trainer says the model embeds before its neck). ``relation_teacher``: the relation term's
+        target instead of ``teacher`` (an ensemble's, :func:`reidkit.engine.distill.ensemble_embeddings`)."""
         if isinstance(outputs, Tensor):
             outputs = {"features": outputs}
         terms: dict[str, Tensor] = {}
@@ -277,7 +282,8 @@ class ReIDLoss(nn.Module):
             if self.distill_weight > 0:
                 add("distill", feature_distill_loss(student, teacher), self.distill_weight)
             if self.relation_weight > 0:
-                add("relation", relation_distill_loss(student, teacher), self.relation_weight)
+                target = teacher if relation_teacher is None else relation_teacher
+                add("relation", relation_distill_loss(student, target), self.relation_weight)
         assert total is not None
         terms["total"] = total
         return terms

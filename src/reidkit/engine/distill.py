@@ -5,7 +5,8 @@ size, no augmentation), averaged with its mirror image and L2-normalised, so one
 flipped and unflipped views the train transform makes; a student may take another input size. The array
 is cached in the run folder as ``teacher_features.npz`` with the
 teacher file's size and time, the image list and the input size; a cache that does not match is
-recomputed, so a resumed run reuses it and a changed teacher never serves stale targets.
+recomputed, so a resumed run reuses it and a changed teacher never serves stale targets. The files of
+``loss.distill.ensemble`` are cached beside it (``teacher_features_<i>_<file stem>.npz``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,20 +26,66 @@ from reidkit.datasets.base import Sample
 from reidkit.embed import Embedder, TorchBackend
 from reidkit.io import atomic_path
 
-__all__ = ["CACHE_NAME", "teacher_embeddings"]
+__all__ = ["CACHE_NAME", "ensemble_embeddings", "teacher_embeddings"]
 
 CACHE_NAME = "teacher_features.npz"
 
 
-def _cache_key(cfg: DistillLossConfig, samples: Sequence[Sample], height: int, width: int) -> str:
-    teacher = Path(str(cfg.teacher)).expanduser()
+def _cache_key(teacher: Path, model_name: str | None, samples: Sequence[Sample], height: int, width: int) -> str:
     st = teacher.stat()
-    h = hashlib.sha256(
-        f"{teacher.resolve()}|{st.st_size}|{st.st_mtime_ns}|{cfg.teacher_model}|{height}x{width}".encode()
-    )
+    h = hashlib.sha256(f"{teacher.resolve()}|{st.st_size}|{st.st_mtime_ns}|{model_name}|{height}x{width}".encode())
     for s in samples:
         h.update(f"\n{s.path}".encode())
     return h.hexdigest()
+
+
+def _load_teacher(path: Path, model_name: str | None, *, any_file: bool = False) -> tuple[torch.nn.Module, Any]:
+    """The teacher model; ``any_file``: a reidkit file loads as what it holds, else as ``model_name``."""
+    from reidkit.models.zoo import load_model
+
+    if not path.is_file():
+        raise FileNotFoundError(f"loss.distill: teacher weights file not found: {path}")
+    try:
+        model, info = load_model(None if any_file else model_name, path)
+    except ValueError:
+        if not any_file or model_name is None:
+            raise
+        model, info = load_model(model_name, path)  # a torchreid file: loss.distill.teacher_model names it
+    if getattr(model, "in_channels", 3) != 3:
+        raise ValueError(f"loss.distill: {path} embeds from keypoints too (HOReID); a teacher must embed RGB alone")
+    return model, info
+
+
+def _embeddings(
+    path: Path,
+    model_name: str | None,
+    samples: Sequence[Sample],
+    cache: Path,
+    *,
+    any_file: bool = False,
+    console: Console | None = None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    t0 = time.perf_counter()
+    model, info = _load_teacher(path, model_name, any_file=any_file)
+    height, width = info.height, info.width
+    key = _cache_key(path, model_name, samples, height, width)
+    if cache.is_file():
+        with np.load(cache) as z:
+            if str(z["key"]) == key:
+                return torch.from_numpy(np.ascontiguousarray(z["features"], dtype=np.float32))
+    embedder = Embedder(TorchBackend(model), height, width, batch_size=batch_size, flip=True)
+    feats = embedder.embed([s.path for s in samples]).astype(np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, key=np.array(key), features=feats)
+    if console is not None:
+        console.print(
+            f"teacher {info.name} ({path.name}, {height}x{width}): {len(feats):,} x {feats.shape[1]} "
+            f"embeddings in {time.perf_counter() - t0:.0f} s, cached in {cache}",
+            highlight=False,
+        )
+    return torch.from_numpy(feats)
 
 
 def teacher_embeddings(
@@ -50,31 +98,29 @@ def teacher_embeddings(
 ) -> torch.Tensor:
     """``(len(samples), D)`` float32 unit rows: the teacher's flip-averaged embedding of each sample, at the
     teacher's own input size (its :class:`ModelInfo`; torchreid files are 256x128)."""
-    from reidkit.models.zoo import load_model
-
     if not cfg.teacher:
         raise ValueError("loss.distill.teacher is not set")
-    teacher_path = Path(cfg.teacher).expanduser()
-    if not teacher_path.is_file():
-        raise FileNotFoundError(f"loss.distill.teacher: weights file not found: {teacher_path}")
-    t0 = time.perf_counter()
-    model, info = load_model(cfg.teacher_model, teacher_path)
-    height, width = info.height, info.width
-    key = _cache_key(cfg, samples, height, width)
-    cache = cache_dir / CACHE_NAME
-    if cache.is_file():
-        with np.load(cache) as z:
-            if str(z["key"]) == key:
-                return torch.from_numpy(np.ascontiguousarray(z["features"], dtype=np.float32))
-    embedder = Embedder(TorchBackend(model), height, width, batch_size=batch_size, flip=True)
-    feats = embedder.embed([s.path for s in samples]).astype(np.float32)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, key=np.array(key), features=feats)
-    if console is not None:
-        console.print(
-            f"teacher {info.name} ({teacher_path.name}, {height}x{width}): {len(feats):,} x {feats.shape[1]} "
-            f"embeddings in {time.perf_counter() - t0:.0f} s, cached in {cache}",
-            highlight=False,
+    path = Path(cfg.teacher).expanduser()
+    return _embeddings(path, cfg.teacher_model, samples, cache_dir / CACHE_NAME, console=console, batch_size=batch_size)
+
+
+def ensemble_embeddings(
+    cfg: DistillLossConfig,
+    samples: Sequence[Sample],
+    *,
+    cache_dir: Path,
+    console: Console | None = None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """The relation term's target with ``loss.distill.ensemble``: the unit embeddings of ``teacher`` and of each
+    ensemble file, side by side, each scaled by ``1 / sqrt(T)`` for ``T`` teachers, so that a row is unit length
+    and the cosine similarity of two rows is the mean of the teachers' cosine similarities."""
+    first = teacher_embeddings(cfg, samples, cache_dir=cache_dir, console=console, batch_size=batch_size)
+    parts = [first]
+    for i, name in enumerate(cfg.ensemble, 1):
+        path = Path(name).expanduser()
+        cache = cache_dir / f"{Path(CACHE_NAME).stem}_{i}_{path.stem}.npz"
+        parts.append(
+            _embeddings(path, cfg.teacher_model, samples, cache, any_file=True, console=console, batch_size=batch_size)
         )
-    return torch.from_numpy(feats)
+    return torch.cat(parts, dim=1) / len(parts) ** 0.5

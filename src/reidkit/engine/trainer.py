@@ -374,8 +374,11 @@ class Trainer:
         if len(self.sampler) == 0:
             raise ValueError("the P x K sampler yields no batch: lower data.ids_per_batch or data.instances_per_id")
         self.teacher: torch.Tensor | None = None
+        self.teacher_relation: torch.Tensor | None = None  # loss.distill.ensemble: the relation term's target
         if cfg.loss.distill.enabled:
-            self.teacher = self._teacher_embeddings()
+            self.teacher = self._teacher_embeddings("teacher_embeddings")
+            if cfg.loss.distill.ensemble:
+                self.teacher_relation = self._teacher_embeddings("ensemble_embeddings")
 
         self.use_amp = eng.amp and self.device.type == "cuda"
         self.amp_dtype = torch.float16 if eng.amp_dtype == "float16" else torch.bfloat16
@@ -428,16 +431,18 @@ class Trainer:
         d = self.cfg.data
         return KeypointTrainTransform(d.height, d.width, **d.transforms.model_dump())
 
-    def _teacher_embeddings(self) -> torch.Tensor:
-        """The teacher's embedding of every train image (rank 0 computes and caches; the others read)."""
-        from reidkit.engine.distill import teacher_embeddings
+    def _teacher_embeddings(self, which: str) -> torch.Tensor:
+        """The teacher's (``which``: a function of :mod:`reidkit.engine.distill`) embedding of every train image
+        (rank 0 computes and caches; the others read)."""
+        from reidkit.engine import distill
 
+        embed = getattr(distill, which)
         kwargs = {"cache_dir": self.cfg.output_path, "console": self.console}
         if self.dist.is_main:
-            feats = teacher_embeddings(self.cfg.loss.distill, self.dataset.train, **kwargs)
+            feats = embed(self.cfg.loss.distill, self.dataset.train, **kwargs)
         distributed.barrier()
         if not self.dist.is_main:
-            feats = teacher_embeddings(self.cfg.loss.distill, self.dataset.train, **kwargs)
+            feats = embed(self.cfg.loss.distill, self.dataset.train, **kwargs)
         return feats.to(self.device)
 
     def _prepare_model(self, epoch: int) -> nn.Module:
@@ -538,9 +543,11 @@ class Trainer:
         amp: Any,
         center_params: list[nn.Parameter],
         teacher: torch.Tensor | None = None,
+        teacher_relation: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Forward, losses, backward and optimiser steps for one batch; returns (losses, outputs).
-        ``teacher``: the teacher's embeddings of the batch (``loss.distill``)."""
+        ``teacher``: the teacher's embeddings of the batch (``loss.distill``); ``teacher_relation``: the relation
+        term's own target (``loss.distill.ensemble``)."""
         cfg = self.cfg
         if cfg.engine.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -549,7 +556,7 @@ class Trainer:
         if not isinstance(out, dict):
             out = {"features": out}
         out = {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
-        losses = self.criterion(out, pids, teacher)
+        losses = self.criterion(out, pids, teacher, teacher_relation)
 
         self.optimizer.zero_grad(set_to_none=True)
         if self.center_optimizer is not None:
@@ -592,8 +599,10 @@ class Trainer:
                 self.scheduler.step(epoch - 1 + i / n)
             images = images.to(self.device, non_blocking=True)
             pids = pids.to(self.device, non_blocking=True)
-            teacher = self.teacher[idx.to(self.device)] if self.teacher is not None else None
-            losses, out = self._step(model, images, pids, amp, center_params, teacher)
+            rows = idx.to(self.device)
+            teacher = self.teacher[rows] if self.teacher is not None else None
+            relation = self.teacher_relation[rows] if self.teacher_relation is not None else None
+            losses, out = self._step(model, images, pids, amp, center_params, teacher, relation)
             self.iteration += 1
             self.batch_index = i
 
