@@ -220,10 +220,12 @@ def test_distillation_pulls_the_student_toward_a_cached_teacher(tmp_path: Path, 
     # an ensemble for the relation term (the teacher and the student file): unit rows whose similarities are
     # the mean of the two models' own cosine similarities, computed here straightforwardly
     from reidkit.config import DistillLossConfig
-    from reidkit.engine.distill import ensemble_embeddings
+    from reidkit.engine.distill import teacher_targets
 
     ens_cfg = DistillLossConfig(teacher=str(teacher), relation_weight=1.0, ensemble=[str(student)])
-    both = ensemble_embeddings(ens_cfg, get_dataset("folder", data_root).train, cache_dir=tmp_path / "ens").numpy()
+    first, relation = teacher_targets(ens_cfg, get_dataset("folder", data_root).train, cache_dir=tmp_path / "ens")
+    np.testing.assert_allclose(first.numpy(), want, atol=1e-5)
+    both = relation.numpy()
     second = Embedder.from_model(load_model(None, student)[0], threads=1, flip=True, height=32, width=16)
     other_want = second.embed(train_paths)
     np.testing.assert_allclose(both @ both.T, (want @ want.T + other_want @ other_want.T) / 2, atol=1e-5)

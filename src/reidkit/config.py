@@ -161,8 +161,8 @@ class DistillLossConfig(_Section):
     ``weight``: ``1 - cos(student, teacher)`` per image (same width needed); ``relation_weight``: squared
     difference of the batch's cosine-similarity matrices (any widths). ``teacher`` is a weights file
     (reidkit or torchreid), ``teacher_model`` its architecture when the file does not say (torchreid files).
-    ``ensemble``: more teacher files for the relation term, whose target is then the mean of all the
-    teachers' (``teacher`` and these) cosine-similarity matrices; each embedded and cached the same way.
+    ``ensemble``: more teachers (reidkit model files) for the relation term, whose target is then the mean of
+    all the teachers' (``teacher`` and these) cosine-similarity matrices; each embedded and cached the same way.
     """
 
     teacher: str | None = None

@@ -240,7 +240,7 @@ class ReIDLoss(nn.Module):
         """``teacher``: the teacher's ``(N, D)`` embeddings of the batch, needed when a distillation
         weight is > 0; they are compared with the model's eval embedding (``distill_on``: ``bn_features``
         unless the trainer says the model embeds before its neck). ``relation_teacher``: the relation term's
-        target instead of ``teacher`` (an ensemble's, :func:`reidkit.engine.distill.ensemble_embeddings`)."""
+        target instead of ``teacher`` (an ensemble's, :func:`reidkit.engine.distill.teacher_targets`)."""
         if isinstance(outputs, Tensor):
             outputs = {"features": outputs}
         terms: dict[str, Tensor] = {}

@@ -26,7 +26,7 @@ from reidkit.datasets.base import Sample
 from reidkit.embed import Embedder, TorchBackend
 from reidkit.io import atomic_path
 
-__all__ = ["CACHE_NAME", "ensemble_embeddings", "teacher_embeddings"]
+__all__ = ["CACHE_NAME", "teacher_targets"]
 
 CACHE_NAME = "teacher_features.npz"
 
@@ -39,18 +39,13 @@ def _cache_key(teacher: Path, model_name: str | None, samples: Sequence[Sample],
     return h.hexdigest()
 
 
-def _load_teacher(path: Path, model_name: str | None, *, any_file: bool = False) -> tuple[torch.nn.Module, Any]:
-    """The teacher model; ``any_file``: a reidkit file loads as what it holds, else as ``model_name``."""
+def _load_teacher(path: Path, model_name: str | None) -> tuple[torch.nn.Module, Any]:
+    """The teacher model (``model_name``: its architecture when the file does not say, torchreid files)."""
     from reidkit.models.zoo import load_model
 
     if not path.is_file():
         raise FileNotFoundError(f"loss.distill: teacher weights file not found: {path}")
-    try:
-        model, info = load_model(None if any_file else model_name, path)
-    except ValueError:
-        if not any_file or model_name is None:
-            raise
-        model, info = load_model(model_name, path)  # a torchreid file: loss.distill.teacher_model names it
+    model, info = load_model(model_name, path)
     if getattr(model, "in_channels", 3) != 3:
         raise ValueError(f"loss.distill: {path} embeds from keypoints too (HOReID); a teacher must embed RGB alone")
     return model, info
@@ -61,13 +56,13 @@ def _embeddings(
     model_name: str | None,
     samples: Sequence[Sample],
     cache: Path,
-    *,
-    any_file: bool = False,
-    console: Console | None = None,
-    batch_size: int = 64,
+    console: Console | None,
+    batch_size: int,
 ) -> torch.Tensor:
+    """``(len(samples), D)`` float32 unit rows: the flip-averaged embedding of each sample by the model in
+    ``path``, at its own input size (its :class:`ModelInfo`; torchreid files are 256x128), cached in ``cache``."""
     t0 = time.perf_counter()
-    model, info = _load_teacher(path, model_name, any_file=any_file)
+    model, info = _load_teacher(path, model_name)
     height, width = info.height, info.width
     key = _cache_key(path, model_name, samples, height, width)
     if cache.is_file():
@@ -88,39 +83,27 @@ def _embeddings(
     return torch.from_numpy(feats)
 
 
-def teacher_embeddings(
+def teacher_targets(
     cfg: DistillLossConfig,
     samples: Sequence[Sample],
     *,
     cache_dir: Path,
     console: Console | None = None,
     batch_size: int = 64,
-) -> torch.Tensor:
-    """``(len(samples), D)`` float32 unit rows: the teacher's flip-averaged embedding of each sample, at the
-    teacher's own input size (its :class:`ModelInfo`; torchreid files are 256x128)."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The teacher's embeddings of ``samples`` (see :func:`_embeddings`) and, with ``loss.distill.ensemble``, the
+    relation term's target: the unit embeddings of the teacher and of each ensemble file (reidkit model files)
+    side by side, each scaled by ``1 / sqrt(T)`` for ``T`` teachers, so that a row is unit length and the cosine
+    similarity of two rows is the mean of the teachers' cosine similarities (``None`` without an ensemble)."""
     if not cfg.teacher:
         raise ValueError("loss.distill.teacher is not set")
-    path = Path(cfg.teacher).expanduser()
-    return _embeddings(path, cfg.teacher_model, samples, cache_dir / CACHE_NAME, console=console, batch_size=batch_size)
-
-
-def ensemble_embeddings(
-    cfg: DistillLossConfig,
-    samples: Sequence[Sample],
-    *,
-    cache_dir: Path,
-    console: Console | None = None,
-    batch_size: int = 64,
-) -> torch.Tensor:
-    """The relation term's target with ``loss.distill.ensemble``: the unit embeddings of ``teacher`` and of each
-    ensemble file, side by side, each scaled by ``1 / sqrt(T)`` for ``T`` teachers, so that a row is unit length
-    and the cosine similarity of two rows is the mean of the teachers' cosine similarities."""
-    first = teacher_embeddings(cfg, samples, cache_dir=cache_dir, console=console, batch_size=batch_size)
+    first = _embeddings(Path(cfg.teacher).expanduser(), cfg.teacher_model, samples, cache_dir / CACHE_NAME, console,
+                        batch_size)  # fmt: skip
+    if not cfg.ensemble:
+        return first, None
     parts = [first]
     for i, name in enumerate(cfg.ensemble, 1):
         path = Path(name).expanduser()
         cache = cache_dir / f"{Path(CACHE_NAME).stem}_{i}_{path.stem}.npz"
-        parts.append(
-            _embeddings(path, cfg.teacher_model, samples, cache, any_file=True, console=console, batch_size=batch_size)
-        )
-    return torch.cat(parts, dim=1) / len(parts) ** 0.5
+        parts.append(_embeddings(path, None, samples, cache, console, batch_size))
+    return first, torch.cat(parts, dim=1) / len(parts) ** 0.5

@@ -376,9 +376,7 @@ class Trainer:
         self.teacher: torch.Tensor | None = None
         self.teacher_relation: torch.Tensor | None = None  # loss.distill.ensemble: the relation term's target
         if cfg.loss.distill.enabled:
-            self.teacher = self._teacher_embeddings("teacher_embeddings")
-            if cfg.loss.distill.ensemble:
-                self.teacher_relation = self._teacher_embeddings("ensemble_embeddings")
+            self.teacher, self.teacher_relation = self._teacher_targets()
 
         self.use_amp = eng.amp and self.device.type == "cuda"
         self.amp_dtype = torch.float16 if eng.amp_dtype == "float16" else torch.bfloat16
@@ -431,19 +429,18 @@ class Trainer:
         d = self.cfg.data
         return KeypointTrainTransform(d.height, d.width, **d.transforms.model_dump())
 
-    def _teacher_embeddings(self, which: str) -> torch.Tensor:
-        """The teacher's (``which``: a function of :mod:`reidkit.engine.distill`) embedding of every train image
-        (rank 0 computes and caches; the others read)."""
-        from reidkit.engine import distill
+    def _teacher_targets(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's embedding of every train image and the relation term's target with an ensemble
+        (:func:`reidkit.engine.distill.teacher_targets`; rank 0 computes and caches, the others read)."""
+        from reidkit.engine.distill import teacher_targets
 
-        embed = getattr(distill, which)
         kwargs = {"cache_dir": self.cfg.output_path, "console": self.console}
         if self.dist.is_main:
-            feats = embed(self.cfg.loss.distill, self.dataset.train, **kwargs)
+            feats, relation = teacher_targets(self.cfg.loss.distill, self.dataset.train, **kwargs)
         distributed.barrier()
         if not self.dist.is_main:
-            feats = embed(self.cfg.loss.distill, self.dataset.train, **kwargs)
-        return feats.to(self.device)
+            feats, relation = teacher_targets(self.cfg.loss.distill, self.dataset.train, **kwargs)
+        return feats.to(self.device), None if relation is None else relation.to(self.device)
 
     def _prepare_model(self, epoch: int) -> nn.Module:
         """Train mode, freezing applied, DDP-wrapped when distributed (re-wrapped if freezing changed)."""
