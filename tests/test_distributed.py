@@ -183,6 +183,11 @@ def ray_cluster():
     from reidkit.raycluster import allow_slow_gcs_start
 
     allow_slow_gcs_start()  # a loaded machine can take longer than Ray's default 30 s (CI saw it once)
+    # Ray's Cluster writes the head's address into Ray's default temp dir (/tmp/ray/ray_current_cluster) even
+    # when the head runs in a temp dir of its own, and fails where that folder does not exist (a fresh machine).
+    from ray._common.utils import get_default_ray_temp_dir
+
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     logs: list[str] = []
     for attempt in (1, 2):  # a private directory each time; one retry, then fail with the GCS's own words
         temp_dir = tempfile.mkdtemp(prefix="rk-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
