@@ -271,19 +271,38 @@ def test_ray_ingest_restarts_a_killed_worker_without_duplicates(
 def test_ray_ingest_of_a_live_camera_beside_a_file(
     milvus_server, ray_cluster, rtsp_server, rtsp_clip, clips, tmp_path
 ) -> None:
-    """A cameras file with a real RTSP camera and a file, on the cluster: the camera on one worker until
-    --duration, the file on the other."""
+    """A cameras file with a real RTSP camera and a file, on the cluster: the camera on one worker until the
+    driver stops it, the file on the other. The stop comes once the file is done and the camera has been read
+    for 15 s (a fixed ``duration`` counts the workers' start-up too, which took over 30 s on a slow host with a
+    training run beside the tests)."""
     uri = _milvus_uri(milvus_server, "ray_live", tmp_path / "media")
     cams = tmp_path / "cams.yaml"
     url = rtsp_server.publish("door", rtsp_clip("asis", seconds=30))
     cams.write_text(f"cameras:\n  - name: door\n    uri: {url}\n  - name: archive\n    uri: {clips[1]}\n")
     plan = api.plan_ingest([], cameras=cams)
-    # the 15-s window includes the worker loading its detector and model (8 s left none in a full run)
-    summary = api.run_ingest_ray(uri, plan, address=ray_cluster.address, workers=2, duration=15)
+    stop, door_started, archive_done = threading.Event(), threading.Event(), threading.Event()
+
+    def on_event(kind: str, info: dict) -> None:
+        if kind == "started" and info["job"] == "cameras:door":
+            door_started.set()
+        elif kind == "done" and info["job"].startswith("file:"):
+            archive_done.set()
+
+    def stop_when_ready() -> None:
+        door_started.wait(300)
+        time.sleep(15.0)
+        archive_done.wait(300)
+        stop.set()
+
+    threading.Thread(target=stop_when_ready, daemon=True).start()
+
+    summary = api.run_ingest_ray(
+        uri, plan, address=ray_cluster.address, workers=2, stop=stop, duration=300, on_event=on_event
+    )
     assert not summary.errors, summary.errors
     reports = {r.camera: r for r in summary.reports}
     assert reports["archive"].status == "done" and reports["archive"].frames == 80
-    assert reports["door"].status == "stopped" and reports["door"].live["detected"] > 5
+    assert reports["door"].status == "stopped" and reports["door"].live["detected"] > 5, reports["door"]
     with open_gallery(uri, create=False, read_only=True) as g:
         assert {r.camera for r in g.get(g.ids().tolist())} == {"door", "archive"}
 
