@@ -231,6 +231,19 @@ def test_distillation_pulls_the_student_toward_a_cached_teacher(tmp_path: Path, 
     np.testing.assert_allclose(both @ both.T, (want @ want.T + other_want @ other_want.T) / 2, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
     assert (tmp_path / "ens" / f"teacher_features_1_{student.stem}.npz").is_file()
+    # the cache follows the weights' content: a copy (another path and time, as in a fresh checkout) keeps
+    # it, other weights under the same name replace it
+    samples = get_dataset("folder", data_root).train
+    copy = tmp_path / "copies" / teacher.name
+    copy.parent.mkdir()
+    copy.write_bytes(teacher.read_bytes())
+    stamp = (tmp_path / "ens" / "teacher_features.npz").stat().st_mtime_ns
+    again, _ = teacher_targets(DistillLossConfig(teacher=str(copy)), samples, cache_dir=tmp_path / "ens")
+    assert (tmp_path / "ens" / "teacher_features.npz").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again.numpy(), first.numpy())
+    copy.write_bytes(student.read_bytes())
+    replaced, _ = teacher_targets(DistillLossConfig(teacher=str(copy)), samples, cache_dir=tmp_path / "ens")
+    np.testing.assert_allclose(replaced.numpy(), other_want, atol=1e-5)
     # ... and in a run: the relation term is trained on it
     ens_over = [*common[:2], f"loss.distill.teacher={teacher}", "loss.distill.relation_weight=1"]
     train(config_file(tmp_path, data_root, "ens_run"), [*ens_over, f"loss.distill.ensemble=[{student}]"])
@@ -450,3 +463,25 @@ def test_holdout_ids_are_kept_out_of_training(tmp_path: Path, data_root: Path) -
     assert not {s.path for s in trainer.dataset.train} & {s.path for s in held}
     # evaluation during training runs on the held-out ids (query + gallery = exactly them), not the test split
     assert {s.path for s in [*trainer.dataset.query, *trainer.dataset.gallery]} == {s.path for s in held}
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_trainer_flushes_denormals_unless_told_not_to(tmp_path: Path, data_root: Path, flush: bool) -> None:
+    # a fresh process, as `reidkit train` is: after the Trainer is built, a multiply over 2^20 values on 2
+    # threads turns 1e-39 (below float32's smallest normal) into zero everywhere, or nowhere when told not to
+    cfg = config_file(tmp_path, data_root)
+    code = (
+        "import sys, torch\n"
+        "from reidkit.config import load_config\n"
+        "from reidkit.engine import Trainer\n"
+        "Trainer(load_config(sys.argv[1], [f'engine.flush_denormal={sys.argv[2]}', 'engine.threads=2']))\n"
+        "x = torch.full((1 << 20,), 1e-39) * 1.0\n"
+        "print(int(x.count_nonzero()), int(torch.get_num_threads()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(cfg), str(flush).lower()],
+        capture_output=True, text=True, env=subprocess_env(), check=True,
+    )  # fmt: skip
+    nonzero, threads = map(int, out.stdout.split())
+    assert threads == 2
+    assert nonzero == (0 if flush else 1 << 20)

@@ -498,6 +498,8 @@ def task_extract(args):
 def task_train_speed(args):
     import torch
 
+    if args.flush_denormal:  # before the first parallel op: the intra-op threads inherit the FP mode
+        torch.set_flush_denormal(True)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torchreid = _import_torchreid()
@@ -528,6 +530,11 @@ def task_train_speed(args):
         )
     except KeyError as exc:
         raise PeerError(f"torchreid does not know model {args.model!r}: {exc}") from exc
+    if args.weights:  # a state dict with torchreid's own keys (e.g. weights late in a training run)
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or len(missing) == len(model.state_dict()):
+            raise PeerError(f"{args.weights}: keys do not fit torchreid's {args.model} ({unexpected[:3]})")
     model.train()
     optimizer = build_optimizer(model, optim="adam", lr=args.lr)
     # Same criteria/weights as torchreid.engine.ImageTripletEngine defaults.
@@ -596,6 +603,8 @@ def task_train_speed(args):
             "lr": args.lr,
             "losses": "CrossEntropyLoss(label_smooth) + TripletLoss(margin=0.3), weights 1/1",
             "num_params": sum(t.numel() for t in model.parameters()),
+            "weights": args.weights,
+            "flush_denormal": bool(args.flush_denormal),
             "last_loss_t": last[0],
             "last_loss_x": last[1],
         }
@@ -681,6 +690,8 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.0003)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default=None, help="state dict to start from (torchreid keys)")
+    p.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) first")
     return ap
 
 

@@ -4,7 +4,7 @@ The teacher embeds every training image as the evaluation does (resized to the t
 size, no augmentation), averaged with its mirror image and L2-normalised, so one target serves the
 flipped and unflipped views the train transform makes; a student may take another input size. The array
 is cached in the run folder as ``teacher_features.npz`` with the
-teacher file's size and time, the image list and the input size; a cache that does not match is
+teacher file's content hash, the image list and the input size; a cache that does not match is
 recomputed, so a resumed run reuses it and a changed teacher never serves stale targets. The files of
 ``loss.distill.ensemble`` are cached beside it (``teacher_features_<i>_<file stem>.npz``).
 """
@@ -32,8 +32,10 @@ CACHE_NAME = "teacher_features.npz"
 
 
 def _cache_key(teacher: Path, model_name: str | None, samples: Sequence[Sample], height: int, width: int) -> str:
-    st = teacher.stat()
-    h = hashlib.sha256(f"{teacher.resolve()}|{st.st_size}|{st.st_mtime_ns}|{model_name}|{height}x{width}".encode())
+    # the file's content, not its time: a copy of the same weights (a fresh checkout) keeps its cache
+    with open(teacher, "rb") as fh:
+        content = hashlib.file_digest(fh, "sha256").hexdigest()
+    h = hashlib.sha256(f"{content}|{model_name}|{height}x{width}".encode())
     for s in samples:
         h.update(f"\n{s.path}".encode())
     return h.hexdigest()

@@ -305,6 +305,8 @@ class Trainer:
     ) -> None:
         self.cfg = cfg = config
         eng = cfg.engine
+        # before the first parallel op: the intra-op threads inherit the floating-point mode when created
+        torch.set_flush_denormal(eng.flush_denormal)
         self.dist = distributed.get_info()
         self.device = resolve_device(eng.device, self.dist.local_rank)
         self.console = console or Console(stderr=True)
