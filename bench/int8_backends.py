@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from _common import command_line, machine, write_section
@@ -31,7 +32,36 @@ ENGINES = {
     "openvino": "OpenVINO, its own float precision (bf16 on a CPU that has it)",
     "openvino-int8": "OpenVINO INT8 (QDQ file)",
     "onnx-int8": "ONNX Runtime INT8 (same QDQ file)",
+    "nncf-performance": "OpenVINO INT8, NNCF post-training, preset PERFORMANCE (`--nncf`; bench only)",
+    "nncf-mixed": "OpenVINO INT8, NNCF post-training, preset MIXED (`--nncf`; bench only)",
 }
+
+
+def nncf_engines(embs: dict, calib: list[str], threads: int) -> dict:
+    """OpenVINO engines for NNCF's INT8 versions of the fp32 ONNX file (``pip install nncf``), 300 images."""
+    import nncf
+    import openvino as ov
+
+    from reidkit.embed import Embedder, OpenVinoBackend
+
+    ref = next(e for e in embs.values() if str(getattr(e.backend, "path", "")).endswith(".onnx"))
+    onnx_path, pp = ref.backend.path, ref.preprocess
+    if ".int8" in onnx_path.name:
+        raise SystemExit("--nncf needs a float ONNX engine among --engines (onnx or openvino)")
+    out = {}
+    for name, preset in [
+        ("nncf-performance", nncf.QuantizationPreset.PERFORMANCE),
+        ("nncf-mixed", nncf.QuantizationPreset.MIXED),
+    ]:
+        t0 = time.perf_counter()
+        data = nncf.Dataset(calib, lambda p: pp.normalize_batch(np.stack([pp.resize(p)]), False).numpy())
+        q = nncf.quantize(ov.Core().read_model(str(onnx_path)), data, subset_size=len(calib), preset=preset)
+        xml = Path("bench/out") / f"{name}.xml"
+        xml.parent.mkdir(parents=True, exist_ok=True)
+        ov.save_model(q, str(xml))
+        print(f"{name}: quantised in {time.perf_counter() - t0:.0f} s -> {xml}", flush=True)
+        out[name] = Embedder(OpenVinoBackend(xml, threads=threads), pp.size[0], pp.size[1], batch_size=64)
+    return out
 
 
 def main() -> None:
@@ -43,6 +73,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-market", action="store_true", help="model speed only")
     ap.add_argument("--section", default="int8_backends", help="BENCHMARKS.md section to write ('' for none)")
+    ap.add_argument("--nncf", action="store_true", help="also NNCF's post-training INT8 (presets PERFORMANCE, MIXED)")
     args = ap.parse_args()
 
     ds = get_dataset("market1501")
@@ -52,6 +83,8 @@ def main() -> None:
         emb, _ = make_embedder(None, args.weights, e, batch_size=64, threads=args.threads, calibration=calib)  # type: ignore[arg-type]
         embs[e] = emb
         print(f"{e}: {getattr(emb.backend, 'path', 'torch')}", flush=True)
+    if args.nncf:
+        embs.update(nncf_engines(embs, [s.path for s in ds.train[:: len(ds.train) // 300]][:300], args.threads))
     query, gallery = ds.query, drop_junk(ds.gallery)
     paths = [s.path for s in query] + [s.path for s in gallery]
     pre = [embs[args.engines[0]].preprocess.resize(p) for p in paths[: args.images]]
