@@ -1,4 +1,5 @@
-"""Process tuning: the malloc settings take effect (in a fresh interpreter) and can be turned off."""
+"""Process tuning: the malloc settings and the denormal mode take effect (in a fresh interpreter) and can be
+turned off."""
 
 from __future__ import annotations
 
@@ -23,3 +24,26 @@ def test_tune_malloc_applies_and_opts_out() -> None:
     assert _run() == "True"
     assert _run(REIDKIT_MALLOC_TUNING="0") == "False"
     assert _run(MALLOC_MMAP_MAX_="0") == "True"  # the user's own settings count as tuned
+
+
+@pytest.mark.parametrize("opt_out", [False, True])
+def test_the_reidkit_command_flushes_denormals_in_every_torch_thread(opt_out: bool) -> None:
+    # importing the command line sets the mode before torch starts its threads; a multiply over 2^22 values
+    # on 2 threads (every chunk), and a convolution, then turn 1e-39 (below float32's smallest normal) into zero
+    code = (
+        "import reidkit.cli, torch\n"
+        "torch.set_num_threads(2)\n"
+        "x = torch.full((1 << 22,), 1e-39) * 1.0\n"
+        "w = torch.full((8, 8, 1, 1), 1e-20)\n"
+        "y = torch.nn.functional.conv2d(torch.full((4, 8, 64, 64), 1e-20), w)\n"
+        "print(int(x.count_nonzero()), int(y.count_nonzero()), y.numel())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REIDKIT_FLUSH_DENORMAL"}
+    if opt_out:
+        env["REIDKIT_FLUSH_DENORMAL"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    nx, ny, n = map(int, out.stdout.split())
+    if opt_out:
+        assert (nx, ny) == (1 << 22, n)  # 1e-20 * 1e-20 * 8 = 8e-40: denormal, kept
+    else:
+        assert (nx, ny) == (0, 0)

@@ -218,6 +218,7 @@ class EngineConfig(_Section):
     channels_last: bool = False
     # CPU: treat denormal floats as zero (x86 FTZ/DAZ). Weight decay leaves weights below 1e-38 late in
     # training, and every multiply with one takes a slow path: 1.6x slower epochs (BENCHMARKS "train_denormal").
+    # The `reidkit` command sets it for the whole process already (REIDKIT_FLUSH_DENORMAL=0 there to turn it off).
     flush_denormal: bool = True
     amp: bool = True  # mixed precision, CUDA only
     amp_dtype: Literal["float16", "bfloat16"] = "float16"

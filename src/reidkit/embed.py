@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from reidkit.imaging import ImageInput, to_pil, to_rgb_array
-from reidkit.runtime import tune_malloc
+from reidkit.runtime import flush_denormals, tune_malloc
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -259,6 +259,7 @@ class Embedder:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         tune_malloc()
+        flush_denormals()  # this thread and the workers it starts (reidkit.runtime)
         self.backend = backend
         self.preprocess = Preprocess(height, width, method=resize)
         self.batch_size = batch_size

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from reidkit.runtime import tune_malloc
+from reidkit.runtime import flush_denormals, tune_malloc
 
 tune_malloc()  # before torch allocates anything (see reidkit.runtime)
+flush_denormals()  # before torch starts its threads
 
 # One module per command group; each adds its commands with ``register(app)``, in the order of ``reidkit --help``.
 from reidkit.cli import cluster, datasets, evaluate, ingest, pose, search, serve, train  # noqa: E402
