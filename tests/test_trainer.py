@@ -474,7 +474,8 @@ def test_trainer_flushes_denormals_unless_told_not_to(tmp_path: Path, data_root:
         "import sys, torch\n"
         "from reidkit.config import load_config\n"
         "from reidkit.engine import Trainer\n"
-        "Trainer(load_config(sys.argv[1], [f'engine.flush_denormal={sys.argv[2]}', 'engine.threads=2']))\n"
+        "t = Trainer(load_config(sys.argv[1], [f'engine.flush_denormal={sys.argv[2]}', 'engine.threads=2']))\n"
+        "t.evaluate()\n"  # its Embedder keeps the Trainer's choice
         "x = torch.full((1 << 20,), 1e-39) * 1.0\n"
         "print(int(x.count_nonzero()), int(torch.get_num_threads()))\n"
     )

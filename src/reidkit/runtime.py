@@ -50,12 +50,15 @@ def tune_malloc() -> bool:
     return ok
 
 
-def flush_denormals() -> bool:
-    """Flush denormal floats to zero in this thread and the threads it starts later (once per process);
-    True if the mode is on. Call it before the first parallel torch op."""
+def flush_denormals(on: bool | None = None) -> bool:
+    """Flush denormal floats to zero (``on``; by default on unless ``REIDKIT_FLUSH_DENORMAL=0``, decided once per
+    process, so a later default call keeps an explicit choice) in this thread and the threads it starts later.
+    Returns whether the mode is on. Call it before the first parallel torch op."""
     global _flushed
-    if _flushed is None:
+    if on is not None or _flushed is None:
         import torch
 
-        _flushed = os.environ.get("REIDKIT_FLUSH_DENORMAL", "1") != "0" and torch.set_flush_denormal(True)
+        want = on if on is not None else os.environ.get("REIDKIT_FLUSH_DENORMAL", "1") != "0"
+        supported = torch.set_flush_denormal(want)
+        _flushed = want and supported
     return _flushed

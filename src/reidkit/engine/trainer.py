@@ -39,6 +39,7 @@ from reidkit.engine import distributed
 from reidkit.evaluation import evaluate, pairwise_distance
 from reidkit.io import atomic_path, write_json
 from reidkit.losses import ReIDLoss
+from reidkit.runtime import flush_denormals
 
 __all__ = [
     "Trainer",
@@ -306,7 +307,7 @@ class Trainer:
         self.cfg = cfg = config
         eng = cfg.engine
         # before the first parallel op: the intra-op threads inherit the floating-point mode when created
-        torch.set_flush_denormal(eng.flush_denormal)
+        flush_denormals(eng.flush_denormal)
         self.dist = distributed.get_info()
         self.device = resolve_device(eng.device, self.dist.local_rank)
         self.console = console or Console(stderr=True)
