@@ -19,11 +19,13 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from _common import ROOT, command_line, machine, run_peer, write_section
+from train_speed import bench_trainer, random_batches, step_rate
+
+from reidkit.engine.checkpoint import load_checkpoint
 
 TINY = 1.1754944e-38  # float32's smallest normal number
 
@@ -37,7 +39,7 @@ def count_denormal(state: dict[str, torch.Tensor]) -> tuple[int, int]:
 def load_weights(checkpoint: str | None, fraction: float) -> dict[str, torch.Tensor]:
     """The model state dict (torchreid OSNet keys) from a reidkit checkpoint, or the synthetic one."""
     if checkpoint:
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own run's checkpoint
+        ck = load_checkpoint(checkpoint)
         return {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
     src = (
         Path(os.environ.get("REIDKIT_WEIGHTS", ROOT.parent / "shared" / "weights")) / "reid" / "osnet_x0_25_msmt17.pth"
@@ -57,50 +59,24 @@ def load_weights(checkpoint: str | None, fraction: float) -> dict[str, torch.Ten
 
 def reidkit_rates(weights: Path, flush: bool, iters: int, warmup: int, classes: int) -> dict[str, float]:
     """reidkit's training step and eval forward from ``weights`` (run in a fresh process)."""
-    from reidkit.config import load_config
-    from reidkit.datasets.base import ReIDDataset, Sample
-    from reidkit.engine import Trainer
-
-    ds = ReIDDataset("synthetic", os.getcwd(), [Sample(f"{i}.jpg", i % classes, 0) for i in range(classes * 4)], [], [])
-    overrides = [
-        "model.name=osnet_x0_25",
-        "model.head=torchreid",
-        "model.pretrained=false",
-        "data.workers=0",
-        "engine.channels_last=true",
-        f"engine.flush_denormal={str(flush).lower()}",
-        "engine.progress=false",
-        "engine.eval_every=0",
-        "engine.output_dir=bench/out/train_denormal",
-        "loss.center.weight=0",
-    ]
-    trainer = Trainer(load_config(None, overrides), dataset=ds)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    trainer = bench_trainer(
+        "osnet_x0_25", 256, 128, ["model.head=torchreid", "engine.channels_last=true",
+                                  f"engine.flush_denormal={str(flush).lower()}"], classes,
+    )  # fmt: skip
+    state = load_checkpoint(weights)
     _, unexpected = trainer.model.load_state_dict(state, strict=False)
     if unexpected:
         raise SystemExit(f"{weights}: keys reidkit's osnet_x0_25 does not have: {unexpected[:3]}")
-    model = trainer._prepare_model(1)
-    gen = torch.Generator().manual_seed(0)
-    batches = [
-        (torch.randn(64, 3, 256, 128, generator=gen), torch.randperm(classes, generator=gen)[:16].repeat_interleave(4))
-        for _ in range(2)
-    ]
+    batches = random_batches(classes, 256, 128)
+    model = trainer._prepare_model(1).eval()
     with torch.no_grad():  # inference first, on the weights as loaded
-        model.eval()
         x = batches[0][0].contiguous(memory_format=torch.channels_last)
         model(x)
         t0 = time.perf_counter()
         for _ in range(iters):
             model(x)
         infer = 64 * iters / (time.perf_counter() - t0)
-    model = trainer._prepare_model(1)
-    for i in range(warmup):
-        trainer._step(model, *batches[i % 2], nullcontext(), [])
-    t0 = time.perf_counter()
-    for i in range(iters):
-        losses, _ = trainer._step(model, *batches[i % 2], nullcontext(), [])
-        float(losses["total"])
-    return {"train": 64 * iters / (time.perf_counter() - t0), "infer": infer}
+    return {"train": step_rate(trainer, batches, iters, warmup), "infer": infer}
 
 
 def main() -> None:
@@ -110,16 +86,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--_child", nargs=2, metavar=("WEIGHTS", "FLUSH"), help=argparse.SUPPRESS)
+    ap.add_argument("--_child", nargs=3, metavar=("WEIGHTS", "FLUSH", "CLASSES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args._child:
-        weights, flush = Path(args._child[0]), args._child[1] == "1"
-        classes = (
-            torch.load(weights, map_location="cpu", weights_only=True)
-            .get("classifier.weight", torch.zeros(751, 1))
-            .shape[0]
-        )
+        weights, flush, classes = Path(args._child[0]), args._child[1] == "1", int(args._child[2])
         print(json.dumps(reidkit_rates(weights, flush, args.iters, args.warmup, classes)))
         return
 
@@ -138,39 +109,13 @@ def main() -> None:
 
     rows = ["| step | flush off (img/s) | flush on (img/s) | on / off |", "|---|---|---|---|"]
     res = {}
+    timing = ["--iters", str(args.iters), "--warmup", str(args.warmup), "--threads", str(args.threads)]
     for flush in (False, True):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--iters",
-            str(args.iters),
-            "--warmup",
-            str(args.warmup),
-            "--threads",
-            str(args.threads),
-            "--_child",
-            str(weights),
-            "1" if flush else "0",
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        child = [sys.executable, __file__, *timing, "--_child", str(weights), "1" if flush else "0", str(classes)]
+        proc = subprocess.run(child, capture_output=True, text=True, check=True)
         res[flush] = json.loads(proc.stdout.strip().splitlines()[-1])
-        peer_args = [
-            "--model",
-            "osnet_x0_25",
-            "--num-classes",
-            str(classes),
-            "--weights",
-            str(weights),
-            "--iters",
-            str(args.iters),
-            "--warmup",
-            str(args.warmup),
-            "--threads",
-            str(args.threads),
-        ]
-        res[("peer", flush)] = run_peer("train_speed", *peer_args, *(["--flush-denormal"] if flush else []))[
-            "images_per_s"
-        ]
+        peer = ["--model", "osnet_x0_25", "--num-classes", str(classes), "--weights", str(weights), *timing]
+        res[("peer", flush)] = run_peer("train_speed", *peer, *(["--flush-denormal"] if flush else []))["images_per_s"]
         print(flush, res[flush], res[("peer", flush)], flush=True)
     for name, off, on in [
         ("torchreid triplet engine (train)", res[("peer", False)], res[("peer", True)]),

@@ -24,37 +24,51 @@ PEER_NAMES = {"osnet_x0_25": "osnet_x0_25", "mobilenet_v2": "mobilenetv2_x1_0", 
 RECIPE_FREEZE = {"mobilenet_v2": [f"backbone.features.{i}" for i in range(4)]}
 
 
-def reidkit_rate(model: str, h: int, w: int, iters: int, warmup: int, freeze: list[str], channels_last: bool) -> float:
-    """Images/s of reidkit's training step for ``model`` on random P x K batches."""
-    ds = ReIDDataset("synthetic", os.getcwd(), [Sample(f"{i}.jpg", i % 751, 0) for i in range(751 * 4)], [], [])
+def bench_trainer(model: str, h: int, w: int, extra: list[str], classes: int = 751) -> Trainer:
+    """reidkit's Trainer for ``model`` on a synthetic P x K dataset of ``classes`` ids (``extra``: more overrides)."""
+    ds = ReIDDataset("synthetic", os.getcwd(), [Sample(f"{i}.jpg", i % classes, 0) for i in range(classes * 4)], [], [])
     overrides = [
         f"model.name={model}",
         "model.pretrained=false",
         f"data.height={h}",
         f"data.width={w}",
         "data.workers=0",
-        f"engine.channels_last={str(channels_last).lower()}",
         "engine.progress=false",
         "engine.eval_every=0",
         "engine.output_dir=bench/out/train_speed",
         "loss.center.weight=0",
+        *extra,
     ]
-    if freeze:
-        overrides += [f"freeze.modules=[{','.join(freeze)}]", "freeze.epochs=1"]
-    trainer = Trainer(load_config(None, overrides), dataset=ds)
-    model_ = trainer._prepare_model(1)
+    return Trainer(load_config(None, overrides), dataset=ds)
+
+
+def random_batches(classes: int, h: int, w: int, n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n`` seeded random batches of 64 images (16 ids x 4)."""
     gen = torch.Generator().manual_seed(0)
-    batches = [
-        (torch.randn(64, 3, h, w, generator=gen), torch.randperm(751, generator=gen)[:16].repeat_interleave(4))
-        for _ in range(2)
+    return [
+        (torch.randn(64, 3, h, w, generator=gen), torch.randperm(classes, generator=gen)[:16].repeat_interleave(4))
+        for _ in range(n)
     ]
+
+
+def step_rate(trainer: Trainer, batches: list[tuple[torch.Tensor, torch.Tensor]], iters: int, warmup: int) -> float:
+    """Images/s of ``trainer``'s real training step over ``batches`` in turn."""
+    model_ = trainer._prepare_model(1)
     for i in range(warmup):
-        trainer._step(model_, *batches[i % 2], nullcontext(), [])
+        trainer._step(model_, *batches[i % len(batches)], nullcontext(), [])
     t0 = time.perf_counter()
     for i in range(iters):
-        losses, _ = trainer._step(model_, *batches[i % 2], nullcontext(), [])
+        losses, _ = trainer._step(model_, *batches[i % len(batches)], nullcontext(), [])
         float(losses["total"])  # like the engine's logging, forces the step to finish
     return 64 * iters / (time.perf_counter() - t0)
+
+
+def reidkit_rate(model: str, h: int, w: int, iters: int, warmup: int, freeze: list[str], channels_last: bool) -> float:
+    """Images/s of reidkit's training step for ``model`` on random P x K batches."""
+    extra = [f"engine.channels_last={str(channels_last).lower()}"]
+    if freeze:
+        extra += [f"freeze.modules=[{','.join(freeze)}]", "freeze.epochs=1"]
+    return step_rate(bench_trainer(model, h, w, extra), random_batches(751, h, w), iters, warmup)
 
 
 def main() -> None:
