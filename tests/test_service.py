@@ -216,7 +216,7 @@ def test_review_list_sorted_with_a_floor(client, world):
     low = client.post("/search", files=upload(world.query), data={"review": "20", "review_floor": "-1"}).json()
     assert len(low["near_misses"]) == 20 > len(scores) and low["review_floor"] == -1
     html_text = client.post("/search/html", files=upload(world.query)).text
-    assert f"none below similarity {got['review_floor']:.2f}" in html_text
+    assert f"none below similarity {got['review_floor']:.3f}" in html_text
 
 
 def test_search_report_is_the_cli_html(client, world, tmp_path):
@@ -640,12 +640,22 @@ def test_openapi_schema_fuzzed(app, world):
 
         return run
 
-    for op in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            try:
-                fuzz(op, mode)()
-            except Unsatisfiable:
-                assert mode is GenerationMode.NEGATIVE and op.label == "GET /health"  # nothing to break there
+    # hypothesis refuses to draw floats while denormals flush to zero, which an Embedder made earlier in this
+    # process turns on (reidkit.runtime.flush_denormals) for this thread: off while it draws, then back
+    import torch
+
+    from reidkit.runtime import flush_denormals
+
+    torch.set_flush_denormal(False)
+    try:
+        for op in operations:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                try:
+                    fuzz(op, mode)()
+                except Unsatisfiable:
+                    assert mode is GenerationMode.NEGATIVE and op.label == "GET /health"  # nothing to break there
+    finally:
+        torch.set_flush_denormal(flush_denormals())
     # and valid searches, which random ids seldom are: their 200 answers checked against the served schema too
     for label in ("POST /search", "POST /search/html", "POST /search/report"):
         op = next(o for o in operations if o.label == label)

@@ -537,7 +537,7 @@ async def search_html(svc: Svc, http: Request, request: SearchForm) -> HTMLRespo
             "cameras": len(result.by_camera()),
             "query-kind": q.kind,
             "query-track": "" if q.track is None else q.track.id,
-            "review-floor": "" if result.review_floor is None else f"{result.review_floor:.2f}",
+            "review-floor": "" if result.review_floor is None else f"{result.review_floor:.3f}",
         }
         data = "".join(f' data-{k}="{html.escape(str(v))}"' for k, v in attrs.items())
         meta = "".join(f'<p class="meta">{m}</p>' for m in result_meta(result))

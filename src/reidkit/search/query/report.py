@@ -162,7 +162,7 @@ def review_table(result: SearchResult) -> Any:
     """A rich Table of the near misses (closest non-matching candidates), most similar first."""
     from rich.table import Table
 
-    floor = "" if result.review_floor is None else f"; none below similarity {result.review_floor:.2f}"
+    floor = "" if result.review_floor is None else f"; none below similarity {result.review_floor:.3f}"
     table = Table(
         title=REVIEW_TITLE,
         caption=f"these did not pass {match_rule(result)}{floor}",
@@ -618,7 +618,7 @@ def render_results(result: SearchResult, image_url: ImageURL, *, interactive: bo
         )
         or '<p class="none">No appearance above the match threshold.</p>'
     )
-    floor = "" if result.review_floor is None else f", none below similarity {result.review_floor:.2f}"
+    floor = "" if result.review_floor is None else f", none below similarity {result.review_floor:.3f}"
     return (
         '<section id="summary"><h2>Cameras</h2>'
         + (
