@@ -135,6 +135,21 @@ def main() -> None:
     elif info.build.get("head") == "torchreid":
         distill = run_cfg["loss"].get("distill") or {}
         teacher = Path(str(distill.get("teacher"))).name
+        ensemble = [Path(str(f)).name for f in distill.get("ensemble") or []]
+        relation = (
+            f"+ relational distillation: weight {distill.get('relation_weight')} x the mean squared difference "
+            "between the batch's cosine-similarity matrices of the student and of the teachers"
+            + (
+                f" (the mean of the matrices of `{teacher}` and of reidkit's own "
+                + ", ".join(f"`{e}`" for e in ensemble)
+                + ", each embedded once and cached)"
+                if ensemble
+                else f" (`{teacher}`)"
+            )
+            + "; "
+            if distill.get("relation_weight")
+            else ""
+        )
         title = "OSNet x0.25, distilled, Market-1501 (CPU-trained)"
         intro = (
             f"`{args.file}` is reidkit's CPU-trained OSNet x0.25 (a fifth of MobileNetV2's compute per image)"
@@ -149,18 +164,23 @@ def main() -> None:
             "label-smoothed CE + batch-hard triplet (margin 0.3) + knowledge distillation: weight "
             f"{distill.get('weight')} x (1 - cos) between the student's embedding and the teacher's flip-averaged "
             f"embedding of the same training image (teacher: torchreid's GPU-trained `{teacher}`, its embeddings "
-            "computed once and cached); random erasing, P x K = 16 x 4, Adam 3.5e-4, 2 warm-up epochs + cosine; "
+            "computed once and cached); "
+            + relation
+            + "random erasing, P x K = 16 x 4, Adam 3.5e-4, 2 warm-up epochs + cosine; "
             f"{info.meta.get('epochs')} epochs; "
             + (
                 f"the {held} largest training ids held out: evaluated on during training, every choice taken there, "
                 "the match rule calibrated on them; the test split used once at the end"
                 if held
-                else "every training id, no evaluation during training (the recipe and its length were chosen on the "
-                "100 ids the run before it held out), the test split used once at the end"
+                else "every training id, no evaluation during training (the recipe and its length were chosen on "
+                "training ids held out by the runs before it, BENCHMARKS.md \"osnet_kd\"), the test split used once "
+                "at the end"
             )
         )
         siblings = (
-            "the same recipe with the 100 largest ids held out (651 ids, the default of 2026-12-06) gave "
+            ("the same recipe without the relational term (the shipped default, `osnet_x0_25_market1501_kd_cpu.pth`) gives 90.38 / 77.51 / 46.05, "
+             if relation else "")
+            + "the same recipe with the 100 largest ids held out (651 ids, the default of 2026-12-06) gave "
             "89.85 / 76.46 / 43.57, on all 751 ids for 24 epochs 89.01 / 75.07"
             if not held
             else "the same recipe on all 751 ids for 24 epochs gave 89.01 / 75.07"
@@ -170,7 +190,9 @@ def main() -> None:
             "distance (published 91.2 / 75.0, Euclidean); the MobileNetV2 strong baseline (the default until "
             f"December 2026, still shipped) gives 86.10 / 67.41; {siblings}, and without distillation, 15 epochs, "
             "85.51 / 70.60 (BENCHMARKS.md). Credits: the starting weights (MSMT17) and the teacher are torchreid's "
-            "model-zoo files (MIT), not in this package."
+            "model-zoo files (MIT), not in this package"
+            + (f"; the other teacher{'s' if len(ensemble) > 1 else ''} ({', '.join(ensemble)}) {'ship' if len(ensemble) > 1 else 'ships'} with reidkit."
+               if ensemble else ".")
         )
     elif (run_cfg["loss"].get("distill") or {}).get("teacher"):
         distill = run_cfg["loss"]["distill"]
@@ -245,7 +267,7 @@ def main() -> None:
         "# them (reidkit calibrate --weights THAT_RUN/model_final.pth --holdout N --out FILE), re-checked on the test split\n"
         f".venv/bin/python scripts/carry_calibration.py {args.carry_calibration or 'FROM.json'} \\\n"
         f"  --weights src/reidkit/models/pretrained/{args.file}"
-        if info.build.get("head") == "torchreid" and args.file == DEFAULT_FILE
+        if info.build.get("head") == "torchreid" and (args.file == DEFAULT_FILE or args.carry_calibration)
         else f"reidkit calibrate --weights src/reidkit/models/pretrained/{args.file} \\\n  --out {calib_file}"
     )
     rr_row = (
@@ -258,7 +280,7 @@ def main() -> None:
         "# the INT8 file beside it, which --backend openvino-int8 runs (static QDQ, percentile, 256 training images)\n"
         f"reidkit export --weights src/reidkit/models/pretrained/{args.file} --onnx /tmp/model.onnx \\\n"
         f"  --int8 src/reidkit/models/pretrained/{Path(args.file).stem}.int8.onnx\n"
-        if args.file == DEFAULT_FILE
+        if args.file == DEFAULT_FILE or (DEST / f"{Path(args.file).stem}.int8.onnx").is_file()
         else ""
     )
     card = f"""# reidkit model: {title}
@@ -293,7 +315,7 @@ def main() -> None:
 {args.command}
 reidkit eval --weights {args.run}/model_final.pth --rerank --json eval.json
 .venv/bin/python scripts/package_default_model.py {args.run} --eval eval.json --train-time-s SECONDS \\
-  --file {args.file} --card {args.card} --command "{args.command}"
+  --file {args.file} --card {args.card} --command '{args.command}'
 {calib_lines}
 {int8_lines}```
 

@@ -147,3 +147,21 @@ def test_torchreid_mobilenetv2_parity(
         load_model(name, five)
     with pytest.raises(ValueError, match=name):  # listed among the supported torchreid checkpoints
         load_model("mobilenet_v2", path)
+
+
+def test_every_shipped_model_has_its_card_and_calibration() -> None:
+    """Each model file under models/pretrained is at most 32 MB, named by a model card there, has its search
+    calibration beside it and loads; an INT8 file beside a model belongs to one that is shipped."""
+    from reidkit.models.zoo import default_model_path
+
+    root = default_model_path().parent
+    cards = " ".join(p.read_text() for p in root.glob("MODEL_CARD*.md"))
+    files = sorted(root.glob("*.pth"))
+    assert len(files) >= 5
+    for path in files:
+        assert path.stat().st_size <= 32 * 2**20 and f"`{path.name}`" in cards, path.name
+        assert (root / f"calibration_{path.stem}.json").is_file(), path.name
+        _, info = load_model(None, path)
+        assert info.meta.get("dataset") == "market1501" and info.feat_dim > 0, path.name
+    for int8 in root.glob("*.int8.onnx"):
+        assert (root / int8.name.replace(".int8.onnx", ".pth")).is_file(), int8.name
