@@ -8,7 +8,8 @@ files), written to BENCHMARKS.md with the rates and the runs' own wall-clock.
 
 Usage:
   .venv/bin/python bench/fair_budget.py probe [--iters 12] [--budget-epochs 15]
-  .venv/bin/python bench/fair_budget.py table --eval NAME=eval.json ... --rates bench/out/fair_budget_rates.json
+  .venv/bin/python bench/fair_budget.py run NAME --epochs N [--root runs/fair]
+  .venv/bin/python bench/fair_budget.py table --eval NAME=eval.json ... [--rates R.json --root DIR --section S]
 """
 
 from __future__ import annotations
@@ -84,28 +85,29 @@ def probe(args: argparse.Namespace) -> None:
     med = {n: sorted(r)[len(r) // 2] for n, r in rates.items()}
     base = med["baseline"]
     plan = {n: {"img_per_s": med[n], "runs": rates[n], "epochs": args.budget_epochs * med[n] / base} for n in med}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"budget_epochs": args.budget_epochs, "machine": machine(), "plan": plan}, indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"budget_epochs": args.budget_epochs, "machine": machine(), "plan": plan}, indent=1))
     for n, p in plan.items():
         print(f"{n:18s} {p['img_per_s']:6.1f} img/s  {p['epochs']:.2f} epochs for the budget", flush=True)
 
 
-def train_command(name: str, epochs: int) -> list[str]:
-    """The ``reidkit train`` command line of variant ``name`` for ``epochs`` epochs."""
+def train_command(name: str, epochs: int, root: str = "runs/fair") -> list[str]:
+    """The ``reidkit train`` command line of variant ``name`` for ``epochs`` epochs, written to ``root/name``."""
     path, extra = VARIANTS[name]
     over = [*COMMON, *extra, f"solver.max_epochs={epochs}", f"freeze.epochs={epochs}"]
-    return ["reidkit", "train", path, *over, "engine.progress=false", f"engine.output_dir=runs/fair/{name}"]
+    return ["reidkit", "train", path, *over, "engine.progress=false", f"engine.output_dir={root}/{name}"]
 
 
 def run(args: argparse.Namespace) -> None:
-    cmd = train_command(args.name, args.epochs) + (["--resume"] if args.resume else [])
+    cmd = train_command(args.name, args.epochs, args.root) + (["--resume"] if args.resume else [])
     print(" ".join(cmd), flush=True)
     os.execvp(str(Path(".venv/bin/reidkit")), [".venv/bin/reidkit", *cmd[1:]])
 
 
-def _run_minutes(name: str) -> tuple[int, float]:
-    """(epochs, wall-clock minutes of the epochs) of ``runs/fair/NAME`` from its metrics.jsonl."""
-    rows = [json.loads(x) for x in Path(f"runs/fair/{name}/metrics.jsonl").read_text().splitlines() if x.strip()]
+def _run_minutes(name: str, root: str = "runs/fair") -> tuple[int, float]:
+    """(epochs, wall-clock minutes of the epochs) of ``ROOT/NAME`` from its metrics.jsonl."""
+    rows = [json.loads(x) for x in Path(f"{root}/{name}/metrics.jsonl").read_text().splitlines() if x.strip()]
     ep = [r for r in rows if r.get("type") == "epoch"]
     return len(ep), sum(r["time"] for r in ep) / 60
 
@@ -121,12 +123,13 @@ def _card_figures(card: Path) -> tuple[dict[str, float], dict[str, float]]:
 
 
 def table(args: argparse.Namespace) -> None:
-    rates = json.loads(OUT.read_text())["plan"]
+    rates = json.loads(Path(args.rates).read_text())["plan"]
     base = rates["baseline"]["img_per_s"]
     lines = [
         "| variant | epochs | step img/s (probe) | compute, baseline epochs | run minutes | rank-1 | mAP | mINP | re-ranked rank-1 / mAP / mINP |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    root_opt = "" if args.root == "runs/fair" else f" --root {args.root}"
     for item in args.eval:
         name, path = item.split("=", 1)
         if path.endswith(".md"):  # a model card's Market-1501 table (the shipped HOReID's own evaluation)
@@ -141,12 +144,12 @@ def table(args: argparse.Namespace) -> None:
             continue
         rate = rates[name]["img_per_s"]
         try:
-            epochs, minutes = _run_minutes(name)
+            epochs, minutes = _run_minutes(name, args.root)
             mins = f"{minutes:.0f}"
         except FileNotFoundError:  # the shipped HOReID: its own run (another host), its recipe's 5 epochs
             epochs, mins = args.horeid_epochs, "–"
         lines.append(f"| {name} | {epochs} | {rate:.1f} | {epochs * base / rate:.1f} | {mins} | {figs} |")
-    md = f"""## The seed's methods at a fair budget (issue 23, part 2)
+    md = f"""## The seed's methods at a fair budget{args.title} (issue 23, part 2)
 Every variant starts from the trunk of the shipped MobileNetV2 strong baseline
 (`{TRUNK}`) and trains with its own head and losses under one recipe: 50 training ids held out, Adam 3.5e-4, 1 warm-up
 epoch then cosine, stem and first 3 blocks frozen (the shipped HOReID's recipe). Compute is equal in training-step
@@ -157,10 +160,10 @@ include data loading and were taken on a machine also used for editing. Market-1
 
 {chr(10).join(lines)}
 
-Commands: `{command_line()}`; each run: `.venv/bin/python bench/fair_budget.py run NAME --epochs N`
-(`reidkit train` with the overrides the script prints), then `reidkit eval --weights runs/fair/NAME/model_final.pth --rerank --json`.
+Commands: `{command_line()}`; each run: `.venv/bin/python bench/fair_budget.py run NAME --epochs N{root_opt}`
+(`reidkit train` with the overrides the script prints), then `reidkit eval --weights {args.root}/NAME/model_final.pth --rerank --json`.
 """
-    write_section("fair_budget", md)
+    write_section(args.section, md)
     print(md)
 
 
@@ -174,13 +177,19 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--budget-epochs", type=float, default=15.0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--out", default=str(OUT), help="where the rates are written")
     r = sub.add_parser("run")
     r.add_argument("name", choices=list(VARIANTS))
     r.add_argument("--epochs", type=int, required=True)
     r.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    r.add_argument("--root", default="runs/fair", help="the run is written to ROOT/NAME")
     t = sub.add_parser("table")
     t.add_argument("--eval", nargs="+", required=True, help="NAME=eval.json (reidkit eval --json) or NAME=CARD.md")
     t.add_argument("--horeid-epochs", type=int, default=5)
+    t.add_argument("--rates", default=str(OUT), help="the probe's rates (probe --out)")
+    t.add_argument("--root", default="runs/fair", help="the runs' folder (run --root)")
+    t.add_argument("--section", default="fair_budget", help="BENCHMARKS.md section to write")
+    t.add_argument("--title", default="", help="added to the section's title")
     args = ap.parse_args()
     {"probe": probe, "run": run, "table": table}[args.cmd](args)
 
