@@ -178,7 +178,7 @@ def main() -> None:
             )
         )
         siblings = (
-            ("the same recipe without the relational term (the shipped default, `osnet_x0_25_market1501_kd_cpu.pth`) gives 90.38 / 77.51 / 46.05, "
+            ("the same recipe without the relational term (the default of 2026-12-07) gave 90.38 / 77.51 / 46.05, "
              if relation else "")
             + "the same recipe with the 100 largest ids held out (651 ids, the default of 2026-12-06) gave "
             "89.85 / 76.46 / 43.57, on all 751 ids for 24 epochs 89.01 / 75.07"

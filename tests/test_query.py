@@ -345,6 +345,13 @@ def test_relative_test_finds_the_target_among_a_few_people_of_one_scene(tmp_path
         info.meta["calibration"] = {"threshold": 0.5, "z_threshold": (1 - m) / spread + 0.1, "r_threshold": 0.6}
         closed = search_person(g, features=q, k=200, rerank=False, model_info=info)
         assert closed.hits == [] and closed.r_threshold == 0.6
+        # ... unless the cosine threshold lies R_GATE_SPREADS (1) spreads above the crowd's median: then the model
+        # tells the crowd apart though its spread caps z (the ensemble OSNet on the campus pictures), and r counts
+        z_shut = (1 - m) / spread + 0.1
+        for above, found in ((1.05, target), (0.95, set())):
+            info.meta["calibration"] = {"threshold": m + above * spread, "z_threshold": z_shut, "r_threshold": 0.6}
+            gated = search_person(g, features=q, k=200, rerank=False, model_info=info)
+            assert {h.id for h in gated.hits} == found, above
 
 
 def test_json_round_trip(world, tmp_path: Path):

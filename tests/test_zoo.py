@@ -157,7 +157,7 @@ def test_every_shipped_model_has_its_card_and_calibration() -> None:
     root = default_model_path().parent
     cards = " ".join(p.read_text() for p in root.glob("MODEL_CARD*.md"))
     files = sorted(root.glob("*.pth"))
-    assert len(files) >= 5
+    assert len(files) >= 4  # the default, the MobileNetV2 baseline, RRID, HOReID
     for path in files:
         assert path.stat().st_size <= 32 * 2**20 and f"`{path.name}`" in cards, path.name
         assert (root / f"calibration_{path.stem}.json").is_file(), path.name

@@ -24,9 +24,13 @@
    everybody looks alike to the model (higher similarities all round) from matching everybody. r is there
    for galleries of a few people in one scene: their crowd is a handful of people, whose spread caps z
    (the query's own crop reached z 3.9 in issue 22's campus pictures) while r still separates the target.
-   r counts only where an identical picture could pass the z test (``(1 - median) / spread >= z_threshold``):
-   on footage the model cannot tell apart (vtest.avi: median 0.80, spread 0.10, so nothing can reach z 1.9)
-   r would pass the upper half of the crowd, and there nothing is a confident match.
+   r counts only where the model tells the crowd apart: an identical picture could pass the z test
+   (``(1 - median) / spread >= z_threshold``) or the cosine threshold lies at least ``R_GATE_SPREADS`` spreads
+   above the crowd's median (``(threshold - median) / spread``; the ensemble-distilled OSNet's wider spread
+   caps an identical picture at z 2.93 in issue 22's campus pictures, while the threshold lies 1.16 spreads
+   above their median). On footage the model cannot tell apart (vtest.avi: median 0.80, spread 0.10, so
+   nothing can reach z 1.9; the ensemble OSNet's threshold lies at most 0.5 spreads above the median of its
+   13 probed queries there) r would pass the upper half of the crowd, and there nothing is a confident match.
    Both default to the model's calibrated values
    (:func:`reidkit.search.query.calibrate.thresholds_for`); galleries under ``MIN_REFERENCE`` detections
    use the cosine test only, and galleries smaller than the calibration's crowd the calibrated z for
@@ -75,6 +79,9 @@ RERANK_K2 = 6
 RERANK_LAMBDA = 0.3
 QUERY_CROPS = 4  # crops of a query track kept for the report
 REVIEW_MARGIN = 0.2  # the review list's default floor: this much cosine similarity below the threshold
+# r also counts where the cosine threshold lies at least this many spreads above the crowd's median (the model
+# tells this crowd apart, though its spread caps z)
+R_GATE_SPREADS = 1.0
 Fuse = Literal["mean", "max"]
 
 
@@ -522,9 +529,10 @@ def search_person(
         if cand_f is not None:
             sims = cand_f @ q.T
             zs = ((sims - mu[None, :]) / sd[None, :]).max(1)  # several queries: the best one
-            # r stands in for z only where an identical picture could pass the z test, (1 - median) / spread
-            # >= z threshold; below that the model cannot tell this crowd apart and r would pass half of it
-            open_r = (1.0 - mu) / sd >= z_thr
+            # r stands in for z only where the model tells this crowd apart: an identical picture could pass the
+            # z test, or the cosine threshold lies R_GATE_SPREADS spreads above the median; else r would pass
+            # the crowd's upper half
+            open_r = ((1.0 - mu) / sd >= z_thr) | ((threshold - mu) / sd >= R_GATE_SPREADS)
             rs = np.where(open_r[:, None], relative(sims.T, mu), -np.inf).max(0)
 
     dist: np.ndarray | None = None
