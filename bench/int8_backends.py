@@ -35,6 +35,7 @@ ENGINES = {
     "nncf-performance": "OpenVINO INT8, NNCF post-training, preset PERFORMANCE (`--nncf`; bench only)",
     "nncf-mixed": "OpenVINO INT8, NNCF post-training, preset MIXED (`--nncf`; bench only)",
 }
+RUNTIMES = [e for e in ENGINES if not e.startswith("nncf")]  # reidkit's --backend choices (NNCF: --nncf)
 
 
 def nncf_engines(embs: dict, calib: list[str], threads: int) -> dict:
@@ -67,8 +68,7 @@ def nncf_engines(embs: dict, calib: list[str], threads: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default=str(default_model_path()))
-    ap.add_argument("--engines", nargs="+", default=[e for e in ENGINES if not e.startswith("nncf")],
-                    choices=[e for e in ENGINES if not e.startswith("nncf")])  # fmt: skip
+    ap.add_argument("--engines", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
     ap.add_argument("--images", type=int, default=2048, help="pre-resized images per model-speed round")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())

@@ -150,18 +150,22 @@ def test_torchreid_mobilenetv2_parity(
 
 
 def test_every_shipped_model_has_its_card_and_calibration() -> None:
-    """Each model file under models/pretrained is at most 32 MB, named by a model card there, has its search
-    calibration beside it and loads; an INT8 file beside a model belongs to one that is shipped."""
+    """Each model file under models/pretrained is at most 32 MB, named by a model card there, loads, and is
+    found its own search calibration (the file beside it, made for it); an INT8 file belongs to a shipped model."""
+    from reidkit.extract import shipped_int8_path
     from reidkit.models.zoo import default_model_path
+    from reidkit.search.query.calibrate import calibration_file_name, find_calibration
 
     root = default_model_path().parent
     cards = " ".join(p.read_text() for p in root.glob("MODEL_CARD*.md"))
     files = sorted(root.glob("*.pth"))
     assert len(files) >= 4  # the default, the MobileNetV2 baseline, RRID, HOReID
+    int8s = set()
     for path in files:
         assert path.stat().st_size <= 32 * 2**20 and f"`{path.name}`" in cards, path.name
-        assert (root / f"calibration_{path.stem}.json").is_file(), path.name
         _, info = load_model(None, path)
         assert info.meta.get("dataset") == "market1501" and info.feat_dim > 0, path.name
-    for int8 in root.glob("*.int8.onnx"):
-        assert (root / int8.name.replace(".int8.onnx", ".pth")).is_file(), int8.name
+        record, source = find_calibration(info)
+        assert source == str(root / calibration_file_name(path)) and record["weights"] == path.name, source
+        int8s.add(shipped_int8_path(info, path))
+    assert set(root.glob("*.int8.onnx")) <= int8s
