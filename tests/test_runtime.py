@@ -47,3 +47,27 @@ def test_the_reidkit_command_flushes_denormals_in_every_torch_thread(opt_out: bo
         assert (nx, ny) == (1 << 22, n)  # 1e-20 * 1e-20 * 8 = 8e-40: denormal, kept
     else:
         assert (nx, ny) == (0, 0)
+
+
+def test_an_embedder_flushes_denormals_where_its_model_runs_and_leaves_other_threads_alone() -> None:
+    # a library user's process (no reidkit.cli): ONNX-like parallel backends run in the Embedder's workers, which
+    # flush for themselves; the caller's thread keeps IEEE denormals until a CPU torch model is built on it
+    code = (
+        "import numpy as np, torch\n"
+        "from reidkit.embed import Embedder, TorchBackend\n"
+        "flushes = lambda: bool((torch.tensor([1e-39]) * 1.0).item() == 0)\n"
+        "class Par:\n"
+        "    concurrency, channels_last, seen = 2, False, []\n"
+        "    def __call__(self, x):\n"
+        "        self.seen.append(flushes())\n"
+        "        return x.mean(dim=(2, 3)).numpy()\n"
+        "ims = [np.zeros((8, 4, 3), np.uint8)] * 6\n"
+        "par = Par()\n"
+        "Embedder(par, height=8, width=4, batch_size=2).embed(ims)\n"
+        "print(all(par.seen), flushes())\n"
+        "Embedder(TorchBackend(torch.nn.Conv2d(3, 2, 1)), height=8, width=4).embed(ims)\n"
+        "print(flushes())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REIDKIT_FLUSH_DENORMAL"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False", "True"]

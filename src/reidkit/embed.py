@@ -124,6 +124,8 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            flush_denormals()  # this thread and torch's pool, if it starts later (reidkit.runtime)
         self.channels_last = channels_last
         self.model = model.eval().to(self.device)
         if channels_last:
@@ -259,7 +261,6 @@ class Embedder:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         tune_malloc()
-        flush_denormals()  # this thread and the workers it starts (reidkit.runtime)
         self.backend = backend
         self.preprocess = Preprocess(height, width, method=resize)
         self.batch_size = batch_size
@@ -334,7 +335,8 @@ class Embedder:
                 yield self._run(batch, maps)
             return
         size = min(self.batch_size, PARALLEL_BATCH)
-        with ThreadPoolExecutor(n_par, thread_name_prefix="reidkit-embed") as pool:
+        # each worker flushes denormals for itself only (reidkit.runtime): the caller's thread is left alone
+        with ThreadPoolExecutor(n_par, thread_name_prefix="reidkit-embed", initializer=flush_denormals) as pool:
 
             def submit(start: int) -> Future[np.ndarray]:
                 return pool.submit(self._prepare_and_run, images[start : start + size], bgr)

@@ -13,7 +13,9 @@ server. ``REIDKIT_MALLOC_TUNING=0`` opts out; non-glibc systems are left alone.
 run keeps tiny weights whose products are denormal, and every multiply with one takes a slow path: OSNet x0.25
 from a 40-epoch run embedded at 100 img/s without it and 332 with it (BENCHMARKS.md, "train_denormal"). The mode
 belongs to each thread and new threads copy it, so it must be set before torch starts its thread pool: the
-``reidkit`` command does it first thing. ``REIDKIT_FLUSH_DENORMAL=0`` opts out.
+``reidkit`` command does it first thing; in a library user's process a CPU ``TorchBackend`` does it for the thread
+that builds it, and the Embedder's own workers (ONNX Runtime, OpenVINO) for themselves only, leaving the
+caller's thread alone. ``REIDKIT_FLUSH_DENORMAL=0`` opts out.
 """
 
 from __future__ import annotations
@@ -51,14 +53,14 @@ def tune_malloc() -> bool:
 
 
 def flush_denormals(on: bool | None = None) -> bool:
-    """Flush denormal floats to zero (``on``; by default on unless ``REIDKIT_FLUSH_DENORMAL=0``, decided once per
-    process, so a later default call keeps an explicit choice) in this thread and the threads it starts later.
-    Returns whether the mode is on. Call it before the first parallel torch op."""
+    """Flush denormal floats to zero in this thread and the threads it starts later (``on``; by default on
+    unless ``REIDKIT_FLUSH_DENORMAL=0``, decided once per process, so a later default call keeps an explicit
+    choice). Returns whether the mode is on. For torch's thread pool, call it before the first parallel op."""
     global _flushed
-    if on is not None or _flushed is None:
-        import torch
+    import torch
 
-        want = on if on is not None else os.environ.get("REIDKIT_FLUSH_DENORMAL", "1") != "0"
-        supported = torch.set_flush_denormal(want)
-        _flushed = want and supported
-    return _flushed
+    if on is not None:
+        _flushed = on
+    elif _flushed is None:
+        _flushed = os.environ.get("REIDKIT_FLUSH_DENORMAL", "1") != "0"
+    return bool(torch.set_flush_denormal(_flushed)) and _flushed
