@@ -35,6 +35,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "rrid_no_relation": (f"{CFG}/cpu_rrid_mobilenetv2.yaml", ["model.kwargs.relation=false"]),
     "rrid_no_gcp": (f"{CFG}/cpu_rrid_mobilenetv2.yaml", ["model.kwargs.gcp=false"]),
     "rrid_single_6": (f"{CFG}/cpu_rrid_mobilenetv2.yaml", ["model.kwargs.parts=[6]"]),
+    # the official code's deep supervision (reidkit.models.rrid, aux_ce), CE weight 6 for its T + 2 C balance
+    "rrid_aux": (f"{CFG}/cpu_rrid_mobilenetv2.yaml", ["model.kwargs.aux_ce=true", "loss.ce.weight=6"]),
     "horeid": (f"{CFG}/cpu_horeid_mobilenetv2.yaml", []),
 }
 OUT = Path("bench/out/fair_budget_rates.json")

@@ -132,6 +132,43 @@ def test_train_outputs_losses_and_gradients_reach_every_branch() -> None:
     assert no_grad == []
 
 
+@pytest.mark.parametrize(("relation", "gcp", "n_aux"), [(True, True, 30), (False, True, 6), (True, False, 24)])
+def test_aux_ce_supervises_the_intermediate_features(relation: bool, gcp: bool, n_aux: int) -> None:
+    # the official code's deep supervision: a classifier on L(p) and S(rest) of every part and M(m), Q(r) of every
+    # granularity, those of a module switched off left out; CE is one mean over branches and intermediates
+    torch.manual_seed(0)
+    model = RelationNet(TinyBackbone(), num_classes=5, dim=4, relation=relation, gcp=gcp, aux_ce=True).train()
+    assert model.num_aux == n_aux and len(model.classifier) == 15 + n_aux
+    x = torch.randn(8, 3, 48, 16)
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    out = model(x)
+    assert out["logits"].shape == (8, 15, 5) and out["aux_logits"].shape == (8, n_aux, 5)
+    # by hand for the first granularity (6 parts): L(p) and S(rest) of part 0 feed classifiers 15 and 21
+    rows = model.backbone(x).amax(-1)
+    head = model.heads[0]
+    p = head.pool_parts(rows)
+    local = head.local(p)
+    if relation:
+        rest = head.rest((p.sum(1, keepdim=True) - p) / 5)
+        torch.testing.assert_close(out["aux_logits"][:, 0], model.classifier[15](local[:, 0]))
+        torch.testing.assert_close(out["aux_logits"][:, 6], model.classifier[21](rest[:, 0]))
+    elif gcp:  # no relation: only M(m) and Q(r) per granularity
+        gm = head.global_max(rows.amax(-1).unsqueeze(1))
+        torch.testing.assert_close(out["aux_logits"][:, 0], model.classifier[15](gm[:, 0]))
+    losses = ReIDLoss(5, margin=1.2)(out, pids)
+    every = torch.cat([out["logits"], out["aux_logits"]], 1)
+    per_head = [F.cross_entropy(every[:, b], pids, label_smoothing=0.1) for b in range(15 + n_aux)]
+    assert losses["ce"].item() == pytest.approx(torch.stack(per_head).mean().item(), rel=1e-5)
+    # the aux classifiers alone reach the modules they supervise
+    model.zero_grad()
+    out["aux_logits"].logsumexp(-1).sum().backward()
+    assert model.heads[0].local.weight.grad.abs().sum() > 0 if relation else model.heads[0].global_max.weight.grad.any()
+    # eval is unchanged: the same embedding as a model without aux classifiers
+    plain = RelationNet(TinyBackbone(), num_classes=0, dim=4, relation=relation, gcp=gcp)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")})
+    torch.testing.assert_close(model.eval()(x), plain.eval()(x))
+
+
 def test_eval_embedding_sizes() -> None:
     x = torch.randn(2, 3, 48, 16)
     full = RelationNet(TinyBackbone(), dim=4).eval()

@@ -165,7 +165,8 @@ class ReIDLoss(nn.Module):
     """Weighted sum of label-smoothed CE (on ``logits``), batch-hard triplet and center loss (on
     ``features``, pre-BNNeck as in BoT). A term with weight 0 is neither computed nor returned.
     Multi-branch models (RRID) give ``logits`` ``(N, B, C)`` and ``features`` ``(N, B, D)``: CE and
-    triplet are then computed per branch and averaged over the ``B`` branches.
+    triplet are then computed per branch and averaged over the ``B`` branches; CE also over the classifiers of
+    intermediate features, ``aux_logits`` ``(N, A, C)``, when the model gives them (one mean over ``B + A``).
 
     ``forward(outputs, targets)`` takes the model's train-mode dict (``logits``, ``features``) and
     returns the unweighted terms (``ce``, ``triplet``, ``center``) and ``total`` = weighted sum.
@@ -258,6 +259,8 @@ class ReIDLoss(nn.Module):
             if "logits" not in outputs:
                 raise KeyError("the cross-entropy loss needs 'logits' in the model outputs (num_classes > 0)")
             logits = outputs["logits"]
+            if "aux_logits" in outputs:
+                logits = torch.cat([logits, outputs["aux_logits"]], dim=1)
             if logits.dim() == 3:  # (N, branches, C): the mean of the branches' losses
                 targets_b = targets.repeat_interleave(logits.shape[1])
                 add("ce", self.ce(logits.flatten(0, 1), targets_b), self.ce_weight)

@@ -72,7 +72,7 @@ def _build_torchreid(
     return model
 
 
-RRID_OPTIONS = ("parts", "dim", "relation", "gcp", "embedding")
+RRID_OPTIONS = ("parts", "dim", "relation", "gcp", "embedding", "aux_ce")
 HOREID_OPTIONS = ("relation", "topology", "gm_hidden")
 
 

@@ -24,6 +24,14 @@ embedding, or only the ``len(parts)`` global features with ``embedding="global"`
 
 ``relation=False`` / ``gcp=False`` switch the two modules off for ablations: a part feature is then
 ``L_i(p_i)`` and a global feature ``M(m)`` (plain max pooling).
+
+``aux_ce=True`` adds the official code's deep supervision: a classifier also on every intermediate feature
+that differs from a branch output, ``L_i(p_i)`` and ``S_i(rest_i)`` of every part and ``M(m)`` and ``Q(r)``
+of every granularity (12 + 12 + 3 + 3 = 30 more with the defaults; none for a module switched off). Train
+mode then adds ``aux_logits`` ``(N, A, num_classes)``, which :class:`reidkit.losses.ReIDLoss` averages into
+its CE with the branches' logits. The official code sums CE over all 45 classifiers and the triplet loss
+over the 15 branches (``T + 2 C``); with both averaged, ``loss.ce.weight: 6`` keeps that balance. Eval
+mode and the embedding are unchanged.
 """
 
 from __future__ import annotations
@@ -100,23 +108,37 @@ class RelationHead(nn.Module):
         bounds = part_bounds(int(rows.shape[-1]), self.n)
         return torch.stack([rows[:, :, s:e].amax(dim=-1) for s, e in bounds], dim=1)
 
+    @property
+    def num_aux(self) -> int:
+        """How many intermediate features differ from the outputs (see ``aux_ce`` in the module doc)."""
+        return 2 * self.n * (self.rest is not None) + 2 * (self.global_rest is not None)
+
     def forward(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        parts, g, _ = self.forward_all(rows)
+        return parts, g
+
+    def forward_all(self, rows: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """``forward``'s outputs and the intermediate features ``[L(p) (N, n, dim), S(rest) (N, n, dim),
+        M(m) (N, 1, dim), Q(r) (N, 1, dim)]`` (those of the modules switched on; :attr:`num_aux` in all)."""
+        aux: list[Tensor] = []
         p = self.pool_parts(rows)
         total = p.sum(dim=1, keepdim=True)
         local = self.local(p)
         if self.rest is not None and self.fuse is not None:
-            rest = (total - p) / (self.n - 1)
-            parts = self.fuse(torch.cat([local, self.rest(rest)], dim=2)) + local
+            rest = self.rest((total - p) / (self.n - 1))
+            parts = self.fuse(torch.cat([local, rest], dim=2)) + local
+            aux += [local, rest]
         else:
             parts = local
         m = rows.amax(dim=-1)
         gm = self.global_max(m.unsqueeze(1))
         if self.global_rest is not None and self.global_fuse is not None:
-            r = (total.squeeze(1) - m) / (self.n - 1)
-            g = gm + self.global_fuse(torch.cat([gm, self.global_rest(r.unsqueeze(1))], dim=2))
+            r = self.global_rest(((total.squeeze(1) - m) / (self.n - 1)).unsqueeze(1))
+            g = gm + self.global_fuse(torch.cat([gm, r], dim=2))
+            aux += [gm, r]
         else:
             g = gm
-        return parts, g.squeeze(1)
+        return parts, g.squeeze(1), aux
 
 
 class RelationNet(ResettableClassifier, nn.Module):
@@ -131,6 +153,7 @@ class RelationNet(ResettableClassifier, nn.Module):
         relation: bool = True,
         gcp: bool = True,
         embedding: Embedding = "all",
+        aux_ce: bool = False,
     ) -> None:
         super().__init__()
         parts = tuple(int(n) for n in parts)
@@ -145,12 +168,15 @@ class RelationNet(ResettableClassifier, nn.Module):
         self.parts, self.dim, self.embedding = parts, dim, embedding
         self.heads = nn.ModuleList(RelationHead(n, channels, dim, relation, gcp) for n in parts)
         self.num_branches = sum(parts) + len(parts)
+        self.num_aux = sum(h.num_aux for h in self.heads) if aux_ce else 0
         self.feat_dim = dim * (self.num_branches if embedding == "all" else len(parts))
         self.reset_classifier(num_classes)
 
     def new_classifier(self, num_classes: int) -> nn.ModuleList:
-        """One linear classifier per branch, ``N(0, 0.001)`` with zero bias."""
-        classifier = nn.ModuleList(nn.Linear(self.dim, num_classes) for _ in range(self.num_branches))
+        """One linear classifier per branch, then one per intermediate feature with ``aux_ce``; ``N(0, 0.001)``
+        with zero bias."""
+        count = self.num_branches + self.num_aux
+        classifier = nn.ModuleList(nn.Linear(self.dim, num_classes) for _ in range(count))
         for fc in classifier:
             nn.init.normal_(fc.weight, std=0.001)
             nn.init.zeros_(fc.bias)
@@ -158,21 +184,32 @@ class RelationNet(ResettableClassifier, nn.Module):
 
     def branches(self, x: Tensor) -> Tensor:
         """``(N, B, dim)``: the part features of every granularity, then the global features."""
+        return self._features(x, aux=False)[0]
+
+    def _features(self, x: Tensor, aux: bool) -> tuple[Tensor, Tensor | None]:
+        """The branches ``(N, B, dim)`` and, with ``aux``, the intermediate features ``(N, A, dim)``."""
         rows = self.backbone(x).amax(dim=-1)  # (N, C, H)
-        part_feats, global_feats = [], []
+        part_feats, global_feats, aux_feats = [], [], []
         for head in self.heads:
-            parts, g = head(rows)
+            parts, g, inner = head.forward_all(rows)
             part_feats.append(parts)
             global_feats.append(g.unsqueeze(1))
-        return torch.cat(part_feats + global_feats, dim=1)
+            aux_feats += inner
+        return torch.cat(part_feats + global_feats, dim=1), torch.cat(aux_feats, dim=1) if aux and aux_feats else None
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
-        feats = self.branches(x)
         if not self.training:
+            feats = self.branches(x)
             if self.embedding == "global":
                 feats = feats[:, -len(self.parts) :]
             return feats.flatten(1)
+        with_aux = self.num_aux > 0 and self.classifier is not None
+        feats, inner = self._features(x, aux=with_aux)
         out = {"features": feats}
         if self.classifier is not None:
-            out["logits"] = torch.stack([fc(feats[:, i]) for i, fc in enumerate(self.classifier)], dim=1)
+            fcs = list(self.classifier)
+            out["logits"] = torch.stack([fc(feats[:, i]) for i, fc in enumerate(fcs[: self.num_branches])], dim=1)
+            if inner is not None:
+                heads = fcs[self.num_branches :]
+                out["aux_logits"] = torch.stack([fc(inner[:, i]) for i, fc in enumerate(heads)], dim=1)
         return out
