@@ -223,6 +223,7 @@ def test_configs_load_and_build(name: str) -> None:
     assert isinstance(model, RelationNet) and model.feat_dim == 3840
     if name == "rrid_resnet50.yaml":  # the paper: 1e-3 for the backbone, 1e-2 for the new layers
         assert (cfg.data.height, cfg.solver.optimizer, cfg.solver.milestones) == (384, "sgd", [40, 60])
+        assert model.num_aux == 30 and len(model.classifier) == 45  # the official code's 45 classifiers
         with torch.inference_mode():
             assert model.eval().backbone(torch.randn(1, 3, 384, 128)).shape[-2:] == (24, 8)
         lrs = sorted({g["lr"] for g in build_optimizer(model, cfg.solver).param_groups})
